@@ -1,0 +1,334 @@
+"""Typed configuration for a training run, loaded from YAML plus ``key=value`` overrides.
+
+A YAML file is nothing but saved overrides of the defaults below. Every field is checked
+against its type hint when the config is built, so a typo or a wrong type fails before any
+model is loaded, with the offending key named (and the closest valid key suggested).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "DataSource",
+    "LoraConfig",
+    "TrainConfig",
+    "build_config",
+    "load_config",
+    "parse_overrides",
+]
+
+# Short names accepted on the command line and in YAML (``tunescout train run.yaml lr=1e-5``).
+ALIASES = {"lr": "learning_rate", "bs": "batch_size"}
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type, or inconsistent."""
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapter settings (used when ``method: lora``)."""
+
+    r: int = 16
+    """Rank of the update matrices."""
+    alpha: float = 32
+    """Scaling numerator: the update is scaled by ``alpha / r``."""
+    dropout: float = 0.05
+    """Dropout on the adapter input."""
+    target_modules: str | list[str] = "all-linear"
+    """Module names to adapt, or ``all-linear`` (every linear layer except the output head)."""
+
+    def __post_init__(self) -> None:
+        if self.r <= 0:
+            raise ConfigError(f"lora.r must be positive, got {self.r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class DataSource:
+    """One training dataset: a local file/folder, or a hub id when ``hub: true``."""
+
+    path: str
+    """JSONL, JSON, CSV or Parquet file, a folder saved by ``datasets``, or a hub id."""
+    phase: int | None = None
+    """Phase number for ``strategy: phased`` (ignored when stacked)."""
+    epochs: float | None = None
+    """Epochs for this dataset's phase (phased only); defaults to the run's ``epochs``."""
+    split: str = "train"
+    """Split to read from a ``datasets`` folder or hub dataset."""
+    hub: bool = False
+    """Allow downloading ``path`` from the Hugging Face hub. Off by default: nothing leaves the
+    machine unless asked."""
+
+
+Method = Literal["full", "lora"]
+Schedule = Literal["constant", "linear", "cosine"]
+Strategy = Literal["stacked", "phased"]
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+TrainOn = Literal["completion", "all"]
+TooLong = Literal["truncate", "drop"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs. Defaults follow the SFT recipe (see MISSION.md)."""
+
+    model: str = ""
+    """Model path, hub id, or a ``.gguf`` file."""
+    tokenizer: str | None = None
+    """Tokenizer path or hub id; defaults to ``model``."""
+    method: Method = "full"
+    """``full`` fine-tuning or ``lora``."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: list[DataSource] = field(default_factory=list)
+    """One or more datasets; each may carry a ``phase``."""
+    strategy: Strategy = "stacked"
+    """``stacked``: all data in one shuffled stream; ``phased``: phase after phase."""
+
+    # --- batch and budget ---
+    batch_size: int = 128
+    """Effective batch in samples per optimizer step (reached by gradient accumulation)."""
+    max_tokens_per_micro_batch: int = 16384
+    """Token budget of one padding-free micro-batch (per device)."""
+    epochs: float = 1.0
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (overrides epochs when smaller)."""
+    max_samples: int | None = None
+    """Stop after this many training samples."""
+
+    # --- optimizer and schedule ---
+    learning_rate: float = 2.0e-5
+    schedule: Schedule = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1.0e-8
+    grad_clip: float | None = 1.0
+    """Clip the global gradient norm to this value; ``null`` or 0 disables clipping."""
+
+    # --- data processing ---
+    max_length: int = 2048
+    too_long: TooLong = "truncate"
+    """Samples longer than ``max_length``: ``truncate`` keeps the first tokens, ``drop`` skips them."""
+    train_on: TrainOn = "completion"
+    """``completion``: loss on assistant/completion tokens only; ``all``: on every token."""
+    chat_template: str | None = None
+    """Jinja chat template overriding the tokenizer's (needed when it has none)."""
+    eval_fraction: float = 0.0
+    """Fraction of training rows held out for validation loss."""
+    eval_every: int | None = None
+    """Compute validation loss every N optimizer steps (and always at the end)."""
+
+    # --- model and numerics ---
+    dtype: DType = "auto"
+    """``auto``: bf16 on a GPU that supports it, float32 on CPU."""
+    attn_implementation: str = "auto"
+    """``auto``: flash_attention_2 when installed on a GPU, else sdpa."""
+    gradient_checkpointing: bool = False
+    device: str = "auto"
+    seed: int = 42
+
+    # --- outputs ---
+    output_dir: str = "runs/example"
+    checkpoint_every: int | None = None
+    """Write a resumable checkpoint every N optimizer steps (and at the end)."""
+    save_model: bool = True
+    merge_lora: bool = False
+    """Save LoRA runs as a merged full model instead of an adapter."""
+    progress: bool = True
+    """Show a progress bar (only on an interactive terminal)."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_length < 2:
+            raise ConfigError(f"max_length must be >= 2, got {self.max_length}")
+        if self.max_length > self.max_tokens_per_micro_batch:
+            raise ConfigError(
+                f"max_length ({self.max_length}) exceeds max_tokens_per_micro_batch "
+                f"({self.max_tokens_per_micro_batch}): one sample must fit in a micro-batch"
+            )
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.epochs <= 0:
+            raise ConfigError(f"epochs must be positive, got {self.epochs}")
+        for name in ("max_steps", "max_samples", "checkpoint_every", "eval_every"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1 or null, got {value}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.strategy == "phased" and any(d.phase is None for d in self.data):
+            raise ConfigError("strategy: phased needs a `phase` on every data entry")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (YAML/JSON-safe) of every field."""
+        return dataclasses.asdict(self)
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against a type hint, converting where it is lossless (int -> float)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: expected {_type_name(hint)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(hint, value, prefix=f"{key}.")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {_type_name(hint)}")  # pragma: no cover
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking keys and types."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in raw.items():
+        key = ALIASES.get(key, key) if not prefix else key
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+            hint = f" (did you mean `{prefix}{close[0]}`?)" if close else ""
+            raise ConfigError(f"unknown key `{prefix}{key}`{hint}")
+        kwargs[key] = _coerce(value, hints[key], prefix + key)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        raise ConfigError(f"{prefix or cls.__name__}: {exc}") from None
+
+
+def _normalise_data(raw: dict[str, Any]) -> dict[str, Any]:
+    """Let ``data`` be a single path, a list of paths, or a list of mappings."""
+    data = raw.get("data")
+    if isinstance(data, (str, dict)):
+        data = [data]
+    if isinstance(data, list):
+        raw["data"] = [{"path": d} if isinstance(d, str) else d for d in data]
+    return raw
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Turn ``["lr=1e-5", "lora.r=8"]`` into a nested dict; values are parsed as YAML."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override `{item}` is not of the form key=value")
+        key, text = item.split("=", 1)
+        value = yaml.safe_load(text) if text else None
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override `{item}` conflicts with another override")
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> TrainConfig:
+    """Build a :class:`TrainConfig` from a mapping and optional ``key=value`` overrides.
+
+    Raises:
+        ConfigError: unknown key, wrong type, or inconsistent values.
+    """
+    raw = {ALIASES.get(k, k): v for k, v in (raw or {}).items()}
+    over = {ALIASES.get(k, k): v for k, v in parse_overrides(overrides or []).items()}
+    return _build(TrainConfig, _normalise_data(_merge(raw, over)))
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Load a YAML run config (relative data paths resolve against the YAML's folder)."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    config = build_config(raw, overrides)
+    if path is not None:
+        base = Path(path).resolve().parent
+        for source in config.data:
+            candidate = base / source.path
+            if not source.hub and not Path(source.path).is_absolute() and candidate.exists():
+                source.path = str(candidate)
+        for name in ("model", "tokenizer"):
+            value = getattr(config, name)
+            if value and not Path(value).is_absolute() and (base / value).exists():
+                setattr(config, name, str(base / value))
+    return config

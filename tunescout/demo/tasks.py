@@ -1,0 +1,58 @@
+"""Generated instruction data: small tasks, deterministic from a seed, in the three row shapes."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["TASKS", "make_rows", "write_jsonl"]
+
+_WORDS = ("apple river stone cloud light green blue happy quiet north south east west "
+          "paper music garden window market silver orange winter summer").split()
+_POSITIVE = ["good", "great", "happy", "lovely", "fine", "nice"]
+_NEGATIVE = ["bad", "awful", "sad", "poor", "broken", "dull"]
+
+
+def _arithmetic(rng: random.Random) -> dict[str, Any]:
+    a, b = rng.randint(0, 50), rng.randint(0, 50)
+    return {"messages": [{"role": "user", "content": f"What is {a} plus {b}?"},
+                         {"role": "assistant", "content": str(a + b)}]}
+
+
+def _reverse(rng: random.Random) -> dict[str, Any]:
+    words = rng.sample(_WORDS, rng.randint(2, 5))
+    return {"prompt": f"Reverse the words: {' '.join(words)}\nAnswer: ", "completion": " ".join(reversed(words))}
+
+
+def _sentiment(rng: random.Random) -> dict[str, Any]:
+    positive = rng.random() < 0.5
+    word = rng.choice(_POSITIVE if positive else _NEGATIVE)
+    text = f"The {rng.choice(_WORDS)} was {word} today."
+    return {"messages": [
+        {"role": "system", "content": "Answer with one word: positive or negative."},
+        {"role": "user", "content": text},
+        {"role": "assistant", "content": "positive" if positive else "negative"}]}
+
+
+def _story(rng: random.Random) -> dict[str, Any]:
+    return {"text": " ".join(rng.choice(_WORDS) for _ in range(rng.randint(5, 40))) + "."}
+
+
+TASKS: dict[str, Callable[[random.Random], dict[str, Any]]] = {
+    "arithmetic": _arithmetic, "reverse": _reverse, "sentiment": _sentiment, "story": _story,
+}
+
+
+def make_rows(task: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` rows of a task from :data:`TASKS`, the same for the same seed."""
+    rng = random.Random(f"{task}-{seed}")
+    return [TASKS[task](rng) for _ in range(n)]
+
+
+def write_jsonl(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

@@ -1,0 +1,252 @@
+"""The training loop: one function, read top to bottom.
+
+setup (data, model, optimizer, schedule, resume) → for each optimizer step: pack the effective
+batch into micro-batches, accumulate gradients, measure the global gradient norm, clip, step,
+emit telemetry, ask the early-stop hook, checkpoint → evaluate, save, write ``result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import random
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import yaml
+
+from tunescout.config import TrainConfig
+from tunescout.data.packing import plan_micro_batches
+from tunescout.data.phases import build_schedule
+from tunescout.data.prepare import prepare_data
+from tunescout.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tunescout.train.loss import accumulate_gradients, evaluate_loss
+from tunescout.train.models import (
+    count_parameters,
+    load_model,
+    load_tokenizer,
+    resolve_attn_implementation,
+    resolve_device,
+    resolve_dtype,
+    save_model,
+)
+from tunescout.train.schedules import lr_factor
+from tunescout.train.telemetry import EarlyStop, JsonlSink, ProgressSink, Sink, StepRecord
+
+__all__ = ["RunResult", "train"]
+
+log = logging.getLogger("tunescout.train")
+
+
+@dataclass
+class RunResult:
+    """What ``result.json`` holds."""
+
+    status: str
+    """``completed``, ``stopped``, ``diverged`` or ``failed``."""
+    reason: str = ""
+    steps: int = 0
+    total_steps: int = 0
+    samples: int = 0
+    tokens: int = 0
+    wall_s: float = 0.0
+    final_loss: float | None = None
+    eval_loss: float | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    output_dir: str = ""
+
+
+def _versions() -> dict[str, str]:
+    import peft
+    import transformers
+
+    import tunescout
+
+    out = {"python": platform.python_version(), "torch": torch.__version__,
+           "transformers": transformers.__version__, "peft": peft.__version__, "tunescout": tunescout.__version__}
+    try:
+        out["git"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                    timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _finite(x: float) -> bool:
+    return math.isfinite(x)
+
+
+def _write_result(run_dir: Path, result: RunResult) -> None:
+    data = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.__dict__.items()}
+    (run_dir / "result.json").write_text(json.dumps(data, indent=2))
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    sinks: Sequence[Sink] = (),
+    early_stop: EarlyStop | None = None,
+) -> RunResult:
+    """Train one model as ``config`` says and write the run directory.
+
+    Args:
+        config: the run's settings.
+        resume: continue from the newest checkpoint in ``config.output_dir`` (a fresh start when
+            there is none).
+        sinks: extra receivers of every :class:`StepRecord` (the JSONL file is always written).
+        early_stop: called with each record; a truthy return ends the run as ``stopped``.
+
+    Returns:
+        The run's :class:`RunResult` (also written to ``result.json``). A run that raises is
+        recorded as ``failed`` before the exception propagates.
+    """
+    run_dir = Path(config.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = latest_checkpoint(run_dir) if resume else None
+    if not checkpoint:
+        if resume:
+            log.warning("no checkpoint in %s; starting from scratch", run_dir)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        for stale in ("eval.jsonl", "result.json"):
+            (run_dir / stale).unlink(missing_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    result = RunResult(status="failed", output_dir=str(run_dir), versions=_versions())
+    owned: list[Sink] = []
+    try:
+        _seed_everything(config.seed)
+        device = resolve_device(config.device)
+        dtype = resolve_dtype(config.dtype, device)
+
+        # --- data: tokenized samples and the order of optimizer steps ---
+        tokenizer = load_tokenizer(config.tokenizer or config.model)
+        data = prepare_data(
+            config.data, tokenizer, max_length=config.max_length, train_on=config.train_on,
+            too_long=config.too_long, strategy=config.strategy, epochs=config.epochs,
+            eval_fraction=config.eval_fraction, chat_template=config.chat_template, seed=config.seed,
+        )
+        schedule = build_schedule(data.phases, config.batch_size, config.seed, config.max_samples, config.max_steps)
+        total_steps = len(schedule)
+        result.total_steps = total_steps
+        result.data = {"train_samples": len(data.train), "eval_samples": len(data.eval), **vars(data.stats)}
+        eval_batches = plan_micro_batches(data.eval, config.max_tokens_per_micro_batch) if data.eval else []
+
+        # --- model, optimizer, schedule ---
+        model = load_model(
+            config.model, method=config.method, lora_r=config.lora.r, lora_alpha=config.lora.alpha,
+            lora_dropout=config.lora.dropout, lora_target_modules=config.lora.target_modules, dtype=dtype,
+            attn_implementation=resolve_attn_implementation(config.attn_implementation, device, dtype),
+            gradient_checkpointing=config.gradient_checkpointing, device=device,
+        )
+        trainable, total = count_parameters(model)
+        result.params = {"trainable": trainable, "total": total}
+        params = [p for p in model.parameters() if p.requires_grad]
+        # Weight decay on matrices only: decaying norms and biases towards zero is never wanted.
+        optimizer = torch.optim.AdamW(
+            [{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
+             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
+            lr=config.learning_rate, betas=config.betas, eps=config.eps,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_factor(s, config.schedule, config.warmup_steps, total_steps)
+        )
+        state = {"step": 0, "samples": 0, "tokens": 0, "wall_s": 0.0}
+        if checkpoint:
+            state = load_checkpoint(checkpoint, model, optimizer, scheduler)
+            log.info("resumed from %s (step %d)", checkpoint, state["step"])
+        log.info("%s: %d steps, %s/%s trainable params, %s on %s, data %s",
+                 config.method, total_steps, f"{trainable:,}", f"{total:,}", dtype, device, data.stats.summary())
+
+        owned = [JsonlSink(run_dir / "telemetry.jsonl", keep_steps=state["step"]),
+                 ProgressSink(total_steps, initial=state["step"], enabled=config.progress)]
+        all_sinks = [*owned, *sinks]
+        clip = config.grad_clip if config.grad_clip else float("inf")
+        start_time = time.perf_counter() - state["wall_s"]
+        result.status = "completed"
+
+        # --- the loop ---
+        for step, batch in enumerate(schedule[state["step"]:], start=state["step"] + 1):
+            t0 = time.perf_counter()
+            samples = [data.train[i] for i in batch.indices]
+            micro_batches = plan_micro_batches(samples, config.max_tokens_per_micro_batch)
+            loss_tokens = sum(s.num_loss_tokens for s in samples)
+            step_tokens = sum(len(s) for s in samples)
+            loss = accumulate_gradients(model, micro_batches, loss_tokens, device)
+            # clip_grad_norm_ returns the norm *before* clipping: the early-dynamics signal.
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm=clip))
+            lr = scheduler.get_last_lr()[0]
+            diverged = not (_finite(loss) and _finite(grad_norm))
+            if not diverged:
+                optimizer.step()
+                scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - t0
+            state = {"step": step, "samples": state["samples"] + len(samples),
+                     "tokens": state["tokens"] + step_tokens, "wall_s": time.perf_counter() - start_time}
+            record = StepRecord(step=step, samples=state["samples"], tokens=state["tokens"], loss=loss,
+                                grad_norm=grad_norm, lr=lr, tokens_per_s=step_tokens / max(elapsed, 1e-9),
+                                wall_s=state["wall_s"], loss_tokens=loss_tokens,
+                                micro_batches=len(micro_batches), phase=batch.phase, epoch=batch.epoch)
+            for sink in all_sinks:
+                sink.write(record)
+            result.steps, result.samples, result.tokens = step, state["samples"], state["tokens"]
+            result.final_loss = loss
+            if diverged:
+                result.status, result.reason = "diverged", f"non-finite loss or grad norm at step {step}"
+                log.error("run diverged at step %d (loss %s, grad_norm %s)", step, loss, grad_norm)
+                break
+            if config.eval_every and step % config.eval_every == 0 and eval_batches:
+                _log_eval(run_dir, step, state["samples"], evaluate_loss(model, eval_batches, device))
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
+                save_checkpoint(run_dir, model, optimizer, scheduler, state)
+            verdict = early_stop(record) if early_stop else None
+            if verdict:
+                result.status = "stopped"
+                result.reason = verdict if isinstance(verdict, str) else f"early stop at step {step}"
+                break
+
+        # --- the end: evaluate, checkpoint, save ---
+        if result.status != "diverged":
+            if eval_batches:
+                result.eval_loss = evaluate_loss(model, eval_batches, device)
+                _log_eval(run_dir, result.steps, result.samples, result.eval_loss)
+            if config.checkpoint_every:
+                save_checkpoint(run_dir, model, optimizer, scheduler, state)
+            if config.save_model:
+                save_model(model, tokenizer, run_dir / "model", merge_lora=config.merge_lora)
+        result.wall_s = time.perf_counter() - start_time
+        return result
+    except BaseException as exc:
+        result.status = "failed"
+        result.reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        for sink in owned:
+            sink.close()
+        for sink in sinks:
+            sink.close()
+        _write_result(run_dir, result)
+
+
+def _log_eval(run_dir: Path, step: int, samples: int, val_loss: float) -> None:
+    with (run_dir / "eval.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"step": step, "samples": samples, "val_loss": val_loss}) + "\n")
+    log.info("step %d: validation loss %.4f", step, val_loss)

@@ -1,0 +1,123 @@
+"""Per-optimizer-step telemetry records and the sinks that receive them.
+
+The record is the unit the whole project reasons with: early stopping reads its loss and
+gradient norm, the study store keeps every one, analysis correlates them with final scores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol, runtime_checkable
+
+__all__ = ["EarlyStop", "JsonlSink", "ProgressSink", "Sink", "StepRecord", "read_telemetry"]
+
+log = logging.getLogger("tunescout.train")
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one optimizer step did."""
+
+    step: int
+    """1-based optimizer step."""
+    samples: int
+    """Training samples seen so far (cumulative)."""
+    tokens: int
+    """Input tokens processed so far (cumulative)."""
+    loss: float
+    """Mean next-token loss over every loss token of this step's effective batch."""
+    grad_norm: float
+    """Global L2 norm of the gradient, before clipping."""
+    lr: float
+    tokens_per_s: float
+    """Throughput of this step."""
+    wall_s: float
+    """Seconds since the run started (resumed runs continue the count)."""
+    loss_tokens: int = 0
+    """Tokens that carried loss in this step."""
+    micro_batches: int = 0
+    phase: int = 0
+    epoch: float = 0.0
+
+    def to_json(self) -> str:
+        # Non-finite values are written as null: JSON has no NaN, and readers must not choke.
+        data = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+        return json.dumps(data)
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Receives every step record. ``write`` must be cheap; ``close`` flushes at the end."""
+
+    def write(self, record: StepRecord) -> None: ...
+
+    def close(self) -> None: ...
+
+
+EarlyStop = Callable[[StepRecord], "str | bool | None"]
+"""Called after every step; a truthy return ends the run as ``stopped`` (a string is the reason)."""
+
+
+class JsonlSink:
+    """Appends one JSON object per step to ``telemetry.jsonl``, flushed each step so a killed run
+    keeps everything it logged."""
+
+    def __init__(self, path: str | Path, keep_steps: int | None = None) -> None:
+        self.path = Path(path)
+        if keep_steps is not None:
+            _truncate_after(self.path, keep_steps)
+        self._fh = self.path.open("a", encoding="utf-8")
+
+    def write(self, record: StepRecord) -> None:
+        self._fh.write(record.to_json() + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _truncate_after(path: Path, step: int) -> None:
+    """Keep records up to ``step`` (a resumed run rewrites the steps after its checkpoint)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def read_telemetry(path: str | Path) -> list[dict[str, Any]]:
+    """Read a ``telemetry.jsonl`` file into a list of dicts."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+class ProgressSink:
+    """A progress bar on an interactive terminal; otherwise a dense log line every few steps."""
+
+    def __init__(self, total_steps: int, initial: int = 0, enabled: bool = True) -> None:
+        self.total = total_steps
+        self.every = max(1, total_steps // 20)
+        self._bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total_steps, initial=initial, unit="step", dynamic_ncols=True)
+
+    def write(self, record: StepRecord) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(loss=f"{record.loss:.4f}", gnorm=f"{record.grad_norm:.3f}",
+                                  lr=f"{record.lr:.2e}", tok_s=f"{record.tokens_per_s:.0f}")
+        elif record.step % self.every == 0 or record.step == self.total:
+            log.info(
+                "step %d/%d | loss %.4f | grad_norm %.4f | lr %.3e | %.0f tok/s | %d samples | %.1fs",
+                record.step, self.total, record.loss, record.grad_norm, record.lr,
+                record.tokens_per_s, record.samples, record.wall_s,
+            )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
