@@ -19,8 +19,8 @@ def ensure_tiny_model(name: str = "tiny-llama") -> Path:
     return path
 
 
-def default_config(output_dir: str = "runs/default", method: str = "lora") -> TrainConfig:
-    """A LoRA run on the tiny model over two generated tasks (knowledge-like, then skill-like)."""
+def default_config(output_dir: str = "runs/default", method: str = "full") -> TrainConfig:
+    """A full fine-tuning run on the tiny model over two generated tasks (knowledge-like, then skill-like)."""
     data_dir = cache_dir() / "default-data"
     knowledge = write_jsonl(make_rows("arithmetic", 256, seed=0), data_dir / "arithmetic.jsonl")
     skills = write_jsonl(make_rows("sentiment", 256, seed=0), data_dir / "sentiment.jsonl")
@@ -30,7 +30,7 @@ def default_config(output_dir: str = "runs/default", method: str = "lora") -> Tr
         data=[DataSource(str(knowledge), phase=1), DataSource(str(skills), phase=2)],
         batch_size=32,
         max_tokens_per_micro_batch=1024,
-        learning_rate=2e-3,
+        learning_rate=1e-3,
         epochs=2,
         max_length=128,
         eval_fraction=0.1,
