@@ -253,7 +253,9 @@ def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
     for key, value in raw.items():
         key = ALIASES.get(key, key) if not prefix else key
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+            close = difflib.get_close_matches(key, names, n=1, cutoff=0.5) or [
+                n for n in names if key.startswith(n) or n.startswith(key)
+            ]
             hint = f" (did you mean `{prefix}{close[0]}`?)" if close else ""
             raise ConfigError(f"unknown key `{prefix}{key}`{hint}")
         kwargs[key] = _coerce(value, hints[key], prefix + key)

@@ -39,7 +39,7 @@ from tunescout.train.models import (
     save_model,
 )
 from tunescout.train.schedules import lr_factor
-from tunescout.train.telemetry import EarlyStop, JsonlSink, ProgressSink, Sink, StepRecord
+from tunescout.train.telemetry import EarlyStop, JsonlSink, ProgressSink, Sink, StepRecord, truncate_records
 
 __all__ = ["RunResult", "train"]
 
@@ -169,6 +169,7 @@ def train(
         state = {"step": 0, "samples": 0, "tokens": 0, "wall_s": 0.0}
         if checkpoint:
             state = load_checkpoint(checkpoint, model, optimizer, scheduler)
+            truncate_records(run_dir / "eval.jsonl", state["step"])
             log.info("resumed from %s (step %d)", checkpoint, state["step"])
         log.info("%s: %d steps, %s/%s trainable params, %s on %s, data %s",
                  config.method, total_steps, f"{trainable:,}", f"{total:,}", dtype, device, data.stats.summary())

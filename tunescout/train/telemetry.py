@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, runtime_checkable
 
-__all__ = ["EarlyStop", "JsonlSink", "ProgressSink", "Sink", "StepRecord", "read_telemetry"]
+__all__ = ["EarlyStop", "JsonlSink", "ProgressSink", "Sink", "StepRecord", "read_telemetry", "truncate_records"]
 
 log = logging.getLogger("tunescout.train")
 
@@ -70,7 +70,7 @@ class JsonlSink:
     def __init__(self, path: str | Path, keep_steps: int | None = None) -> None:
         self.path = Path(path)
         if keep_steps is not None:
-            _truncate_after(self.path, keep_steps)
+            truncate_records(self.path, keep_steps)
         self._fh = self.path.open("a", encoding="utf-8")
 
     def write(self, record: StepRecord) -> None:
@@ -81,8 +81,8 @@ class JsonlSink:
         self._fh.close()
 
 
-def _truncate_after(path: Path, step: int) -> None:
-    """Keep records up to ``step`` (a resumed run rewrites the steps after its checkpoint)."""
+def truncate_records(path: Path, step: int) -> None:
+    """Keep JSONL records up to ``step`` (a resumed run redoes the steps after its checkpoint)."""
     if not path.exists():
         return
     kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]

@@ -1,0 +1,85 @@
+"""Config loading: YAML + overrides, type checks, unknown keys named with a suggestion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tunescout.config import ConfigError, TrainConfig, build_config, load_config, parse_overrides
+
+
+def test_yaml_with_overrides(tmp_path: Path) -> None:
+    (tmp_path / "k.jsonl").write_text('{"text": "x"}\n')
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text(
+        "model: some/model\nmethod: lora\nlora: {r: 16, alpha: 32}\n"
+        "data:\n  - {path: k.jsonl, phase: 1}\n  - {path: s.jsonl, phase: 2}\n"
+        "strategy: phased\nbatch_size: 3840\nlearning_rate: 2.0e-5\nbetas: [0.9, 0.95]\n"
+    )
+    cfg = load_config(cfg_file, ["lr=1e-5", "batch_size=64", "lora.r=8", "schedule=cosine"])
+    assert cfg.learning_rate == 1e-5 and isinstance(cfg.learning_rate, float)
+    assert cfg.batch_size == 64
+    assert cfg.lora.r == 8 and cfg.lora.alpha == 32
+    assert cfg.schedule == "cosine"
+    assert cfg.betas == (0.9, 0.95)
+    assert [d.phase for d in cfg.data] == [1, 2]
+    # relative data paths resolve against the YAML's folder when the file exists there
+    assert cfg.data[0].path == str(tmp_path / "k.jsonl")
+    assert cfg.data[1].path == "s.jsonl"
+
+
+def test_yaml_scientific_notation_without_dot_is_a_float() -> None:
+    assert build_config({"learning_rate": "1e-5"}).learning_rate == 1e-5
+
+
+@pytest.mark.parametrize(
+    ("raw", "overrides", "message"),
+    [
+        ({"learning_rat": 1e-5}, [], r"unknown key `learning_rat` \(did you mean `learning_rate`\?\)"),
+        ({}, ["lora.rank=8"], r"unknown key `lora.rank` \(did you mean `lora.r`\?\)"),
+        ({}, ["batch_size=abc"], r"batch_size: expected an integer, got 'abc'"),
+        ({}, ["batch_size=1.5"], r"batch_size: expected an integer"),
+        ({}, ["method=qlora"], r"method: must be one of \['full', 'lora'\]"),
+        ({}, ["schedule=step"], r"schedule: must be one of"),
+        ({}, ["gradient_checkpointing=3"], r"gradient_checkpointing: expected true/false"),
+        ({}, ["betas=[0.9]"], r"betas: expected a list of 2 values"),
+        ({"data": [{"phase": 1}]}, [], r"data\[0\]"),
+        ({"data": [{"path": "a", "phse": 1}]}, [], r"unknown key `data\[0\].phse` \(did you mean `data\[0\].phase`\?\)"),
+        ({}, ["batch_size=0"], r"batch_size must be >= 1"),
+        ({}, ["max_length=4096", "max_tokens_per_micro_batch=2048"], r"exceeds max_tokens_per_micro_batch"),
+        ({"strategy": "phased", "data": ["a.jsonl"]}, [], r"needs a `phase` on every data entry"),
+        ({}, ["eval_fraction=1.0"], r"eval_fraction must be in"),
+        ({}, ["lr"], r"not of the form key=value"),
+    ],
+)
+def test_config_errors_name_the_key(raw: dict, overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_config(raw, overrides)
+
+
+def test_data_shorthands() -> None:
+    assert [d.path for d in build_config({"data": "a.jsonl"}).data] == ["a.jsonl"]
+    assert [d.path for d in build_config({"data": ["a.jsonl", {"path": "b.csv", "phase": 2}]}).data] == ["a.jsonl", "b.csv"]
+
+
+def test_parse_overrides_nested_and_yaml_values() -> None:
+    assert parse_overrides(["lora.r=8", "lora.target_modules=[q_proj, v_proj]", "max_steps=null"]) == {
+        "lora": {"r": 8, "target_modules": ["q_proj", "v_proj"]},
+        "max_steps": None,
+    }
+
+
+def test_missing_and_invalid_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(bad)
+
+
+def test_defaults_follow_the_recipe() -> None:
+    cfg = TrainConfig()
+    assert (cfg.schedule, cfg.warmup_steps, cfg.weight_decay, cfg.betas, cfg.grad_clip) == (
+        "constant", 0, 0.0, (0.9, 0.95), 1.0)

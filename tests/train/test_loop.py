@@ -1,0 +1,196 @@
+"""End-to-end runs of the training loop on the tiny model: outputs, phases, divergence, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunescout.config import DataSource, TrainConfig
+from tunescout.demo.tasks import make_rows, write_jsonl
+from tunescout.train import read_telemetry, train
+
+FIELDS = {"step", "samples", "tokens", "loss", "grad_norm", "lr", "tokens_per_s", "wall_s"}
+
+
+@pytest.fixture(scope="module")
+def data_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("data")
+    return {
+        "arithmetic": str(write_jsonl(make_rows("arithmetic", 48, seed=0), root / "arithmetic.jsonl")),
+        "sentiment": str(write_jsonl(make_rows("sentiment", 32, seed=0), root / "sentiment.jsonl")),
+        "reverse": str(write_jsonl(make_rows("reverse", 32, seed=0), root / "reverse.jsonl")),
+    }
+
+
+def _config(model: Path, files: dict[str, str], out: Path, **kw) -> TrainConfig:
+    base = dict(model=str(model), data=[DataSource(files["arithmetic"]), DataSource(files["reverse"])],
+                batch_size=8, max_tokens_per_micro_batch=256, max_length=128, learning_rate=1e-3,
+                output_dir=str(out), progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_train_writes_telemetry_result_and_loadable_model(tiny_model_dir, data_files, tmp_path, method) -> None:
+    cfg = _config(tiny_model_dir, data_files, tmp_path / "run", method=method, epochs=2, eval_fraction=0.1)
+    result = train(cfg)
+    assert result.status == "completed"
+    records = read_telemetry(tmp_path / "run" / "telemetry.jsonl")
+    assert len(records) == result.steps == result.total_steps > 5
+    assert FIELDS <= set(records[0])
+    assert [r["step"] for r in records] == list(range(1, len(records) + 1))
+    assert all(b["samples"] > a["samples"] and b["tokens"] > a["tokens"] for a, b in zip(records, records[1:]))
+    assert records[-1]["loss"] < records[0]["loss"]  # it learns
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["status"] == "completed" and saved["eval_loss"] is not None
+    assert {"torch", "transformers", "peft"} <= set(saved["versions"])
+
+    from transformers import AutoModelForCausalLM
+
+    if method == "full":
+        reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
+    else:
+        from peft import AutoPeftModelForCausalLM
+
+        assert (tmp_path / "run" / "model" / "adapter_config.json").exists()
+        reloaded = AutoPeftModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
+    ids = torch.tensor([[1, 5, 9, 12]])
+    assert torch.isfinite(reloaded(input_ids=ids).logits).all()
+
+
+def test_lora_merge_saves_a_plain_model(tiny_model_dir, data_files, tmp_path) -> None:
+    cfg = _config(tiny_model_dir, data_files, tmp_path / "run", method="lora", max_steps=2, merge_lora=True)
+    assert train(cfg).status == "completed"
+    from transformers import AutoModelForCausalLM
+
+    assert not (tmp_path / "run" / "model" / "adapter_config.json").exists()
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
+    assert not any("lora" in n for n, _ in model.named_parameters())
+
+
+def test_phased_runs_phase_after_phase_stacked_mixes(tiny_model_dir, data_files, tmp_path) -> None:
+    data = [DataSource(data_files["arithmetic"], phase=1), DataSource(data_files["sentiment"], phase=2, epochs=2)]
+    phased = train(_config(tiny_model_dir, data_files, tmp_path / "phased", data=data, strategy="phased"))
+    stacked = train(_config(tiny_model_dir, data_files, tmp_path / "stacked", data=data, strategy="stacked"))
+    ph = read_telemetry(tmp_path / "phased" / "telemetry.jsonl")
+    assert [r["phase"] for r in ph] == [1] * 6 + [2] * 8  # 48/8 steps, then 2 epochs of 32/8
+    assert ph[-1]["samples"] == 48 + 64
+    st = read_telemetry(tmp_path / "stacked" / "telemetry.jsonl")
+    assert {r["phase"] for r in st} == {0} and st[-1]["samples"] == 80
+    assert phased.status == stacked.status == "completed"
+
+
+def test_divergence_is_recorded_and_ends_the_run(tiny_model_dir, data_files, tmp_path, monkeypatch) -> None:
+    import tunescout.train.loop as loop
+
+    real = loop.accumulate_gradients
+    calls = {"n": 0}
+
+    def nan_on_third(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(loop, "accumulate_gradients", nan_on_third)
+    result = train(_config(tiny_model_dir, data_files, tmp_path / "run", max_steps=10))
+    assert result.status == "diverged" and "step 3" in result.reason
+    records = read_telemetry(tmp_path / "run" / "telemetry.jsonl")
+    assert len(records) == 3 and records[-1]["loss"] is None
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "diverged"
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_exploding_learning_rate_diverges_for_real(tiny_model_dir, data_files, tmp_path) -> None:
+    cfg = _config(tiny_model_dir, data_files, tmp_path / "run", learning_rate=1e12, grad_clip=None, epochs=3)
+    result = train(cfg)
+    assert result.status == "diverged"
+    last = read_telemetry(tmp_path / "run" / "telemetry.jsonl")[-1]
+    assert last["loss"] is None or last["grad_norm"] is None or not math.isfinite(last["loss"])
+
+
+def test_early_stop_hook_ends_the_run_as_stopped(tiny_model_dir, data_files, tmp_path) -> None:
+    seen = []
+
+    def hook(record):
+        seen.append(record.step)
+        return "rung 1: outside top 1/3" if record.step == 4 else None
+
+    result = train(_config(tiny_model_dir, data_files, tmp_path / "run"), early_stop=hook)
+    assert result.status == "stopped" and result.reason == "rung 1: outside top 1/3"
+    assert seen == [1, 2, 3, 4] and result.steps == 4
+    assert (tmp_path / "run" / "model" / "config.json").exists()
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(next((run_dir / "model").glob("*.safetensors"))))
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_crash_and_resume_matches_uninterrupted_run(tiny_model_dir, data_files, tmp_path, method) -> None:
+    kw = dict(method=method, max_steps=8, checkpoint_every=3)  # LoRA dropout stays on: RNG is restored
+    full = train(_config(tiny_model_dir, data_files, tmp_path / "a", **kw))
+
+    def crash(record):
+        if record.step == 5:
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(_config(tiny_model_dir, data_files, tmp_path / "b", **kw), early_stop=crash)
+    assert json.loads((tmp_path / "b" / "result.json").read_text())["status"] == "failed"
+    resumed = train(_config(tiny_model_dir, data_files, tmp_path / "b", **kw), resume=True)
+    assert full.status == resumed.status == "completed"
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    ra, rb = (read_telemetry(tmp_path / d / "telemetry.jsonl") for d in ("a", "b"))
+    assert [r["loss"] for r in ra] == [r["loss"] for r in rb]
+    assert [r["samples"] for r in ra] == [r["samples"] for r in rb]
+
+
+def test_sigkill_and_resume_matches_uninterrupted_run(tiny_model_dir, data_files, tmp_path) -> None:
+    """Kill the training process for real (SIGKILL, no cleanup) and resume with the CLI."""
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(textwrap.dedent(f"""
+        model: {tiny_model_dir}
+        data: [{data_files['arithmetic']}, {data_files['sentiment']}]
+        batch_size: 8
+        max_tokens_per_micro_batch: 256
+        max_length: 128
+        learning_rate: 1.0e-3
+        max_steps: 9
+        checkpoint_every: 2
+        progress: false
+    """))
+    script = textwrap.dedent(f"""
+        import os, signal
+        from tunescout.config import load_config
+        from tunescout.train import train
+        def kill(record):
+            if record.step == 6:
+                os.kill(os.getpid(), signal.SIGKILL)
+        train(load_config({str(cfg_path)!r}, ["output_dir={tmp_path / 'killed'}"]), early_stop=kill)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert not (tmp_path / "killed" / "result.json").exists()  # died without cleanup
+
+    from tunescout.cli import main
+
+    assert main(["train", "--resume-dir", str(tmp_path / "killed")]) == 0
+    assert main(["train", str(cfg_path), f"output_dir={tmp_path / 'clean'}"]) == 0
+    a, b = _weights(tmp_path / "clean"), _weights(tmp_path / "killed")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+    assert len(read_telemetry(tmp_path / "killed" / "telemetry.jsonl")) == 9
