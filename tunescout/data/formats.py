@@ -56,6 +56,18 @@ def normalise_row(row: Any, where: str) -> Example:
     """
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected an object, got {type(row).__name__}")
+    # Columnar files (Parquet, datasets) fill the columns a row does not use with None: match the
+    # shape on the filled fields first, and on all of them only to explain what is wrong.
+    filled = {k: v for k, v in row.items() if v is not None}
+    example = _match_shape(filled, where) or _match_shape(row, where)
+    if example is None:
+        keys = ", ".join(sorted(map(str, row))) or "none"
+        raise DataError(f"{where}: no `messages`, `prompt`/`completion` or `text` field (keys: {keys})")
+    return example
+
+
+def _match_shape(row: dict[str, Any], where: str) -> Example | None:
+    """The row as an Example, None when it has none of the shapes' keys, DataError when malformed."""
     if "messages" in row or "conversations" in row:
         raw = row.get("messages", row.get("conversations"))
         if isinstance(raw, str):  # CSV cells carry the list as JSON text
@@ -95,12 +107,11 @@ def normalise_row(row: Any, where: str) -> Example:
                        completion=_check_str(row["output"], "output", where), where=where)
     if "text" in row:
         return Example("text", text=_check_str(row["text"], "text", where), where=where)
-    keys = ", ".join(sorted(map(str, row))) or "none"
-    raise DataError(f"{where}: no `messages`, `prompt`/`completion` or `text` field (keys: {keys})")
+    return None
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[Any, str]]:
-    with path.open(encoding="utf-8") as fh:
+    with path.open(encoding="utf-8-sig") as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -113,7 +124,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[Any, str]]:
 
 def _json_rows(path: Path) -> Iterator[tuple[Any, str]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -125,14 +136,21 @@ def _json_rows(path: Path) -> Iterator[tuple[Any, str]]:
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[Any, str]]:
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        start = 2  # line 1 is the header
-        for row in reader:
-            if None in row:  # more cells than header columns
-                raise DataError(f"{path}:{start}: row has more cells than the header has columns")
-            yield row, f"{path}:{start}"
-            start = reader.line_num + 1
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        lines = csv.reader(fh)
+        header = next(lines, None)
+        if header is None:
+            return
+        end = lines.line_num  # physical line where the previous record ended
+        for cells in lines:
+            # csv.reader yields [] for a blank line, so every physical line is accounted for and
+            # a record (which may span lines through quoted newlines) starts right after the last.
+            start, end = end + 1, lines.line_num
+            if not cells:
+                continue
+            if len(cells) != len(header):
+                raise DataError(f"{path}:{start}: row has {len(cells)} cells but the header has {len(header)} columns")
+            yield dict(zip(header, cells)), f"{path}:{start}"
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[Any, str]]:

@@ -89,13 +89,23 @@ def _render(tokenizer: Any, messages: Sequence[dict[str, str]], generation_promp
     return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=generation_prompt)
 
 
+def _generation_prompt(tokenizer: Any) -> str:
+    """The text a template adds for ``add_generation_prompt`` (e.g. ``<|im_start|>assistant\n``)."""
+    probe = [{"role": "user", "content": "x"}]
+    with_prompt = _render(tokenizer, probe, generation_prompt=True)
+    without = _render(tokenizer, probe, generation_prompt=False)
+    return with_prompt[len(without):] if with_prompt.startswith(without) else ""
+
+
 def _chat_text_and_spans(tokenizer: Any, messages: Sequence[dict[str, str]], where: str) -> tuple[str, list[tuple[int, int]]]:
     text = _render(tokenizer, messages, generation_prompt=False)
     spans = []
     for i, msg in enumerate(messages):
         if msg["role"] != "assistant":
             continue
-        before = _render(tokenizer, messages[:i], generation_prompt=True)
+        # A conversation opening with the assistant has no history to render: its turn header
+        # is still the generation prompt, which must not carry loss.
+        before = _render(tokenizer, messages[:i], generation_prompt=True) if i else _generation_prompt(tokenizer)
         upto = _render(tokenizer, messages[: i + 1], generation_prompt=False)
         if not (upto.startswith(before) and text.startswith(upto)):
             raise DataError(
@@ -142,8 +152,10 @@ def _tokenize_one(ex: Example, tokenizer: Any, train_on: str, use_chat: bool) ->
         {"role": "user", "content": ex.prompt},
         {"role": "assistant", "content": ex.completion},
     )
+    if train_on == "all":  # no spans needed, so no prefix-stability requirement either
+        return _encode(tokenizer, _render(tokenizer, messages, generation_prompt=False), None, add_special=False)
     text, spans = _chat_text_and_spans(tokenizer, messages, ex.where)
-    return _encode(tokenizer, text, None if train_on == "all" else spans, add_special=False)
+    return _encode(tokenizer, text, spans, add_special=False)
 
 
 def tokenize_examples(

@@ -36,12 +36,31 @@ def _sentiment(rng: random.Random) -> dict[str, Any]:
         {"role": "assistant", "content": "positive" if positive else "negative"}]}
 
 
+_INTENTS = {
+    "billing": ["I was charged twice for the {x}", "why is my invoice for the {x} so high", "can I pay for the {x} by card"],
+    "shipping": ["where is my {x}", "my {x} has not arrived yet", "how long does delivery of {x} take"],
+    "refund": ["I want my money back for the {x}", "please refund the {x}", "how do I return the {x}"],
+    "account": ["I cannot log in to order a {x}", "reset my password, I need my {x}", "change the email on my account"],
+}
+_ITEMS = ["blue kettle", "order", "headphones", "gift card", "subscription", "desk lamp"]
+
+
+def _intent(rng: random.Random) -> dict[str, Any]:
+    label = rng.choice(sorted(_INTENTS))
+    text = rng.choice(_INTENTS[label]).format(x=rng.choice(_ITEMS))
+    return {"messages": [
+        {"role": "system", "content": "Classify the customer message as billing, shipping, refund or account."},
+        {"role": "user", "content": text},
+        {"role": "assistant", "content": label}]}
+
+
 def _story(rng: random.Random) -> dict[str, Any]:
     return {"text": " ".join(rng.choice(_WORDS) for _ in range(rng.randint(5, 40))) + "."}
 
 
 TASKS: dict[str, Callable[[random.Random], dict[str, Any]]] = {
     "arithmetic": _arithmetic, "reverse": _reverse, "sentiment": _sentiment, "story": _story,
+    "intent": _intent,
 }
 
 
