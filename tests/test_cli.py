@@ -1,0 +1,45 @@
+"""The CLI is a thin shell: it builds the config, runs, prints a summary, maps status to exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tunescout.cli import main
+from tunescout.demo.tasks import make_rows, write_jsonl
+
+
+@pytest.fixture()
+def run_yaml(tiny_model_dir: Path, tmp_path: Path) -> Path:
+    write_jsonl(make_rows("arithmetic", 24), tmp_path / "train.jsonl")
+    path = tmp_path / "run.yaml"
+    path.write_text(f"model: {tiny_model_dir}\ndata: [train.jsonl]\nbatch_size: 8\nmax_length: 64\n"
+                    f"max_tokens_per_micro_batch: 256\nprogress: false\noutput_dir: {tmp_path / 'out'}\n")
+    return path
+
+
+def test_train_with_overrides(run_yaml: Path, tmp_path: Path, capsys) -> None:
+    assert main(["train", str(run_yaml), "lr=5e-4", "max_steps=2", "method=lora", "lora.r=4"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["status"] == "completed" and summary["steps"] == 2
+    saved = (tmp_path / "out" / "config.yaml").read_text()
+    assert "learning_rate: 0.0005" in saved and "r: 4" in saved
+    assert json.loads((tmp_path / "out" / "model" / "adapter_config.json").read_text())["r"] == 4
+
+
+def test_config_error_exit_code_and_message(run_yaml: Path, capsys) -> None:
+    assert main(["train", str(run_yaml), "batch_sise=8"]) == 2
+    assert "unknown key `batch_sise` (did you mean `batch_size`?)" in capsys.readouterr().err
+
+
+def test_malformed_data_names_file_and_line(run_yaml: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": "fine"}\n{"prompt": "no completion"}\n')
+    assert main(["train", str(run_yaml), f"data={bad}"]) == 2
+    assert f"{bad}:3: has `prompt` but no `completion`" in capsys.readouterr().err
+
+
+def test_diverged_run_exit_code(run_yaml: Path) -> None:
+    assert main(["train", str(run_yaml), "lr=1e12", "grad_clip=null", "epochs=3"]) == 3
