@@ -133,6 +133,11 @@ class TrainConfig:
     # --- model and numerics ---
     dtype: DType = "auto"
     """``auto``: bf16 on a GPU that supports it, float32 on CPU."""
+    mixed_precision: bool = True
+    """With a half-precision ``dtype``, keep full fine-tuning weights and optimizer state in
+    float32 and compute the forward pass in ``dtype`` (autocast). At recipe learning rates
+    (~1e-5) most bf16 weight updates would round away. ``false`` trains the weights in
+    ``dtype`` directly (half the memory). LoRA always keeps the frozen base in ``dtype``."""
     attn_implementation: str = "auto"
     """``auto``: flash_attention_2 when installed on a GPU, else sdpa."""
     gradient_checkpointing: bool = False

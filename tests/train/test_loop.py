@@ -194,3 +194,11 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tiny_model_dir, data_files
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
     assert len(read_telemetry(tmp_path / "killed" / "telemetry.jsonl")) == 9
+
+
+@pytest.mark.parametrize(("mixed", "weights"), [(True, torch.float32), (False, torch.bfloat16)])
+def test_bf16_mixed_precision_keeps_float32_master_weights(tiny_model_dir, data_files, tmp_path, mixed, weights) -> None:
+    cfg = _config(tiny_model_dir, data_files, tmp_path / "run", dtype="bfloat16", mixed_precision=mixed, max_steps=2)
+    assert train(cfg).status == "completed"
+    saved = _weights(tmp_path / "run")
+    assert {t.dtype for t in saved.values()} == {weights}

@@ -133,6 +133,10 @@ def train(
         _seed_everything(config.seed)
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
+        # Mixed precision: float32 master weights for full fine-tuning, compute in `dtype`.
+        half = dtype != torch.float32
+        weights_dtype = torch.float32 if half and config.mixed_precision and config.method == "full" else dtype
+        autocast = dtype if half else None
 
         # --- data: tokenized samples and the order of optimizer steps ---
         tokenizer = load_tokenizer(config.tokenizer or config.model)
@@ -150,7 +154,7 @@ def train(
         # --- model, optimizer, schedule ---
         model = load_model(
             config.model, method=config.method, lora_r=config.lora.r, lora_alpha=config.lora.alpha,
-            lora_dropout=config.lora.dropout, lora_target_modules=config.lora.target_modules, dtype=dtype,
+            lora_dropout=config.lora.dropout, lora_target_modules=config.lora.target_modules, dtype=weights_dtype,
             attn_implementation=resolve_attn_implementation(config.attn_implementation, device, dtype),
             gradient_checkpointing=config.gradient_checkpointing, device=device,
         )
@@ -171,8 +175,8 @@ def train(
             state = load_checkpoint(checkpoint, model, optimizer, scheduler)
             truncate_records(run_dir / "eval.jsonl", state["step"])
             log.info("resumed from %s (step %d)", checkpoint, state["step"])
-        log.info("%s: %d steps, %s/%s trainable params, %s on %s, data %s",
-                 config.method, total_steps, f"{trainable:,}", f"{total:,}", dtype, device, data.stats.summary())
+        log.info("%s: %d steps, %s/%s trainable params, weights %s, compute %s on %s, data %s", config.method,
+                 total_steps, f"{trainable:,}", f"{total:,}", weights_dtype, dtype, device, data.stats.summary())
 
         owned = [JsonlSink(run_dir / "telemetry.jsonl", keep_steps=state["step"]),
                  ProgressSink(total_steps, initial=state["step"], enabled=config.progress)]
@@ -188,7 +192,7 @@ def train(
             micro_batches = plan_micro_batches(samples, config.max_tokens_per_micro_batch)
             loss_tokens = sum(s.num_loss_tokens for s in samples)
             step_tokens = sum(len(s) for s in samples)
-            loss = accumulate_gradients(model, micro_batches, loss_tokens, device)
+            loss = accumulate_gradients(model, micro_batches, loss_tokens, device, autocast)
             # clip_grad_norm_ returns the norm *before* clipping: the early-dynamics signal.
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm=clip))
             lr = scheduler.get_last_lr()[0]
@@ -215,7 +219,7 @@ def train(
                 log.error("run diverged at step %d (loss %s, grad_norm %s)", step, loss, grad_norm)
                 break
             if config.eval_every and step % config.eval_every == 0 and eval_batches:
-                _log_eval(run_dir, step, state["samples"], evaluate_loss(model, eval_batches, device))
+                _log_eval(run_dir, step, state["samples"], evaluate_loss(model, eval_batches, device, autocast))
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
                 save_checkpoint(run_dir, model, optimizer, scheduler, state)
             verdict = early_stop(record) if early_stop else None
@@ -227,7 +231,7 @@ def train(
         # --- the end: evaluate, checkpoint, save ---
         if result.status != "diverged":
             if eval_batches:
-                result.eval_loss = evaluate_loss(model, eval_batches, device)
+                result.eval_loss = evaluate_loss(model, eval_batches, device, autocast)
                 _log_eval(run_dir, result.steps, result.samples, result.eval_loss)
             if config.checkpoint_every:
                 save_checkpoint(run_dir, model, optimizer, scheduler, state)

@@ -32,24 +32,31 @@ def _supports_logits_to_keep(model: torch.nn.Module) -> bool:
     return _forward_takes_logits_to_keep(type(base))
 
 
-def micro_batch_loss_sum(model: torch.nn.Module, mb: MicroBatch) -> torch.Tensor:
+def micro_batch_loss_sum(model: torch.nn.Module, mb: MicroBatch, autocast: torch.dtype | None = None) -> torch.Tensor:
     """Summed next-token cross-entropy over the loss tokens of one packed micro-batch.
 
     Logits are computed only at positions that carry loss (``logits_to_keep`` as a boolean mask),
     which saves the output projection and its memory on prompt tokens; the loss is taken in
-    float32 whatever the model dtype.
+    float32 whatever the model dtype. With ``autocast`` set, the forward pass computes in that
+    dtype while the weights stay as they are (mixed precision).
     """
     mask = mb.targets != IGNORE
     kwargs = {"input_ids": mb.input_ids, "position_ids": mb.position_ids, "use_cache": False}
-    if _supports_logits_to_keep(model):
-        logits = model(**kwargs, logits_to_keep=mask).logits
-    else:
-        logits = model(**kwargs).logits[mask]
+    device_type = mb.input_ids.device.type
+    with torch.autocast(device_type, dtype=autocast or torch.float32, enabled=autocast is not None):
+        if _supports_logits_to_keep(model):
+            logits = model(**kwargs, logits_to_keep=mask).logits
+        else:
+            logits = model(**kwargs).logits[mask]
     return F.cross_entropy(logits.float(), mb.targets[mask], reduction="sum")
 
 
 def accumulate_gradients(
-    model: torch.nn.Module, micro_batches: Sequence[MicroBatch], total_loss_tokens: int, device: torch.device | str
+    model: torch.nn.Module,
+    micro_batches: Sequence[MicroBatch],
+    total_loss_tokens: int,
+    device: torch.device | str,
+    autocast: torch.dtype | None = None,
 ) -> float:
     """Backward every micro-batch with the loss scaled by the effective batch's token count.
 
@@ -58,20 +65,25 @@ def accumulate_gradients(
     """
     total = torch.zeros((), device=device, dtype=torch.float32)
     for mb in micro_batches:
-        loss_sum = micro_batch_loss_sum(model, mb.to(device))
+        loss_sum = micro_batch_loss_sum(model, mb.to(device), autocast)
         (loss_sum / total_loss_tokens).backward()
         total += loss_sum.detach()
     return float(total) / total_loss_tokens
 
 
 @torch.no_grad()
-def evaluate_loss(model: torch.nn.Module, micro_batches: Sequence[MicroBatch], device: torch.device | str) -> float:
+def evaluate_loss(
+    model: torch.nn.Module,
+    micro_batches: Sequence[MicroBatch],
+    device: torch.device | str,
+    autocast: torch.dtype | None = None,
+) -> float:
     """Mean token loss over micro-batches (validation), with the model in eval mode."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     for mb in micro_batches:
-        total += float(micro_batch_loss_sum(model, mb.to(device)))
+        total += float(micro_batch_loss_sum(model, mb.to(device), autocast))
         count += mb.num_loss_tokens
     model.train(was_training)
     return total / max(1, count)
