@@ -74,9 +74,9 @@ def _versions() -> dict[str, str]:
 
     out = {"python": platform.python_version(), "torch": torch.__version__,
            "transformers": transformers.__version__, "peft": peft.__version__, "tunescout": tunescout.__version__}
-    try:
-        out["git"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                    timeout=5, check=True).stdout.strip()
+    try:  # the commit of tunescout's own source, when it runs from a checkout
+        out["git"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                    check=True, cwd=Path(tunescout.__file__).parent).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         pass
     return out
@@ -218,7 +218,7 @@ def train(
                 result.status, result.reason = "diverged", f"non-finite loss or grad norm at step {step}"
                 log.error("run diverged at step %d (loss %s, grad_norm %s)", step, loss, grad_norm)
                 break
-            if config.eval_every and step % config.eval_every == 0 and eval_batches:
+            if config.eval_every and step % config.eval_every == 0 and step < total_steps and eval_batches:
                 _log_eval(run_dir, step, state["samples"], evaluate_loss(model, eval_batches, device, autocast))
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
                 save_checkpoint(run_dir, model, optimizer, scheduler, state)
