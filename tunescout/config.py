@@ -127,8 +127,12 @@ class TrainConfig:
     """Jinja chat template overriding the tokenizer's (needed when it has none)."""
     eval_fraction: float = 0.0
     """Fraction of training rows held out for validation loss."""
+    eval_data: list[DataSource] = field(default_factory=list)
+    """Held-out validation files (added to the ``eval_fraction`` rows)."""
     eval_every: int | None = None
     """Compute validation loss every N optimizer steps (and always at the end)."""
+    eval_at_samples: list[int] = field(default_factory=list)
+    """Also compute validation loss when the samples seen first reach each of these counts."""
 
     # --- model and numerics ---
     dtype: DType = "auto"
@@ -270,13 +274,13 @@ def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
         raise ConfigError(f"{prefix or cls.__name__}: {exc}") from None
 
 
-def _normalise_data(raw: dict[str, Any]) -> dict[str, Any]:
-    """Let ``data`` be a single path, a list of paths, or a list of mappings."""
-    data = raw.get("data")
+def _normalise_data(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    """Let a data field be a single path, a list of paths, or a list of mappings."""
+    data = raw.get(key)
     if isinstance(data, (str, dict)):
         data = [data]
     if isinstance(data, list):
-        raw["data"] = [{"path": d} if isinstance(d, str) else d for d in data]
+        raw[key] = [{"path": d} if isinstance(d, str) else d for d in data]
     return raw
 
 
@@ -316,7 +320,8 @@ def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> Tra
     """
     raw = {ALIASES.get(k, k): v for k, v in (raw or {}).items()}
     over = {ALIASES.get(k, k): v for k, v in parse_overrides(overrides or []).items()}
-    return _build(TrainConfig, _normalise_data(_merge(raw, over)))
+    merged = _normalise_data(_merge(raw, over), "data")
+    return _build(TrainConfig, _normalise_data(merged, "eval_data"))
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
@@ -335,7 +340,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     config = build_config(raw, overrides)
     if path is not None:
         base = Path(path).resolve().parent
-        for source in config.data:
+        for source in [*config.data, *config.eval_data]:
             candidate = base / source.path
             if not source.hub and not Path(source.path).is_absolute() and candidate.exists():
                 source.path = str(candidate)

@@ -202,3 +202,18 @@ def test_bf16_mixed_precision_keeps_float32_master_weights(tiny_model_dir, data_
     assert train(cfg).status == "completed"
     saved = _weights(tmp_path / "run")
     assert {t.dtype for t in saved.values()} == {weights}
+
+
+def test_eval_data_at_sample_counts_and_final_eval(tiny_model_dir, data_files, tmp_path) -> None:
+    seen = []
+    cfg = _config(tiny_model_dir, data_files, tmp_path / "run", eval_data=[DataSource(data_files["sentiment"])],
+                  eval_at_samples=[20, 40], max_steps=8)
+    result = train(cfg, early_stop=lambda r: seen.append(r) and None,
+                   final_eval=lambda model, tok: {"n_params": sum(p.numel() for p in model.parameters())})
+    with_val = [(r.step, r.samples) for r in seen if r.val_loss is not None]
+    assert with_val == [(3, 24), (5, 40)]  # first records at or past 20 and 40 samples
+    evals = [json.loads(x) for x in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()]
+    assert [e["samples"] for e in evals] == [24, 40, 64]  # the two rungs and the end
+    assert result.eval_loss == pytest.approx(evals[-1]["val_loss"])
+    assert result.metrics["n_params"] > 0
+    assert result.data["eval_samples"] == 32

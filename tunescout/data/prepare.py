@@ -42,6 +42,7 @@ def prepare_data(
     strategy: str = "stacked",
     epochs: float = 1.0,
     eval_fraction: float = 0.0,
+    eval_sources: Sequence[DataSource] = (),
     chat_template: str | None = None,
     seed: int = 0,
 ) -> PreparedData:
@@ -52,7 +53,7 @@ def prepare_data(
     """
     if not sources:
         raise DataError("no training data: give at least one `data` entry")
-    per_source = [read_examples(s.path, split=s.split, hub=s.hub) for s in sources]
+    per_source = [read_examples(s.path, split=s.split, hub=s.hub) for s in [*sources, *eval_sources]]
     if chat_template or any(ex.kind == "messages" for exs in per_source for ex in exs):
         ensure_chat_template(tokenizer, chat_template)
     stats = TokenizeStats()
@@ -60,7 +61,7 @@ def prepare_data(
     evals: list[TokenizedSample] = []
     groups: dict[int, list[int]] = {}
     group_epochs: dict[int, float] = {}
-    for k, (source, examples) in enumerate(zip(sources, per_source)):
+    for k, (source, examples) in enumerate(zip(sources, per_source)):  # stops before eval_sources
         samples = tokenize_examples(examples, tokenizer, max_length, train_on, too_long, source=k, stats=stats)
         if not samples:
             raise DataError(f"{source.path}: no usable rows after tokenisation ({stats.summary()})")
@@ -73,6 +74,8 @@ def prepare_data(
         if strategy == "phased" and source.epochs is not None:
             if group_epochs.setdefault(number, source.epochs) != source.epochs:
                 raise DataError(f"phase {number}: its data entries give different `epochs`")
+    for k, examples in enumerate(per_source[len(sources):], start=len(sources)):
+        evals.extend(tokenize_examples(examples, tokenizer, max_length, train_on, too_long, source=k, stats=stats))
     phases = [Phase(n, tuple(groups[n]), group_epochs.get(n, epochs)) for n in sorted(groups)]
     log.info("data: %s", stats.summary())
     return PreparedData(train, evals, phases, stats)

@@ -17,7 +17,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -60,6 +60,8 @@ class RunResult:
     wall_s: float = 0.0
     final_loss: float | None = None
     eval_loss: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """What the ``final_eval`` callback returned (e.g. a task metric)."""
     data: dict[str, Any] = field(default_factory=dict)
     params: dict[str, int] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
@@ -103,6 +105,7 @@ def train(
     resume: bool = False,
     sinks: Sequence[Sink] = (),
     early_stop: EarlyStop | None = None,
+    final_eval: Callable[[torch.nn.Module, Any], dict[str, Any]] | None = None,
 ) -> RunResult:
     """Train one model as ``config`` says and write the run directory.
 
@@ -112,6 +115,8 @@ def train(
             there is none).
         sinks: extra receivers of every :class:`StepRecord` (the JSONL file is always written).
         early_stop: called with each record; a truthy return ends the run as ``stopped``.
+        final_eval: called with ``(model, tokenizer)`` after training (not after divergence);
+            its dict is stored as ``result.metrics``.
 
     Returns:
         The run's :class:`RunResult` (also written to ``result.json``). A run that raises is
@@ -143,7 +148,8 @@ def train(
         data = prepare_data(
             config.data, tokenizer, max_length=config.max_length, train_on=config.train_on,
             too_long=config.too_long, strategy=config.strategy, epochs=config.epochs,
-            eval_fraction=config.eval_fraction, chat_template=config.chat_template, seed=config.seed,
+            eval_fraction=config.eval_fraction, eval_sources=config.eval_data, chat_template=config.chat_template,
+            seed=config.seed,
         )
         schedule = build_schedule(data.phases, config.batch_size, config.seed, config.max_samples, config.max_steps)
         total_steps = len(schedule)
@@ -204,12 +210,19 @@ def train(
             if device.type == "cuda":
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - t0
-            state = {"step": step, "samples": state["samples"] + len(samples),
+            seen_before = state["samples"]
+            state = {"step": step, "samples": seen_before + len(samples),
                      "tokens": state["tokens"] + step_tokens, "wall_s": time.perf_counter() - start_time}
+            val_loss = None
+            eval_due = (config.eval_every and step % config.eval_every == 0 and step < total_steps) or any(
+                seen_before < n <= state["samples"] for n in config.eval_at_samples)
+            if eval_due and eval_batches and not diverged:
+                val_loss = evaluate_loss(model, eval_batches, device, autocast)
+                _log_eval(run_dir, step, state["samples"], val_loss)
             record = StepRecord(step=step, samples=state["samples"], tokens=state["tokens"], loss=loss,
                                 grad_norm=grad_norm, lr=lr, tokens_per_s=step_tokens / max(elapsed, 1e-9),
-                                wall_s=state["wall_s"], loss_tokens=loss_tokens,
-                                micro_batches=len(micro_batches), phase=batch.phase, epoch=batch.epoch)
+                                wall_s=state["wall_s"], loss_tokens=loss_tokens, micro_batches=len(micro_batches),
+                                phase=batch.phase, epoch=batch.epoch, val_loss=val_loss)
             for sink in all_sinks:
                 sink.write(record)
             result.steps, result.samples, result.tokens = step, state["samples"], state["tokens"]
@@ -218,8 +231,6 @@ def train(
                 result.status, result.reason = "diverged", f"non-finite loss or grad norm at step {step}"
                 log.error("run diverged at step %d (loss %s, grad_norm %s)", step, loss, grad_norm)
                 break
-            if config.eval_every and step % config.eval_every == 0 and step < total_steps and eval_batches:
-                _log_eval(run_dir, step, state["samples"], evaluate_loss(model, eval_batches, device, autocast))
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
                 save_checkpoint(run_dir, model, optimizer, scheduler, state)
             verdict = early_stop(record) if early_stop else None
@@ -233,6 +244,8 @@ def train(
             if eval_batches:
                 result.eval_loss = evaluate_loss(model, eval_batches, device, autocast)
                 _log_eval(run_dir, result.steps, result.samples, result.eval_loss)
+            if final_eval is not None:
+                result.metrics = final_eval(model, tokenizer)
             if config.checkpoint_every:
                 save_checkpoint(run_dir, model, optimizer, scheduler, state)
             if config.save_model:

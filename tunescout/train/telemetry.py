@@ -43,6 +43,8 @@ class StepRecord:
     micro_batches: int = 0
     phase: int = 0
     epoch: float = 0.0
+    val_loss: float | None = None
+    """Validation loss measured after this step, when one was due (``eval_every``/``eval_at_samples``)."""
 
     def to_json(self) -> str:
         # Non-finite values are written as null: JSON has no NaN, and readers must not choke.
