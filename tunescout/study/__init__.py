@@ -1,0 +1,1 @@
+"""Studies: expand a sweep into trials, store their results, stop weak runs early."""

@@ -1,0 +1,464 @@
+"""Early-termination rules for a sweep, as pure objects over a cohort's telemetry.
+
+A *cohort* is the set of trials that share model, dataset and method and differ only in
+hyperparameters. The SFT recipe found that, within a cohort, runs with a lower gradient norm
+and a *higher* training loss early on end up better; ``dynamics`` turns that into a stopping
+rule. ``asha`` is the classic asynchronous successive halving on a validation signal, and
+``none`` is the baseline every saving is measured against.
+
+Rules hold no state that matters: the driver may be restarted and rebuild them from the spec,
+so every decision is derived from the records alone. A rung is judged once, at the record that
+first reaches it (the record before was below), which is how a rule knows "first time" without
+remembering anything. Judging is asynchronous, as in ASHA: a trial is compared with the trials
+that have reached the same rung so far, so no run ever waits for another.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol, runtime_checkable
+
+from tunescout.config import ConfigError
+
+__all__ = [
+    "RULES",
+    "AshaRule",
+    "DynamicsRule",
+    "NoStopping",
+    "StoppingRule",
+    "TrialProgress",
+    "build_rule",
+    "dynamics_scores",
+    "window_stats",
+]
+
+STATUSES = ("running", "completed", "stopped", "diverged", "failed", "pending")
+
+
+@dataclass
+class TrialProgress:
+    """What the driver knows about one trial of a cohort, rebuilt from the store at any time."""
+
+    trial_id: str
+    planned_samples: int
+    """Samples the trial would see if run to the end; rungs are fractions of it."""
+    telemetry: list[dict]
+    """Step records so far, in order; each has ``step``, ``samples`` (cumulative), ``loss`` and
+    ``grad_norm`` (the last two None when non-finite)."""
+    evals: list[dict] = field(default_factory=list)
+    """Evaluations so far: ``{"samples": int, "val_loss": float, "metric": float | None}``."""
+    status: str = "running"
+    """One of running | completed | stopped | diverged | failed | pending."""
+
+    def __post_init__(self) -> None:
+        planned = self.planned_samples
+        if isinstance(planned, bool) or not isinstance(planned, int) or planned < 1:
+            raise ValueError(f"trial {self.trial_id}: planned_samples must be a positive int, got {planned!r}")
+        if self.status not in STATUSES:
+            raise ValueError(f"trial {self.trial_id}: status {self.status!r} is not one of {', '.join(STATUSES)}")
+
+
+@runtime_checkable
+class StoppingRule(Protocol):
+    """Decides, after each new record of a trial, whether the trial should stop.
+
+    Contract:
+    - ``decide(trial, cohort)`` returns None to continue, or a reason naming the rung.
+    - ``cohort`` holds every trial of the cohort (``trial`` itself included, finished and
+      stopped ones with their partial telemetry); where it holds a stale copy of ``trial``,
+      ``trial`` wins.
+    - It is pure: no I/O, nothing remembered between calls, inputs left untouched; the same
+      inputs give the same answer, so a restarted driver gets the decisions it had.
+    - A rung is judged once, at the record that first reaches it (for rules on evals: at the
+      record the rung's eval was taken at); later calls for that rung return None. A trial
+      alone in its cohort is never stopped.
+    - ``eval_points(planned_samples)`` lists the sample counts at which the trial must report
+      an evaluation (empty for rules that only read telemetry).
+    """
+
+    name: str
+
+    def eval_points(self, planned_samples: int) -> list[int]: ...
+
+    def decide(self, trial: TrialProgress, cohort: Sequence[TrialProgress]) -> str | None: ...
+
+
+# --- helpers shared by the rules ---------------------------------------------------------
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)  # YAML `true` is not a number
+
+
+def _finite(x: object) -> bool:
+    return _is_number(x) and math.isfinite(x)  # type: ignore[arg-type]
+
+
+def _mean(xs: Sequence[float]) -> float | None:
+    # fsum: a mean must not depend on summation order, or equal levels could fail to tie.
+    return math.fsum(xs) / len(xs) if xs else None
+
+
+def _rung_samples(fraction: float, planned_samples: int) -> int:
+    """Samples at which a rung is reached, rounded up. The product is rounded first so that
+    0.07 * 100 (= 7.000000000000001 in binary) is rung 7, not 8."""
+    return max(1, math.ceil(round(fraction * planned_samples, 6)))
+
+
+def _keep_count(n: int, eta: float) -> int:
+    """How many of ``n`` trials survive a rung: the best ceil(n / eta), at least one."""
+    return max(1, math.ceil(round(n / eta, 9)))
+
+
+def _latest_and_previous(telemetry: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
+    """Samples at the latest record and at the one before (0 before the first record)."""
+    now = telemetry[-1]["samples"]
+    before = telemetry[-2]["samples"] if len(telemetry) > 1 else 0
+    return now, before
+
+
+def _with_self(trial: TrialProgress, cohort: Sequence[TrialProgress]) -> list[TrialProgress]:
+    """The cohort with ``trial`` as given (the driver's copy in ``cohort`` may lag a record)."""
+    members = [trial if c.trial_id == trial.trial_id else c for c in cohort]
+    if all(c.trial_id != trial.trial_id for c in cohort):
+        members.append(trial)
+    return members
+
+
+def _average_ranks(values: Mapping[str, float | None], higher_is_better: bool) -> dict[str, float]:
+    """Rank 1 = best; ties share the average of their positions; missing values tie for worst."""
+    finite = sorted((v, k) for k, v in values.items() if v is not None)
+    if higher_is_better:
+        finite.reverse()
+    ranks: dict[str, float] = {}
+    i = 0
+    while i < len(finite):
+        j = i
+        while j < len(finite) and finite[j][0] == finite[i][0]:
+            j += 1
+        for _, key in finite[i:j]:
+            ranks[key] = i + (j - i + 1) / 2  # positions i+1 .. j
+        i = j
+    missing = [k for k, v in values.items() if v is None]
+    for key in missing:
+        ranks[key] = len(finite) + (len(missing) + 1) / 2
+    return ranks
+
+
+def _position(target: str, badness: Mapping[str, float | None]) -> int:
+    """1 + the number of trials strictly better than ``target`` (lower badness, None worst).
+    Ties count in the trial's favour: stopping is the choice that cannot be undone."""
+    own = badness[target]
+    if own is None:
+        return 1 + sum(v is not None for v in badness.values())
+    return 1 + sum(v is not None and v < own for v in badness.values())
+
+
+def _pct(fraction: float) -> str:
+    return f"{round(fraction * 100, 4):g}%"
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4g}"
+
+
+def _check_rung_params(rule: str, rungs: Sequence[float], eta: float, min_trials: int) -> tuple[float, ...]:
+    """Validate what ``dynamics`` and ``asha`` share; returns the rungs as a tuple of floats."""
+    if isinstance(rungs, (str, bytes)) or not isinstance(rungs, Sequence) or not rungs:
+        raise ValueError(f"{rule}: rungs must be a non-empty list of fractions, got {rungs!r}")
+    if not all(_is_number(r) and 0 < r < 1 for r in rungs):
+        raise ValueError(f"{rule}: rungs must be fractions of planned samples in (0, 1), got {list(rungs)}")
+    if any(b <= a for a, b in zip(rungs, rungs[1:])):
+        raise ValueError(f"{rule}: rungs must be strictly increasing, got {list(rungs)}")
+    if not _is_number(eta) or not eta > 1:
+        raise ValueError(f"{rule}: eta must be a number > 1 (keep the best 1/eta), got {eta!r}")
+    if isinstance(min_trials, bool) or not isinstance(min_trials, int) or min_trials < 1:
+        raise ValueError(f"{rule}: min_trials must be an int >= 1, got {min_trials!r}")
+    return tuple(float(r) for r in rungs)
+
+
+# --- the recipe's signals ----------------------------------------------------------------
+
+
+def window_stats(
+    telemetry: Sequence[Mapping[str, Any]], start_samples: float, end_samples: float
+) -> tuple[float | None, float | None]:
+    """Mean gradient norm and mean loss of the steps that trained on samples in the window.
+
+    A record covers the samples between the previous record and itself, so a step counts when
+    that span overlaps ``(start_samples, end_samples]``. This keeps the step that crosses the
+    end (the one a rung is judged at) even when a large batch carries it past the rung.
+
+    Args:
+        telemetry: step records in order, each with ``samples``, ``grad_norm`` and ``loss``.
+        start_samples: the window starts after this many samples (0 = from the start).
+        end_samples: the window ends at this many samples.
+
+    Returns:
+        ``(mean_grad_norm, mean_loss)``; each None when no finite value lies in the window
+        (None, NaN and inf are skipped, not averaged).
+
+    Raises:
+        ValueError: the window is empty or negative.
+    """
+    if not 0 <= start_samples < end_samples:
+        raise ValueError(f"window must satisfy 0 <= start < end, got ({start_samples}, {end_samples}]")
+    grads: list[float] = []
+    losses: list[float] = []
+    previous = 0
+    for record in telemetry:
+        if previous >= end_samples:
+            break
+        if record["samples"] > start_samples:
+            if _finite(record.get("grad_norm")):
+                grads.append(float(record["grad_norm"]))
+            if _finite(record.get("loss")):
+                losses.append(float(record["loss"]))
+        previous = record["samples"]
+    return _mean(grads), _mean(losses)
+
+
+def dynamics_scores(
+    cohort: Sequence[TrialProgress], rung_fraction: float, window: float | None = None
+) -> dict[str, float]:
+    """The recipe's early-dynamics score of every trial that reached a rung (lower is better).
+
+    Each trial gets its rank on mean gradient norm (lower is better) plus its rank on mean
+    training loss (higher is better: the recipe found runs with higher early loss end better),
+    both over its records in the window. Ties share average ranks; a trial with no finite
+    value in the window ranks worst on that signal.
+
+    Args:
+        cohort: trials of one cohort; only those whose samples reached ``rung_fraction`` of
+            their own planned samples are scored.
+        rung_fraction: where the window ends, as a fraction of planned samples, in (0, 1].
+        window: fraction of planned samples the window covers, ending at the rung; None means
+            from the start of training.
+
+    Returns:
+        ``{trial_id: score}``, a score being a sum of two ranks (2 is the best possible).
+
+    Raises:
+        ValueError: bad fractions, or two trials with the same id.
+    """
+    if not _is_number(rung_fraction) or not 0 < rung_fraction <= 1:
+        raise ValueError(f"rung_fraction must be in (0, 1], got {rung_fraction!r}")
+    if window is not None and (not _is_number(window) or not 0 < window <= rung_fraction):
+        raise ValueError(f"window must be in (0, rung_fraction={rung_fraction}], got {window!r}")
+    ids = [t.trial_id for t in cohort]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"cohort has duplicate trial ids: {sorted({i for i in ids if ids.count(i) > 1})}")
+    grads: dict[str, float | None] = {}
+    losses: dict[str, float | None] = {}
+    for t in cohort:
+        end = _rung_samples(rung_fraction, t.planned_samples)
+        if not t.telemetry or t.telemetry[-1]["samples"] < end:
+            continue
+        start = 0.0 if window is None else max(0.0, round((rung_fraction - window) * t.planned_samples, 6))
+        grads[t.trial_id], losses[t.trial_id] = window_stats(t.telemetry, start, end)
+    grad_ranks = _average_ranks(grads, higher_is_better=False)
+    loss_ranks = _average_ranks(losses, higher_is_better=True)
+    return {k: grad_ranks[k] + loss_ranks[k] for k in grads}
+
+
+# --- the rules -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NoStopping:
+    """Never stops: the baseline against which a rule's compute saving is measured."""
+
+    name: str = field(default="none", init=False, repr=False)
+
+    def eval_points(self, planned_samples: int) -> list[int]:
+        return []
+
+    def decide(self, trial: TrialProgress, cohort: Sequence[TrialProgress]) -> str | None:
+        return None
+
+
+@dataclass(frozen=True)
+class DynamicsRule:
+    """The SFT recipe's rule: at each rung, stop the trials whose early dynamics (high gradient
+    norm, low loss) rank outside the best 1/eta of the trials that have reached that rung."""
+
+    rungs: Sequence[float] = (0.1, 0.25)
+    """Fractions of planned samples at which trials are judged, strictly increasing in (0, 1)."""
+    eta: float = 3.0
+    """Keep the best ceil(n / eta) of the n trials that reached a rung."""
+    window: float | None = None
+    """Fraction of planned samples the judged window covers, ending at the rung; None = from
+    the start. At most the first rung, so every window lies inside training."""
+    min_trials: int = 2
+    """No decision while fewer trials than this have reached the rung."""
+    name: str = field(default="dynamics", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rungs", _check_rung_params(self.name, self.rungs, self.eta, self.min_trials))
+        object.__setattr__(self, "eta", float(self.eta))
+        if self.window is not None and (not _is_number(self.window) or not 0 < self.window <= self.rungs[0]):
+            raise ValueError(f"dynamics: window must be in (0, first rung={self.rungs[0]}], got {self.window!r}")
+
+    def eval_points(self, planned_samples: int) -> list[int]:
+        return []  # telemetry is all this rule reads
+
+    def decide(self, trial: TrialProgress, cohort: Sequence[TrialProgress]) -> str | None:
+        if not trial.telemetry:
+            return None
+        now, before = _latest_and_previous(trial.telemetry)
+        # One record may cross several rungs (a large batch); judge each, the earliest first.
+        for index, fraction in enumerate(self.rungs, start=1):
+            if before < _rung_samples(fraction, trial.planned_samples) <= now:
+                reason = self._judge(index, fraction, trial, cohort)
+                if reason:
+                    return reason
+        return None
+
+    def _judge(self, index: int, fraction: float, trial: TrialProgress, cohort: Sequence[TrialProgress]) -> str | None:
+        scores = dynamics_scores(_with_self(trial, cohort), fraction, self.window)
+        n = len(scores)
+        if n < self.min_trials:
+            return None
+        keep = _keep_count(n, self.eta)
+        rank = _position(trial.trial_id, scores)
+        if rank <= keep:
+            return None
+        end = _rung_samples(fraction, trial.planned_samples)
+        start = 0.0 if self.window is None else round((fraction - self.window) * trial.planned_samples, 6)
+        grad, loss = window_stats(trial.telemetry, start, end)
+        return (
+            f"dynamics rung {index} ({_pct(fraction)} of samples): rank {rank} of {n}, outside top 1/{self.eta:g} "
+            f"(best {keep} kept; mean grad_norm {_fmt(grad)}, mean loss {_fmt(loss)} over samples {start:g}-{end})"
+        )
+
+
+@dataclass(frozen=True)
+class AshaRule:
+    """Asynchronous successive halving on a validation signal: at each rung, stop the trials
+    whose evaluation there ranks outside the best 1/eta of the trials evaluated there so far.
+
+    The eval for a rung is the first eval at or past the rung's samples. It counts as taken at
+    the first record that reaches its samples (the training loop writes an eval before the
+    early-stop hook sees that step's record), and the rung is judged at that record only. If a
+    trial crosses a rung before the eval for it is taken, the decision waits for the record at
+    which it is. An eval delivered only after a later record cannot be told apart from one
+    already judged, so it is not judged: the trial passes that rung rather than risk a second
+    verdict.
+    """
+
+    rungs: Sequence[float] = (0.1, 0.25)
+    """Fractions of planned samples at which trials are evaluated and judged."""
+    eta: float = 3.0
+    """Keep the best ceil(n / eta) of the n trials evaluated at a rung."""
+    min_trials: int = 2
+    """No decision while fewer trials than this have an eval for the rung."""
+    signal: str = "val_loss"
+    """'val_loss' (lower is better) or 'metric' (direction set by ``higher_is_better``)."""
+    higher_is_better: bool = True
+    """Direction of ``metric``; ignored for ``val_loss``."""
+    name: str = field(default="asha", init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rungs", _check_rung_params(self.name, self.rungs, self.eta, self.min_trials))
+        object.__setattr__(self, "eta", float(self.eta))
+        if self.signal not in ("val_loss", "metric"):
+            raise ValueError(f"asha: signal must be 'val_loss' or 'metric', got {self.signal!r}")
+        if not isinstance(self.higher_is_better, bool):
+            raise ValueError(f"asha: higher_is_better must be true or false, got {self.higher_is_better!r}")
+
+    def eval_points(self, planned_samples: int) -> list[int]:
+        if isinstance(planned_samples, bool) or not isinstance(planned_samples, int) or planned_samples < 1:
+            raise ValueError(f"planned_samples must be a positive int, got {planned_samples!r}")
+        return sorted({_rung_samples(f, planned_samples) for f in self.rungs})
+
+    def decide(self, trial: TrialProgress, cohort: Sequence[TrialProgress]) -> str | None:
+        if not trial.telemetry:
+            return None
+        now, before = _latest_and_previous(trial.telemetry)
+        # The rung to judge is the highest whose eval exists; evals past the latest record are
+        # not attributable to a step yet.
+        current: tuple[int, float, Mapping[str, Any]] | None = None
+        for index, fraction in enumerate(self.rungs, start=1):
+            ev = self._rung_eval(trial.evals, _rung_samples(fraction, trial.planned_samples), upto=now)
+            if ev is not None:
+                current = (index, fraction, ev)
+        if current is None:
+            return None
+        index, fraction, ev = current
+        if not before < ev["samples"] <= now:
+            return None  # taken at an earlier record: this rung was judged then
+        badness: dict[str, float | None] = {}
+        for t in _with_self(trial, cohort):
+            e = self._rung_eval(t.evals, _rung_samples(fraction, t.planned_samples), upto=None)
+            if e is not None:
+                badness[t.trial_id] = self._badness(e)
+        n = len(badness)
+        if n < self.min_trials:
+            return None
+        keep = _keep_count(n, self.eta)
+        rank = _position(trial.trial_id, badness)
+        if rank <= keep:
+            return None
+        return (
+            f"asha rung {index} ({_pct(fraction)} of samples): {self.signal} {_fmt(ev.get(self.signal))} "
+            f"at {ev['samples']} samples, rank {rank} of {n}, outside top 1/{self.eta:g} (best {keep} kept)"
+        )
+
+    @staticmethod
+    def _rung_eval(evals: Sequence[Mapping[str, Any]], rung: int, upto: float | None) -> Mapping[str, Any] | None:
+        """The first eval (fewest samples) at or past ``rung``, ignoring evals past ``upto``."""
+        eligible = [e for e in evals if e["samples"] >= rung and (upto is None or e["samples"] <= upto)]
+        return min(eligible, key=lambda e: e["samples"]) if eligible else None
+
+    def _badness(self, ev: Mapping[str, Any]) -> float | None:
+        """The eval's signal oriented so that lower is better; None (ranks worst) if missing."""
+        value = ev.get(self.signal)
+        if not _finite(value):
+            return None
+        return -float(value) if self.signal == "metric" and self.higher_is_better else float(value)
+
+
+RULES: dict[str, type] = {"none": NoStopping, "dynamics": DynamicsRule, "asha": AshaRule}
+"""Rule name (the ``rule`` key of a stopping spec) → class."""
+
+
+def _unknown(message: str, key: object, valid: list[str]) -> ConfigError:
+    """An error naming the unknown key and the closest valid one, as config errors do."""
+    close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
+    hint = f" (did you mean `{close[0]}`?)" if close else ""
+    return ConfigError(f"{message}{hint}; valid: {', '.join(f'`{v}`' for v in valid) or 'no parameters'}")
+
+
+def build_rule(spec: Mapping[str, Any]) -> StoppingRule:
+    """Build a rule from its spec, e.g. ``{"rule": "dynamics", "rungs": [0.1, 0.25], "eta": 3}``.
+
+    Args:
+        spec: a mapping with ``rule`` (a key of ``RULES``) and that rule's parameters.
+
+    Returns:
+        The rule, its parameters validated.
+
+    Raises:
+        ConfigError (a ValueError): no or unknown rule, an unknown key (named, with the
+            closest valid one), or an invalid value.
+    """
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"stopping: expected a mapping with `rule`, got {spec!r}")
+    params = dict(spec)
+    rule = params.pop("rule", None)
+    if rule is None:
+        raise ConfigError(f"stopping: missing `rule` (one of {', '.join(RULES)})")
+    if rule not in RULES:
+        raise _unknown(f"unknown stopping rule `{rule}`", rule, list(RULES))
+    cls = RULES[rule]
+    names = [f.name for f in fields(cls) if f.init]
+    for key in params:
+        if key not in names:
+            raise _unknown(f"unknown key `{key}` for stopping rule `{rule}`", key, names)
+    try:
+        return cls(**params)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
