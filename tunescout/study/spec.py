@@ -1,0 +1,184 @@
+"""A study: models × methods × datasets × HP grid × seeds, expanded into trials with stable ids.
+
+A trial's id is a hash of what makes it that trial (model, method, dataset, hyperparameters,
+seed), so the same spec always gives the same ids and adding a grid value only adds trials:
+finished ones are found again in the store and never rerun.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tunescout.config import ConfigError, TrainConfig, build_config
+
+__all__ = ["DatasetSpec", "StudySpec", "Trial", "expand_trials", "load_study"]
+
+LORA_ONLY = ("lora.",)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset of a study: training file, held-out file and the task metric."""
+
+    name: str
+    train: str
+    eval: str
+    metric: str = "val_loss"
+    """Task metric computed on ``eval`` by generation (accuracy, exact_match, f1, rougeL), or val_loss."""
+    task_type: str | None = None
+    max_new_tokens: int = 32
+    eval_limit: int | None = 200
+    """Evaluate the task metric on at most this many eval rows (generation is the slow part)."""
+
+
+@dataclass
+class StudySpec:
+    name: str
+    models: list[str]
+    datasets: list[DatasetSpec]
+    methods: list[str] = field(default_factory=lambda: ["full"])
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    stopping: dict[str, Any] = field(default_factory=lambda: {"rule": "none"})
+    budget: dict[str, float] = field(default_factory=dict)
+    """``tokens`` (trained so far, all trials) and/or ``wall_s`` (study time) to stop launching at."""
+    store: str = ""
+    runs_dir: str = ""
+    """Where trial run directories go; default ``<store>.runs`` next to the store."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    trial_id: str
+    model: str
+    method: str
+    dataset: str
+    hparams: dict[str, Any]
+    seed: int
+
+    @property
+    def cohort(self) -> tuple[str, str, str]:
+        """Trials that differ only in hyperparameters are compared with each other."""
+        return (self.model, self.dataset, self.method)
+
+
+STUDY_KEYS = ("name", "store", "runs_dir", "models", "methods", "datasets", "grid", "fixed", "seeds", "stopping", "budget")
+DATASET_KEYS = ("name", "train", "eval", "metric", "task_type", "max_new_tokens", "eval_limit")
+
+
+def _check_keys(raw: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    for key in raw:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean `{close[0]}`?)" if close else ""
+            raise ConfigError(f"{where}: unknown key `{key}`{hint}")
+
+
+def _resolve(path: str, base: Path) -> str:
+    candidate = base / path
+    return str(candidate) if not Path(path).is_absolute() and candidate.exists() else path
+
+
+def load_study(path: str | Path) -> StudySpec:
+    """Load and validate a study YAML (relative paths resolve against its folder).
+
+    Raises:
+        ConfigError: unknown keys, missing fields, or a grid/fixed key that is not a train setting.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"study file not found: {path}") from None
+    _check_keys(raw, STUDY_KEYS, str(path))
+    base = path.resolve().parent
+    for key in ("name", "models", "datasets"):
+        if not raw.get(key):
+            raise ConfigError(f"{path}: `{key}` is required")
+    datasets = []
+    for i, d in enumerate(raw["datasets"]):
+        _check_keys(d, DATASET_KEYS, f"{path}: datasets[{i}]")
+        if not all(k in d for k in ("name", "train", "eval")):
+            raise ConfigError(f"{path}: datasets[{i}] needs `name`, `train` and `eval`")
+        datasets.append(DatasetSpec(**{**d, "train": _resolve(d["train"], base), "eval": _resolve(d["eval"], base)}))
+    spec = StudySpec(
+        name=raw["name"], models=[_resolve(m, base) for m in raw["models"]], datasets=datasets,
+        methods=raw.get("methods", ["full"]), grid=raw.get("grid") or {}, fixed=raw.get("fixed") or {},
+        seeds=raw.get("seeds", [0]), stopping=raw.get("stopping") or {"rule": "none"},
+        budget=raw.get("budget") or {},
+        store=str(base / raw.get("store", f"{raw['name']}.db")),
+    )
+    spec.runs_dir = str(base / raw["runs_dir"]) if raw.get("runs_dir") else spec.store + ".runs"
+    validate(spec)
+    return spec
+
+
+def validate(spec: StudySpec) -> None:
+    """Check every trial config builds (so typos fail before hours of training)."""
+    names = [d.name for d in spec.datasets]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"dataset names must be unique: {names}")
+    for key, values in spec.grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"grid.{key}: expected a non-empty list of values")
+    for method in spec.methods:
+        if method not in ("full", "lora"):
+            raise ConfigError(f"methods: {method!r} is not one of ['full', 'lora']")
+    for trial in expand_trials(spec):
+        trial_config(spec, trial)
+        break
+    for key in spec.grid:  # each grid key must be a valid train setting on its own
+        trial_config(spec, Trial("check", spec.models[0], "lora", spec.datasets[0].name,
+                                 {key: spec.grid[key][0]}, spec.seeds[0]))
+
+
+def _trial_id(model: str, method: str, dataset: str, hparams: dict[str, Any], seed: int) -> str:
+    key = json.dumps({"model": model, "method": method, "dataset": dataset, "hp": hparams, "seed": seed},
+                     sort_keys=True, default=str)
+    return "t" + hashlib.sha1(key.encode()).hexdigest()[:10]
+
+
+def expand_trials(spec: StudySpec) -> list[Trial]:
+    """Every model × method × dataset × grid point × seed, LoRA-only keys dropped for full FT."""
+    keys = sorted(spec.grid)
+    trials: dict[str, Trial] = {}
+    for model, method, dataset, seed in itertools.product(spec.models, spec.methods, spec.datasets, spec.seeds):
+        for values in itertools.product(*(spec.grid[k] for k in keys)):
+            hp = {k: v for k, v in zip(keys, values) if method == "lora" or not k.startswith(LORA_ONLY)}
+            tid = _trial_id(model, method, dataset.name, hp, seed)
+            trials.setdefault(tid, Trial(tid, model, method, dataset.name, hp, seed))
+    return list(trials.values())
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return out
+
+
+def trial_config(spec: StudySpec, trial: Trial) -> TrainConfig:
+    """The TrainConfig of one trial: fixed settings, then its grid point, then its identity."""
+    dataset = next(d for d in spec.datasets if d.name == trial.dataset)
+    raw = _nest({**spec.fixed, **trial.hparams})
+    raw.update(model=trial.model, method=trial.method, seed=trial.seed,
+               data=[{"path": dataset.train}], eval_data=[{"path": dataset.eval}],
+               output_dir=str(Path(spec.runs_dir) / trial.trial_id), progress=False)
+    raw.setdefault("checkpoint_every", 20)
+    try:
+        return build_config(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"study {spec.name}, trial {trial.trial_id}: {exc}") from None

@@ -1,0 +1,171 @@
+"""The sweep driver: plan trials, launch them on an executor, apply the stopping rule, record all.
+
+The driver is the only writer of the store. Everything it needs to continue is in the store and
+the trials' run directories, so killing it and running the same command again finishes the
+study: finished trials are kept, trials it had running resume from their last checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Callable
+
+from tunescout.study.executors import Executor, LocalExecutor
+from tunescout.study.spec import StudySpec, Trial, expand_trials, trial_config
+from tunescout.study.stopping import TrialProgress, build_rule
+from tunescout.study.store import FINISHED, Store
+
+__all__ = ["plan_study", "run_sweep"]
+
+log = logging.getLogger("tunescout.study")
+
+
+def plan_study(spec: StudySpec) -> list[dict[str, Any]]:
+    """Each trial with its config and planned compute (samples and tokens if run to the end).
+
+    Data are tokenised once per (model, dataset, data settings) with the trial's own tokenizer,
+    and the trial's schedule is built exactly as training will build it.
+    """
+    from tunescout.data.phases import build_schedule
+    from tunescout.data.prepare import prepare_data
+    from tunescout.train.models import load_tokenizer
+
+    tokenizers: dict[str, Any] = {}
+    prepared: dict[tuple, Any] = {}
+    rows = []
+    for trial in expand_trials(spec):
+        config = trial_config(spec, trial)
+        key = (config.tokenizer or config.model, tuple(d.path for d in config.data), config.max_length,
+               config.train_on, config.too_long, config.eval_fraction, config.chat_template, config.seed,
+               config.strategy, config.epochs)
+        if key not in prepared:
+            name = config.tokenizer or config.model
+            tokenizers.setdefault(name, load_tokenizer(name))
+            prepared[key] = prepare_data(
+                config.data, tokenizers[name], max_length=config.max_length, train_on=config.train_on,
+                too_long=config.too_long, strategy=config.strategy, epochs=config.epochs,
+                eval_fraction=config.eval_fraction, chat_template=config.chat_template, seed=config.seed)
+        data = prepared[key]
+        schedule = build_schedule(data.phases, config.batch_size, config.seed, config.max_samples, config.max_steps)
+        rows.append({**dataclasses.asdict(trial), "config": config.to_dict(), "run_dir": config.output_dir,
+                     "planned_samples": sum(len(b.indices) for b in schedule),
+                     "planned_tokens": sum(len(data.train[i]) for b in schedule for i in b.indices),
+                     "steps": len(schedule)})
+    return rows
+
+
+def format_plan(rows: list[dict[str, Any]]) -> str:
+    """The dry-run table: one line per trial and the planned compute."""
+    keys = sorted({k for r in rows for k in r["hparams"]})
+    head = ["trial_id", "model", "method", "dataset", *keys, "seed", "steps", "samples", "tokens"]
+    table = [[r["trial_id"], r["model"].rsplit("/", 1)[-1], r["method"], r["dataset"],
+              *(str(r["hparams"].get(k, "-")) for k in keys), str(r["seed"]), str(r["steps"]),
+              str(r["planned_samples"]), str(r["planned_tokens"])] for r in rows]
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in table]
+    total = sum(r["planned_tokens"] for r in rows)
+    lines.append(f"{len(rows)} trials, {total:,} tokens planned if every trial runs to the end")
+    return "\n".join(lines)
+
+
+def _progress_from_store(store: Store) -> dict[str, TrialProgress]:
+    progress = {t["trial_id"]: TrialProgress(t["trial_id"], t["planned_samples"] or 0, [], [], t["status"])
+                for t in store.trials()}
+    for rec in store.telemetry():
+        progress[rec["trial_id"]].telemetry.append(rec)
+        if rec.get("val_loss") is not None:
+            progress[rec["trial_id"]].evals.append({"samples": rec["samples"], "val_loss": rec["val_loss"], "metric": None})
+    return progress
+
+
+def _budget_left(spec: StudySpec, store: Store, elapsed: float) -> str | None:
+    """None while the budget allows launching, else why not."""
+    tokens = spec.budget.get("tokens")
+    if tokens is not None and store.tokens_trained() >= tokens:
+        return f"token budget reached ({store.tokens_trained():,} >= {int(tokens):,})"
+    wall = spec.budget.get("wall_s")
+    if wall is not None and elapsed >= wall:
+        return f"time budget reached ({elapsed:.0f}s >= {wall:.0f}s)"
+    return None
+
+
+def run_sweep(
+    spec: StudySpec,
+    executor: Executor | None = None,
+    workers: int | None = None,
+    on_event: Callable[[str], None] | None = None,
+) -> dict[str, int]:
+    """Run (or finish) a study and return the trial counts by status."""
+    store = Store(spec.store)
+    rows = plan_study(spec)
+    store.upsert_study(spec.name, dataclasses.asdict(spec))
+    added = store.add_trials(spec.name, rows)
+    requeued = store.requeue_running()
+    say = on_event or (lambda msg: log.info("%s", msg))
+    say(f"study {spec.name}: {len(rows)} trials ({added} new, {len(requeued)} to resume), store {spec.store}")
+    rule = build_rule(spec.stopping)
+    planned = {r["trial_id"]: r for r in rows}
+    cohorts: dict[tuple, list[str]] = {}
+    for r in rows:
+        cohorts.setdefault((r["model"], r["dataset"], r["method"]), []).append(r["trial_id"])
+    cohort_of = {tid: key for key, ids in cohorts.items() for tid in ids}
+    progress = _progress_from_store(store)
+    task_of = {d.name: dataclasses.asdict(d) for d in spec.datasets}
+
+    pending = [t["trial_id"] for t in store.trials("pending") if t["trial_id"] in planned]
+    executor = executor or LocalExecutor(workers)
+    started = time.monotonic()
+    study_row = store.study() or {}
+    previous = float(study_row.get("elapsed_s") or 0.0)
+    halted = None
+    try:
+        while pending or executor.running():
+            elapsed = previous + time.monotonic() - started
+            if halted is None and pending and (halted := _budget_left(spec, store, elapsed)):
+                say(f"{halted}: not launching the {len(pending)} remaining trials")
+                pending = []
+            while pending and len(executor.running()) < executor.slots:
+                tid = pending.pop(0)
+                row = planned[tid]
+                config = dict(row["config"])
+                config["eval_at_samples"] = rule.eval_points(row["planned_samples"])
+                store.mark_running(tid)
+                progress[tid].status = "running"
+                executor.submit(tid, {"config": config, "task": task_of[row["dataset"]]})
+                say(f"start {tid} {row['method']} {row['dataset']} {row['hparams']}")
+            event = executor.next_event(timeout=1.0)
+            if event is None:
+                continue
+            tp = progress[event.trial_id]
+            if event.kind == "record":
+                rec = event.data
+                store.add_telemetry(event.trial_id, rec)
+                # A resumed trial repeats the steps after its checkpoint: replace them.
+                tp.telemetry = [r for r in tp.telemetry if r["step"] < rec["step"]] + [rec]
+                tp.evals = [e for e in tp.evals if e["samples"] < rec["samples"]]
+                if rec.get("val_loss") is not None:
+                    tp.evals.append({"samples": rec["samples"], "val_loss": rec["val_loss"], "metric": None})
+                cohort = [progress[t] for t in cohorts[cohort_of[event.trial_id]]]
+                executor.reply(event.trial_id, rule.decide(tp, cohort))
+            else:
+                data = event.data
+                status = data.get("status", "failed")
+                status = status if status in FINISHED else "failed"
+                metrics = dict(data.get("metrics") or {})
+                if data.get("eval_loss") is not None:
+                    metrics["val_loss"] = data["eval_loss"]
+                store.finish(event.trial_id, status, data.get("reason", ""), metrics,
+                             {k: data.get(k) for k in ("steps", "samples", "tokens", "wall_s")})
+                tp.status = status
+                say(f"{status} {event.trial_id} {data.get('reason', '')} {metrics}".rstrip())
+    finally:
+        executor.shutdown()
+        store.add_elapsed(spec.name, time.monotonic() - started)
+        counts = store.counts()
+        store.close()
+    return counts
+
+

@@ -1,0 +1,72 @@
+"""What runs inside a trial's process: one ``train()`` call that reports to the driver.
+
+The module imports torch, transformers and the training code at the top on purpose: executors
+preload it into the process that trials are forked from, so a trial starts in milliseconds
+instead of paying several seconds of imports (a study has hundreds of short trials).
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from dataclasses import asdict
+from multiprocessing.connection import Connection
+from typing import Any
+
+import torch  # noqa: F401  (preloaded on purpose, see above)
+import transformers  # noqa: F401
+
+from tunescout.config import build_config
+from tunescout.data.formats import read_examples
+from tunescout.train.loop import train
+
+__all__ = ["run_trial"]
+
+
+def _final_eval(task: dict[str, Any]):
+    """The dataset's task metric by generation on its eval file (nothing for ``val_loss``)."""
+    if task.get("metric", "val_loss") == "val_loss":
+        return None
+
+    def evaluate(model, tokenizer) -> dict[str, Any]:
+        from tunescout.evaluate import evaluate_task
+
+        examples = read_examples(task["eval"])
+        device = next(model.parameters()).device
+        out = evaluate_task(model, tokenizer, examples, task["metric"], max_new_tokens=task.get("max_new_tokens", 32),
+                            device=device, limit=task.get("eval_limit"))
+        return {task["metric"]: out["score"]}
+
+    return evaluate
+
+
+def run_trial(conn: Connection, payload: dict[str, Any]) -> None:
+    """Train one trial; send ``("record", dict)`` per step (and wait for a verdict), then ``("done", dict)``.
+
+    The driver's verdict is None to continue or a reason to stop. A broken pipe (driver killed)
+    raises inside the early-stop hook, which ends the run as failed; the next sweep resumes it
+    from its checkpoint.
+    """
+    if payload.get("cuda_device") is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(payload["cuda_device"])
+    if payload.get("threads"):
+        torch.set_num_threads(int(payload["threads"]))
+
+    def early_stop(record) -> str | None:
+        conn.send(("record", asdict(record)))
+        return conn.recv()
+
+    try:
+        config = build_config(payload["config"])
+        result = train(config, resume=True, early_stop=early_stop, final_eval=_final_eval(payload.get("task", {})))
+        summary = {k: getattr(result, k) for k in ("status", "reason", "steps", "samples", "tokens", "wall_s",
+                                                    "eval_loss", "metrics")}
+    except BaseException as exc:  # noqa: BLE001 - every failure is reported, none kills the sweep
+        summary = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}",
+                   "traceback": traceback.format_exc(limit=8)}
+    try:
+        conn.send(("done", summary))
+    except (BrokenPipeError, OSError):
+        pass
+    finally:
+        conn.close()
