@@ -40,6 +40,17 @@ def _final_eval(task: dict[str, Any]):
     return evaluate
 
 
+def _quiet_libraries() -> None:
+    """Library progress bars and deprecation chatter from many trials would bury the sweep's log."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
 def run_trial(conn: Connection, payload: dict[str, Any]) -> None:
     """Train one trial; send ``("record", dict)`` per step (and wait for a verdict), then ``("done", dict)``.
 
@@ -47,6 +58,7 @@ def run_trial(conn: Connection, payload: dict[str, Any]) -> None:
     raises inside the early-stop hook, which ends the run as failed; the next sweep resumes it
     from its checkpoint.
     """
+    _quiet_libraries()
     if payload.get("cuda_device") is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(payload["cuda_device"])
     if payload.get("threads"):

@@ -127,7 +127,7 @@ def train(
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if not checkpoint:
         if resume:
-            log.warning("no checkpoint in %s; starting from scratch", run_dir)
+            log.info("no checkpoint in %s; starting from scratch", run_dir)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         for stale in ("eval.jsonl", "result.json"):
             (run_dir / stale).unlink(missing_ok=True)

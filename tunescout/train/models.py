@@ -167,6 +167,8 @@ def save_model(model: torch.nn.Module, tokenizer: Any, out_dir: str | Path, merg
     is_peft = hasattr(model, "peft_config")
     if is_peft and merge_lora:
         model = model.merge_and_unload()
+    config = model.get_base_model().config if is_peft and not merge_lora else model.config
+    config.use_cache = True  # off only for training; whoever generates with the result wants the KV cache
     model.save_pretrained(out)
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
