@@ -1,0 +1,106 @@
+"""Study spec expansion (stable ids) and the SQLite store."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tunescout.config import ConfigError
+from tunescout.study.spec import expand_trials, load_study, trial_config
+from tunescout.study.store import SCHEMA_VERSION, Store
+
+
+def _study(tmp_path: Path, grid: str, extra: str = "") -> Path:
+    for name in ("a_train.jsonl", "a_eval.jsonl"):
+        (tmp_path / name).write_text('{"prompt": "1+1=", "completion": "2"}\n')
+    path = tmp_path / "study.yaml"
+    path.write_text(
+        "name: demo\nmodels: [m1]\nmethods: [full, lora]\n"
+        "datasets:\n  - {name: a, train: a_train.jsonl, eval: a_eval.jsonl, metric: exact_match}\n"
+        f"grid:\n{grid}\nfixed: {{epochs: 1, max_length: 64, max_tokens_per_micro_batch: 256}}\n{extra}"
+    )
+    return path
+
+
+GRID = "  learning_rate: [1.0e-5, 1.0e-4]\n  batch_size: [8, 32]\n  lora.r: [8, 16]\n"
+
+
+def test_expansion_ids_are_stable_and_lora_keys_skip_full(tmp_path: Path) -> None:
+    spec = load_study(_study(tmp_path, GRID))
+    trials = expand_trials(spec)
+    full = [t for t in trials if t.method == "full"]
+    lora = [t for t in trials if t.method == "lora"]
+    assert len(full) == 4 and len(lora) == 8  # lora.r does not multiply full fine-tuning trials
+    assert all("lora.r" not in t.hparams for t in full)
+    assert [t.trial_id for t in expand_trials(load_study(tmp_path / "study.yaml"))] == [t.trial_id for t in trials]
+    assert len({t.trial_id for t in trials}) == 12
+
+
+def test_adding_a_grid_value_keeps_existing_ids(tmp_path: Path) -> None:
+    before = {t.trial_id for t in expand_trials(load_study(_study(tmp_path, GRID)))}
+    bigger = GRID.replace("[1.0e-5, 1.0e-4]", "[1.0e-5, 1.0e-4, 1.0e-3]")
+    after = {t.trial_id for t in expand_trials(load_study(_study(tmp_path, bigger)))}
+    assert before < after and len(after) == 18
+
+
+def test_trial_config_applies_fixed_grid_and_identity(tmp_path: Path) -> None:
+    spec = load_study(_study(tmp_path, GRID))
+    trial = next(t for t in expand_trials(spec) if t.method == "lora" and t.hparams["lora.r"] == 16)
+    config = trial_config(spec, trial)
+    assert config.lora.r == 16 and config.method == "lora" and config.epochs == 1
+    assert config.data[0].path == str(tmp_path / "a_train.jsonl")
+    assert config.eval_data[0].path == str(tmp_path / "a_eval.jsonl")
+    assert config.output_dir.endswith(trial.trial_id)
+    assert spec.store == str(tmp_path / "demo.db")
+
+
+@pytest.mark.parametrize(
+    ("grid", "extra", "message"),
+    [
+        ("  learning_rat: [1.0e-5]\n", "", r"unknown key `learning_rat` \(did you mean `learning_rate`\?\)"),
+        ("  batch_size: 8\n", "", r"grid.batch_size: expected a non-empty list"),
+        (GRID, "seedz: [1]\n", r"unknown key `seedz` \(did you mean `seeds`\?\)"),
+    ],
+)
+def test_study_errors(tmp_path: Path, grid: str, extra: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_study(_study(tmp_path, grid, extra))
+
+
+def _trial_row(tid: str) -> dict:
+    return {"trial_id": tid, "model": "m", "method": "full", "dataset": "a", "hparams": {"lr": 1}, "seed": 0,
+            "config": {"x": 1}, "planned_samples": 100, "planned_tokens": 1000}
+
+
+def test_store_lifecycle(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    assert store.add_trials("demo", [_trial_row("t1"), _trial_row("t2")]) == 2
+    assert store.add_trials("demo", [_trial_row("t1"), _trial_row("t3")]) == 1  # t1 kept as is
+    store.mark_running("t1")
+    for step in (1, 2, 3):
+        store.add_telemetry("t1", {"step": step, "samples": 8 * step, "tokens": 80 * step, "loss": 1.0, "grad_norm": 2.0})
+    # a resumed trial rewrites step 3 and continues
+    store.add_telemetry("t1", {"step": 3, "samples": 24, "tokens": 240, "loss": 0.5, "grad_norm": 1.0, "val_loss": 0.9})
+    assert [r["loss"] for r in store.telemetry("t1")] == [1.0, 1.0, 0.5]
+    store.finish("t1", "completed", metrics={"exact_match": 0.75}, totals={"samples": 24, "tokens": 240, "wall_s": 3.0})
+    store.mark_running("t2")
+    assert store.requeue_running() == ["t2"]
+    assert store.counts()["pending"] == 2 and store.counts()["completed"] == 1
+    results = {(r["name"], r["samples"]): r["value"] for r in store.results("t1")}
+    assert results == {("val_loss", 24): 0.9, ("exact_match", 24): 0.75}
+    with pytest.raises(ValueError, match="not a final status"):
+        store.finish("t2", "running")
+    store.close()
+
+
+def test_store_is_wal_and_versioned(tmp_path: Path) -> None:
+    Store(tmp_path / "s.db").close()
+    db = sqlite3.connect(tmp_path / "s.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    db.execute("UPDATE meta SET value='999' WHERE key='schema_version'")
+    db.commit()
+    with pytest.raises(RuntimeError, match="schema version 999"):
+        Store(tmp_path / "s.db")
