@@ -104,3 +104,14 @@ def test_store_is_wal_and_versioned(tmp_path: Path) -> None:
     db.commit()
     with pytest.raises(RuntimeError, match="schema version 999"):
         Store(tmp_path / "s.db")
+
+
+def test_shipped_example_study_plans(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # builtin:tiny-llama is built here
+    from tunescout.study.sweep import format_plan, plan_study
+
+    spec = load_study(Path(__file__).resolve().parents[2] / "examples" / "study" / "study.yaml")
+    rows = plan_study(spec)
+    assert len(rows) == 24 and spec.stopping["rule"] == "dynamics"
+    assert all(r["planned_samples"] == 2 * 64 and r["planned_tokens"] > 0 for r in rows)
+    assert format_plan(rows).splitlines()[-1].startswith("24 trials")

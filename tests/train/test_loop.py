@@ -204,16 +204,22 @@ def test_bf16_mixed_precision_keeps_float32_master_weights(tiny_model_dir, data_
     assert {t.dtype for t in saved.values()} == {weights}
 
 
-def test_eval_data_at_sample_counts_and_final_eval(tiny_model_dir, data_files, tmp_path) -> None:
-    seen = []
+def test_eval_data_at_sample_counts_and_task_eval(tiny_model_dir, data_files, tmp_path) -> None:
+    seen, calls = [], []
+
+    def task_eval(model, tokenizer):
+        calls.append(model.training)
+        return {"calls": float(len(calls))}
+
     cfg = _config(tiny_model_dir, data_files, tmp_path / "run", eval_data=[DataSource(data_files["sentiment"])],
                   eval_at_samples=[20, 40], max_steps=8)
-    result = train(cfg, early_stop=lambda r: seen.append(r) and None,
-                   final_eval=lambda model, tok: {"n_params": sum(p.numel() for p in model.parameters())})
-    with_val = [(r.step, r.samples) for r in seen if r.val_loss is not None]
-    assert with_val == [(3, 24), (5, 40)]  # first records at or past 20 and 40 samples
+    result = train(cfg, early_stop=lambda r: seen.append(r) and None, task_eval=task_eval)
+    evaluated = [(r.step, r.samples, r.metrics) for r in seen if r.val_loss is not None]
+    # the first records at or past 20 and 40 samples carry the validation loss and task metrics
+    assert evaluated == [(3, 24, {"calls": 1.0}), (5, 40, {"calls": 2.0})]
+    assert all(r.metrics is None for r in seen if r.val_loss is None)
     evals = [json.loads(x) for x in (tmp_path / "run" / "eval.jsonl").read_text().splitlines()]
-    assert [e["samples"] for e in evals] == [24, 40, 64]  # the two rungs and the end
+    assert [(e["samples"], e["calls"]) for e in evals] == [(24, 1.0), (40, 2.0), (64, 3.0)]  # rungs and the end
     assert result.eval_loss == pytest.approx(evals[-1]["val_loss"])
-    assert result.metrics["n_params"] > 0
+    assert result.metrics == {"calls": 3.0}
     assert result.data["eval_samples"] == 32

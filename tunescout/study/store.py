@@ -115,6 +115,8 @@ class Store:
                             (record["step"], record["samples"], record["tokens"], trial_id))
             if record.get("val_loss") is not None:
                 self._put_result(trial_id, "val_loss", record["val_loss"], record["samples"])
+            for name, value in (record.get("metrics") or {}).items():
+                self._put_result(trial_id, name, value, record["samples"])
 
     def _put_result(self, trial_id: str, name: str, value: float | None, samples: int) -> None:
         self.db.execute("INSERT OR REPLACE INTO results (trial_id, name, value, samples) VALUES (?,?,?,?)",

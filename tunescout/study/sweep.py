@@ -71,13 +71,19 @@ def format_plan(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _progress_from_store(store: Store) -> dict[str, TrialProgress]:
-    progress = {t["trial_id"]: TrialProgress(t["trial_id"], t["planned_samples"] or 0, [], [], t["status"])
-                for t in store.trials()}
+def _progress_from_store(store: Store, metric_of: dict[str, str]) -> dict[str, TrialProgress]:
+    """Rebuild every trial's progress (what the stopping rule sees) from the store."""
+    trials = store.trials()
+    progress = {t["trial_id"]: TrialProgress(t["trial_id"], t["planned_samples"] or 1, [], [], t["status"])
+                for t in trials}
+    dataset_of = {t["trial_id"]: t["dataset"] for t in trials}
+    values = {(r["trial_id"], r["samples"], r["name"]): r["value"] for r in store.results()}
     for rec in store.telemetry():
-        progress[rec["trial_id"]].telemetry.append(rec)
+        tid = rec["trial_id"]
+        progress[tid].telemetry.append(rec)
         if rec.get("val_loss") is not None:
-            progress[rec["trial_id"]].evals.append({"samples": rec["samples"], "val_loss": rec["val_loss"], "metric": None})
+            metric = values.get((tid, rec["samples"], metric_of.get(dataset_of[tid], "")))
+            progress[tid].evals.append({"samples": rec["samples"], "val_loss": rec["val_loss"], "metric": metric})
     return progress
 
 
@@ -112,8 +118,9 @@ def run_sweep(
     for r in rows:
         cohorts.setdefault((r["model"], r["dataset"], r["method"]), []).append(r["trial_id"])
     cohort_of = {tid: key for key, ids in cohorts.items() for tid in ids}
-    progress = _progress_from_store(store)
     task_of = {d.name: dataclasses.asdict(d) for d in spec.datasets}
+    metric_of = {d.name: d.metric for d in spec.datasets}
+    progress = _progress_from_store(store, metric_of)
 
     pending = [t["trial_id"] for t in store.trials("pending") if t["trial_id"] in planned]
     executor = executor or LocalExecutor(workers)
@@ -131,7 +138,8 @@ def run_sweep(
                 tid = pending.pop(0)
                 row = planned[tid]
                 config = dict(row["config"])
-                config["eval_at_samples"] = rule.eval_points(row["planned_samples"])
+                config["eval_at_samples"] = sorted({*config.get("eval_at_samples", []),
+                                                    *rule.eval_points(row["planned_samples"])})
                 store.mark_running(tid)
                 progress[tid].status = "running"
                 executor.submit(tid, {"config": config, "task": task_of[row["dataset"]]})
@@ -146,8 +154,9 @@ def run_sweep(
                 # A resumed trial repeats the steps after its checkpoint: replace them.
                 tp.telemetry = [r for r in tp.telemetry if r["step"] < rec["step"]] + [rec]
                 tp.evals = [e for e in tp.evals if e["samples"] < rec["samples"]]
-                if rec.get("val_loss") is not None:
-                    tp.evals.append({"samples": rec["samples"], "val_loss": rec["val_loss"], "metric": None})
+                if rec.get("val_loss") is not None or rec.get("metrics"):
+                    metric = (rec.get("metrics") or {}).get(metric_of[planned[event.trial_id]["dataset"]])
+                    tp.evals.append({"samples": rec["samples"], "val_loss": rec.get("val_loss"), "metric": metric})
                 cohort = [progress[t] for t in cohorts[cohort_of[event.trial_id]]]
                 executor.reply(event.trial_id, rule.decide(tp, cohort))
             else:

@@ -23,7 +23,7 @@ from tunescout.train.loop import train
 __all__ = ["run_trial"]
 
 
-def _final_eval(task: dict[str, Any]):
+def _task_eval(task: dict[str, Any]):
     """The dataset's task metric by generation on its eval file (nothing for ``val_loss``)."""
     if task.get("metric", "val_loss") == "val_loss":
         return None
@@ -70,7 +70,7 @@ def run_trial(conn: Connection, payload: dict[str, Any]) -> None:
 
     try:
         config = build_config(payload["config"])
-        result = train(config, resume=True, early_stop=early_stop, final_eval=_final_eval(payload.get("task", {})))
+        result = train(config, resume=True, early_stop=early_stop, task_eval=_task_eval(payload.get("task", {})))
         summary = {k: getattr(result, k) for k in ("status", "reason", "steps", "samples", "tokens", "wall_s",
                                                     "eval_loss", "metrics")}
     except BaseException as exc:  # noqa: BLE001 - every failure is reported, none kills the sweep

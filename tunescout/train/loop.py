@@ -61,7 +61,7 @@ class RunResult:
     final_loss: float | None = None
     eval_loss: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
-    """What the ``final_eval`` callback returned (e.g. a task metric)."""
+    """What the ``task_eval`` callback returned after training (e.g. a task metric)."""
     data: dict[str, Any] = field(default_factory=dict)
     params: dict[str, int] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
@@ -105,7 +105,7 @@ def train(
     resume: bool = False,
     sinks: Sequence[Sink] = (),
     early_stop: EarlyStop | None = None,
-    final_eval: Callable[[torch.nn.Module, Any], dict[str, Any]] | None = None,
+    task_eval: Callable[[torch.nn.Module, Any], dict[str, Any]] | None = None,
 ) -> RunResult:
     """Train one model as ``config`` says and write the run directory.
 
@@ -115,8 +115,9 @@ def train(
             there is none).
         sinks: extra receivers of every :class:`StepRecord` (the JSONL file is always written).
         early_stop: called with each record; a truthy return ends the run as ``stopped``.
-        final_eval: called with ``(model, tokenizer)`` after training (not after divergence);
-            its dict is stored as ``result.metrics``.
+        task_eval: called with ``(model, tokenizer)`` at every validation point and after
+            training (not after divergence), e.g. a task metric by generation; its dicts go on
+            the step records (``metrics``) and, the last one, into ``result.metrics``.
 
     Returns:
         The run's :class:`RunResult` (also written to ``result.json``). A run that raises is
@@ -213,16 +214,19 @@ def train(
             seen_before = state["samples"]
             state = {"step": step, "samples": seen_before + len(samples),
                      "tokens": state["tokens"] + step_tokens, "wall_s": time.perf_counter() - start_time}
-            val_loss = None
+            val_loss, metrics = None, None
             eval_due = (config.eval_every and step % config.eval_every == 0 and step < total_steps) or any(
                 seen_before < n <= state["samples"] for n in config.eval_at_samples)
-            if eval_due and eval_batches and not diverged:
-                val_loss = evaluate_loss(model, eval_batches, device, autocast)
-                _log_eval(run_dir, step, state["samples"], val_loss)
+            if eval_due and not diverged:
+                if eval_batches:
+                    val_loss = evaluate_loss(model, eval_batches, device, autocast)
+                metrics = task_eval(model, tokenizer) if task_eval else None
+                if val_loss is not None or metrics:
+                    _log_eval(run_dir, step, state["samples"], val_loss, metrics)
             record = StepRecord(step=step, samples=state["samples"], tokens=state["tokens"], loss=loss,
                                 grad_norm=grad_norm, lr=lr, tokens_per_s=step_tokens / max(elapsed, 1e-9),
                                 wall_s=state["wall_s"], loss_tokens=loss_tokens, micro_batches=len(micro_batches),
-                                phase=batch.phase, epoch=batch.epoch, val_loss=val_loss)
+                                phase=batch.phase, epoch=batch.epoch, val_loss=val_loss, metrics=metrics)
             for sink in all_sinks:
                 sink.write(record)
             result.steps, result.samples, result.tokens = step, state["samples"], state["tokens"]
@@ -243,9 +247,10 @@ def train(
         if result.status != "diverged":
             if eval_batches:
                 result.eval_loss = evaluate_loss(model, eval_batches, device, autocast)
-                _log_eval(run_dir, result.steps, result.samples, result.eval_loss)
-            if final_eval is not None:
-                result.metrics = final_eval(model, tokenizer)
+            if task_eval is not None:
+                result.metrics = task_eval(model, tokenizer)
+            if eval_batches or task_eval is not None:
+                _log_eval(run_dir, result.steps, result.samples, result.eval_loss, result.metrics)
             if config.checkpoint_every:
                 save_checkpoint(run_dir, model, optimizer, scheduler, state)
             if config.save_model:
@@ -264,7 +269,7 @@ def train(
         _write_result(run_dir, result)
 
 
-def _log_eval(run_dir: Path, step: int, samples: int, val_loss: float) -> None:
+def _log_eval(run_dir: Path, step: int, samples: int, val_loss: float | None, metrics: dict | None = None) -> None:
     with (run_dir / "eval.jsonl").open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps({"step": step, "samples": samples, "val_loss": val_loss}) + "\n")
-    log.info("step %d: validation loss %.4f", step, val_loss)
+        fh.write(json.dumps({"step": step, "samples": samples, "val_loss": val_loss, **(metrics or {})}) + "\n")
+    log.info("step %d: validation loss %s %s", step, "-" if val_loss is None else f"{val_loss:.4f}", metrics or "")

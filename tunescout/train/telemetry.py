@@ -45,6 +45,8 @@ class StepRecord:
     epoch: float = 0.0
     val_loss: float | None = None
     """Validation loss measured after this step, when one was due (``eval_every``/``eval_at_samples``)."""
+    metrics: dict[str, float] | None = None
+    """Task metrics measured with the validation loss (see ``train(task_eval=...)``)."""
 
     def to_json(self) -> str:
         # Non-finite values are written as null: JSON has no NaN, and readers must not choke.
