@@ -124,7 +124,7 @@ def run_sweep(
 
     pending = [t["trial_id"] for t in store.trials("pending") if t["trial_id"] in planned]
     executor = executor or LocalExecutor(workers)
-    started = time.monotonic()
+    started = saved_at = time.monotonic()
     study_row = store.study() or {}
     previous = float(study_row.get("elapsed_s") or 0.0)
     halted = None
@@ -169,10 +169,13 @@ def run_sweep(
                 store.finish(event.trial_id, status, data.get("reason", ""), metrics,
                              {k: data.get(k) for k in ("steps", "samples", "tokens", "wall_s")})
                 tp.status = status
+                now = time.monotonic()  # persist study time as we go: a killed driver keeps it
+                store.add_elapsed(spec.name, now - saved_at)
+                saved_at = now
                 say(f"{status} {event.trial_id} {data.get('reason', '')} {metrics}".rstrip())
     finally:
         executor.shutdown()
-        store.add_elapsed(spec.name, time.monotonic() - started)
+        store.add_elapsed(spec.name, time.monotonic() - saved_at)
         counts = store.counts()
         store.close()
     return counts
