@@ -10,13 +10,28 @@ import pytest
 from tunescout.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = sorted((ROOT / "examples").glob("*.yaml")) + sorted((ROOT / "tunescout" / "presets").glob("*.yaml"))
+SHIPPED = sorted((ROOT / "examples").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_config_is_valid(path: Path) -> None:
     config = load_config(path)
     assert config.model and config.data
+
+
+def test_every_preset_is_a_valid_train_config() -> None:
+    from tunescout.config import build_config
+    from tunescout.presets import load_presets
+
+    presets = load_presets()
+    assert len({p.name for p in presets}) == len(presets) >= 7
+    for p in presets:
+        config = build_config({**p.config, "method": p.method, "model": "some/model", "data": ["d.jsonl"]})
+        assert config.method == p.method and p.provenance and p.source and p.families
+    by_name = {p.name: p for p in presets}
+    assert by_name["recipe-mistral-full"].config["learning_rate"] == 1e-6
+    assert by_name["cbs-llama3-8b-lora"].config["lora"] == {"r": 128, "alpha": 32}
+    assert "secondary reproduction" in by_name["cbs-mistral-7b-lora"].source
 
 
 def test_default_config_builds(tmp_path: Path, monkeypatch) -> None:

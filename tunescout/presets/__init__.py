@@ -1,0 +1,46 @@
+"""Shipped starting configurations, each with where it comes from.
+
+``recipe.yaml`` holds the SFT recipe's defaults, ``cbs.yaml`` the Coverage-based Search study's
+top-ranked configurations. A preset is a set of train-config overrides plus provenance; it never
+names a model or data, which the user adds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["Preset", "load_presets", "find_presets"]
+
+HERE = Path(__file__).parent
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    families: tuple[str, ...]
+    method: str
+    config: dict[str, Any]
+    provenance: str
+    source: str = ""
+    file: str = field(default="", compare=False)
+
+
+def load_presets(folder: Path = HERE) -> list[Preset]:
+    """Every preset in the YAML files of ``folder``, in file then listed order."""
+    out = []
+    for path in sorted(folder.glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        for p in raw["presets"]:
+            out.append(Preset(p["name"], tuple(p["families"]), p["method"], dict(p["config"]),
+                              p["provenance"], raw.get("source", ""), path.name))
+    return out
+
+
+def find_presets(family: str | None = None, method: str | None = None) -> list[Preset]:
+    """Presets for a model family (``llama``, ``mistral``, ...) and/or method (``full``, ``lora``)."""
+    return [p for p in load_presets()
+            if (family is None or family.lower() in p.families) and (method is None or p.method == method)]
