@@ -159,19 +159,17 @@ class Store:
             r["hparams"], r["config"] = json.loads(r["hparams"]), json.loads(r["config"])
         return rows
 
+    def _rows(self, table: str, order: str, trial_id: str | None) -> list[dict[str, Any]]:
+        where, args = ("WHERE trial_id=?", (trial_id,)) if trial_id is not None else ("", ())
+        return [dict(r) for r in self.db.execute(f"SELECT * FROM {table} {where} ORDER BY trial_id, {order}", args)]
+
     def telemetry(self, trial_id: str | None = None) -> list[dict[str, Any]]:
-        if trial_id is None:
-            cur = self.db.execute("SELECT * FROM telemetry ORDER BY trial_id, step")
-        else:
-            cur = self.db.execute("SELECT * FROM telemetry WHERE trial_id=? ORDER BY step", (trial_id,))
-        return [dict(r) for r in cur]
+        """Step records, of one trial or of all, in step order."""
+        return self._rows("telemetry", "step", trial_id)
 
     def results(self, trial_id: str | None = None) -> list[dict[str, Any]]:
-        if trial_id is None:
-            cur = self.db.execute("SELECT * FROM results ORDER BY trial_id, name, samples")
-        else:
-            cur = self.db.execute("SELECT * FROM results WHERE trial_id=? ORDER BY name, samples", (trial_id,))
-        return [dict(r) for r in cur]
+        """Metric values (``name``, ``value``, ``samples`` seen), of one trial or of all."""
+        return self._rows("results", "name, samples", trial_id)
 
     def counts(self) -> dict[str, int]:
         counts = {s: 0 for s in STATUSES}
