@@ -168,9 +168,10 @@ def config_id_of(hparams: dict[str, Any]) -> str:
 def _final_scores(store: Store) -> dict[tuple[str, str], tuple[float, int]]:
     """(trial_id, metric) -> (value at the largest sample count, that sample count)."""
     final: dict[tuple[str, str], tuple[float, int]] = {}
-    for r in store.results():  # ordered by trial, name, samples: the last one wins
-        value = r["value"]
-        final[(r["trial_id"], r["name"])] = (float("nan") if value is None else float(value), r["samples"])
+    for r in store.results():
+        key, value = (r["trial_id"], r["name"]), r["value"]
+        if key not in final or r["samples"] >= final[key][1]:
+            final[key] = (float("nan") if value is None else float(value), r["samples"])
     return final
 
 
