@@ -5,9 +5,16 @@ from tunescout.analysis.cbs import (
     multiple_defaults, rank_results, ranking_to_json, rankings_to_json, relative_scores, split_groups,
 )
 from tunescout.analysis.table import config_id_of, load_results, results_from_store, validate_results
+from tunescout.analysis.compare import BatchLrTables, batch_lr_table, stacked_vs_phased
+from tunescout.analysis.dynamics import (
+    StoppingReplay, bootstrap_ci, default_replay_rules, dynamics_correlations, early_signals, final_scores,
+    replay_stopping, rule_label, spearman,
+)
 
 __all__ = [
-    "best_on_average_order", "cbs_rank", "config_id_of", "format_loo_summary", "format_rankings", "leave_one_out",
-    "load_results", "loo_summary", "multiple_defaults", "rank_results", "ranking_to_json", "rankings_to_json",
-    "relative_scores", "results_from_store", "split_groups", "validate_results",
+    "BatchLrTables", "StoppingReplay", "batch_lr_table", "best_on_average_order", "bootstrap_ci", "cbs_rank",
+    "config_id_of", "default_replay_rules", "dynamics_correlations", "early_signals", "final_scores",
+    "format_loo_summary", "format_rankings", "leave_one_out", "load_results", "loo_summary", "multiple_defaults",
+    "rank_results", "ranking_to_json", "rankings_to_json", "relative_scores", "replay_stopping",
+    "results_from_store", "rule_label", "spearman", "split_groups", "stacked_vs_phased", "validate_results",
 ]
