@@ -43,3 +43,31 @@ def test_malformed_data_names_file_and_line(run_yaml: Path, tmp_path: Path, caps
 
 def test_diverged_run_exit_code(run_yaml: Path) -> None:
     assert main(["train", str(run_yaml), "lr=1e12", "grad_clip=null", "epochs=3"]) == 3
+
+
+def test_rank_a_results_table_json(tmp_path: Path, capsys) -> None:
+    rows = ["config_id,dataset,score"]
+    scores = {"a": [0.90, 0.50, 0.91], "b": [0.60, 0.95, 0.60], "c": [0.85, 0.85, 0.85]}
+    for config, values in scores.items():
+        rows += [f"{config},d{i},{v}" for i, v in enumerate(values)]
+    (tmp_path / "results.csv").write_text("\n".join(rows) + "\n")
+    assert main(["rank", str(tmp_path / "results.csv"), "--tau", "0.95", "--json"]) == 0
+    ranking = json.loads(capsys.readouterr().out)["ranking"]
+    # a covers d0 and d2 (>= 0.95 of the best), b covers d1; c covers nothing on its own
+    assert [r["config_id"] for r in ranking] == ["a", "b", "c"]
+    assert ranking[0]["newly_covered"] == ["d0", "d2"] and ranking[1]["newly_covered"] == ["d1"]
+    assert ranking[1]["cumulative_coverage"] == 1.0
+    assert set(ranking[0]) == {"config_id", "newly_covered", "cumulative_coverage", "mean_best_relative"}
+
+
+def test_rank_table_errors_name_the_column(tmp_path: Path, capsys) -> None:
+    (tmp_path / "bad.csv").write_text("config_id,dataset,scores\na,d0,0.5\n")
+    assert main(["rank", str(tmp_path / "bad.csv")]) == 2
+    assert "score" in capsys.readouterr().err
+
+
+def test_recommend_presets(capsys) -> None:
+    assert main(["recommend", "--model-family", "mistral", "--method", "lora"]) == 0
+    out = capsys.readouterr().out
+    assert "cbs-mistral-7b-lora" in out and "secondary reproduction" in out and "batch_size: 32" in out
+    assert main(["recommend", "--model-family", "gpt2"]) == 2

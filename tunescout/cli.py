@@ -113,6 +113,132 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
+
+
+def _results_table(source: str, include: str):
+    from tunescout.analysis import load_results, results_from_store
+
+    return load_results(source) if source.endswith(TABLE_SUFFIXES) else results_from_store(source, include=include)
+
+
+def _preset_config_id(name: str) -> str:
+    """A shipped preset as a config id, so the held-out table can score it when it is in the grid."""
+    from tunescout.analysis import config_id_of
+    from tunescout.presets import load_presets
+
+    presets = {p.name: p for p in load_presets()}
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r}; known: {sorted(presets)}")
+    flat = {}
+    for key, value in presets[name].config.items():  # nested `lora: {r: ..}` -> `lora.r`, as in a grid
+        flat.update({f"{key}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
+    return config_id_of(flat)
+
+
+def _cmd_rank(args: argparse.Namespace) -> int:
+    from tunescout.analysis import (format_loo_summary, format_rankings, leave_one_out, loo_summary,
+                                    rank_results, ranking_to_json, rankings_to_json)
+
+    table = _results_table(args.source, args.include)
+    group_by = None if args.pooled else ("model", "method")
+    rankings = rank_results(table, tau=args.tau, mode=args.mode, group_by=group_by, include=args.include,
+                            top=args.top)
+    doc = (ranking_to_json(next(iter(rankings.values()))) if len(rankings) == 1
+           else rankings_to_json(rankings, group_by))
+    validation = None
+    if args.validate:
+        detail = leave_one_out(table, tau=args.tau, ks=tuple(args.ks), group=args.holdout, mode=args.mode,
+                               group_by=group_by, preset_configs=_preset_config_id(args.preset) if args.preset else None)
+        validation = loo_summary(detail)
+    if args.json:
+        if validation is not None:
+            doc["validation"] = validation.to_dict(orient="records")
+        print(json.dumps(doc, indent=2, default=str))
+    else:
+        print(format_rankings(rankings, group_by, top=args.top))
+        if validation is not None:
+            print()
+            print(format_loo_summary(validation))
+    if args.out:
+        Path(args.out).write_text(json.dumps(doc, indent=2, default=str))
+    return 0
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    import pandas as pd
+    import yaml
+
+    from tunescout.analysis import (batch_lr_table, default_replay_rules, dynamics_correlations, replay_stopping,
+                                    stacked_vs_phased)
+    from tunescout.study.export import store_tables
+    from tunescout.study.store import Store
+
+    if not Path(args.store).exists():
+        print(f"error: no store at {args.store}", file=sys.stderr)
+        return 2
+    store = Store(args.store)
+    tables, spec = store_tables(store), json.loads(store.study()["spec"])
+    store.close()
+    t, r, tel = tables["trials"], tables["results"], tables["telemetry"]
+    rules = yaml.safe_load(Path(args.rules).read_text()) if args.rules else default_replay_rules()
+    frames = {
+        "dynamics": dynamics_correlations(tel, t, r, spec, window=args.window, rung=args.rung,
+                                          only_completed=not args.all_statuses, n_boot=args.boot, seed=args.seed),
+        "stopping_replay": replay_stopping(tel, t, r, spec, rules).summary,
+        "batch_lr": batch_lr_table(t, r, spec).long,
+    }
+    stacked = stacked_vs_phased(t, r, spec)
+    frames["stacked_vs_phased"] = stacked
+    if args.json:
+        print(json.dumps({k: v.to_dict(orient="records") for k, v in frames.items()}, indent=2, default=str))
+    else:
+        with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 200):
+            for name, frame in frames.items():
+                print(f"== {name} ==")
+                reason = frame.attrs.get("reason")
+                print(reason if frame.empty and reason else frame.to_string(index=False))
+                print()
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, frame in frames.items():
+            frame.to_csv(out / f"{name}.csv", index=False)
+            print(out / f"{name}.csv")
+    return 0
+
+
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    import yaml
+
+    from tunescout.presets import find_presets
+
+    if args.source:
+        from tunescout.analysis import rank_results
+
+        rankings = rank_results(_results_table(args.source, "last"), tau=args.tau, top=args.top)
+        table = _results_table(args.source, "last")
+        for (model, method), ranking in rankings.items():
+            if args.method and method != args.method:
+                continue
+            for row in ranking.head(args.top).itertuples():
+                hp = table[table["config_id"] == row.config_id].filter(like="hp.").iloc[0].dropna()
+                config = {"method": method, **{k.removeprefix("hp."): v.item() if hasattr(v, "item") else v
+                                               for k, v in hp.items()}}
+                print(f"# rank {row.rank} for {model} ({method}): covers {row.cumulative_coverage:.0%} "
+                      f"of datasets with the top {row.rank}; from {args.source}")
+                print(yaml.safe_dump(config, sort_keys=False))
+        return 0
+    presets = find_presets(args.model_family, args.method)
+    if not presets:
+        print(f"error: no preset for family={args.model_family!r} method={args.method!r}", file=sys.stderr)
+        return 2
+    for p in presets[: args.top]:
+        print(f"# {p.name}: {p.provenance}\n# source: {p.source}")
+        print(yaml.safe_dump({"method": p.method, **p.config}, sort_keys=False))
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunescout", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -144,6 +270,42 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--format", nargs="+", choices=["csv", "parquet"], default=["csv", "parquet"])
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("rank", help="rank configurations with Coverage-based Search")
+    p.add_argument("source", help="a study store, or a CSV/Parquet table (config_id, dataset, score, ...)")
+    p.add_argument("--tau", type=float, default=0.95, help="a config covers a dataset at >= tau x best")
+    p.add_argument("--mode", choices=["ratio", "minmax"], default="ratio", help="relative score")
+    p.add_argument("--include", choices=["last", "completed"], default="last",
+                   help="stopped/diverged trials count with their last score, or as missing")
+    p.add_argument("--top", type=int, default=None, help="show the top N")
+    p.add_argument("--pooled", action="store_true", help="one ranking over all models and methods")
+    p.add_argument("--validate", action="store_true", help="leave-one-dataset-out top-k vs baselines")
+    p.add_argument("--holdout", choices=["dataset", "task_type"], default="dataset")
+    p.add_argument("--ks", type=int, nargs="+", default=[1, 3, 5])
+    p.add_argument("--preset", default=None, help="score this shipped preset as a held-out baseline")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-o", "--out", help="also write the JSON here")
+    p.set_defaults(func=_cmd_rank)
+
+    p = sub.add_parser("analyze", help="did early dynamics predict the final score; what would stopping save")
+    p.add_argument("store", help="the study's SQLite file")
+    p.add_argument("--window", type=float, default=0.1, help="early window, as a fraction of planned samples")
+    p.add_argument("--rung", type=float, default=None, help="end the window at this fraction instead")
+    p.add_argument("--all-statuses", action="store_true", help="correlate stopped trials too (last score)")
+    p.add_argument("--rules", default=None, help="YAML list of stopping rules to replay (default: a standard set)")
+    p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for confidence intervals")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("-o", "--out", help="write each table as CSV into this folder")
+    p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("recommend", help="configs to start from: shipped presets or a ranked study")
+    p.add_argument("--model-family", default=None, help="llama, mistral, granite, qwen")
+    p.add_argument("--method", choices=["full", "lora"], default=None)
+    p.add_argument("--top", type=int, default=3)
+    p.add_argument("--from", dest="source", default=None, help="rank this study store or results table instead")
+    p.add_argument("--tau", type=float, default=0.95)
+    p.set_defaults(func=_cmd_recommend)
     return parser
 
 
@@ -155,9 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     try:
         return args.func(args)
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted (continue with --resume)", file=sys.stderr)
         return 130

@@ -14,14 +14,12 @@ import pytest
 from tunescout.analysis.dynamics import (
     _samples_at,
     bootstrap_ci,
-    default_replay_rules,
     dynamics_correlations,
     early_signals,
     final_scores,
-    replay_stopping,
-    rule_label,
     spearman,
 )
+from tunescout.analysis.replay import default_replay_rules, replay_stopping, rule_label
 from tunescout.config import ConfigError
 from tunescout.study.stopping import AshaRule, build_rule
 

@@ -164,3 +164,18 @@ def test_sigkill_of_the_driver_then_resume(tiny_model_dir: Path, tmp_path: Path)
         steps = [r["step"] for r in store.telemetry(t["trial_id"])]
         assert steps == list(range(1, t["steps"] + 1))  # no step lost or repeated
         assert t["samples"] == t["planned_samples"]
+
+
+def test_rank_analyze_and_recommend_on_the_study(finished_study: Path, capsys) -> None:
+    db = str(finished_study.parent / "test-study.db")
+    assert main(["rank", db, "--json", "--validate", "--ks", "1"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["ranking"]) == 6 and doc["validation"]
+    assert main(["analyze", db, "--json", "--boot", "50"]) == 0
+    analysis = json.loads(capsys.readouterr().out)
+    assert {"dynamics", "stopping_replay", "batch_lr", "stacked_vs_phased"} <= set(analysis)
+    assert any(row["replayable"] for row in analysis["stopping_replay"])
+    assert len(analysis["batch_lr"]) > 0
+    assert main(["recommend", "--from", db, "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("# rank") == 2 and "learning_rate" in out

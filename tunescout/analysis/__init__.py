@@ -6,10 +6,8 @@ from tunescout.analysis.cbs import (
 )
 from tunescout.analysis.table import config_id_of, load_results, results_from_store, validate_results
 from tunescout.analysis.compare import BatchLrTables, batch_lr_table, stacked_vs_phased
-from tunescout.analysis.dynamics import (
-    StoppingReplay, bootstrap_ci, default_replay_rules, dynamics_correlations, early_signals, final_scores,
-    replay_stopping, rule_label, spearman,
-)
+from tunescout.analysis.dynamics import bootstrap_ci, dynamics_correlations, early_signals, final_scores, spearman
+from tunescout.analysis.replay import StoppingReplay, default_replay_rules, replay_stopping, rule_label
 
 __all__ = [
     "BatchLrTables", "StoppingReplay", "batch_lr_table", "best_on_average_order", "bootstrap_ci", "cbs_rank",

@@ -13,7 +13,7 @@ import time
 from typing import Any, Callable
 
 from tunescout.study.executors import Executor, LocalExecutor
-from tunescout.study.spec import StudySpec, Trial, expand_trials, trial_config
+from tunescout.study.spec import StudySpec, expand_trials, trial_config
 from tunescout.study.stopping import TrialProgress, build_rule
 from tunescout.study.store import FINISHED, Store
 
