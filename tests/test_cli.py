@@ -71,3 +71,12 @@ def test_recommend_presets(capsys) -> None:
     out = capsys.readouterr().out
     assert "cbs-mistral-7b-lora" in out and "secondary reproduction" in out and "batch_size: 32" in out
     assert main(["recommend", "--model-family", "gpt2"]) == 2
+
+
+def test_recommend_from_a_results_table(tmp_path: Path, capsys) -> None:
+    (tmp_path / "r.csv").write_text("config_id,dataset,score,hp.learning_rate\n"
+                                    "a,d0,0.9,1e-5\na,d1,0.5,1e-5\nb,d0,0.6,1e-4\nb,d1,0.95,1e-4\n")
+    assert main(["recommend", "--from", str(tmp_path / "r.csv"), "--top", "2"]) == 0
+    out = capsys.readouterr().out.split("# rank")[1:]
+    assert "learning_rate: 0.0001" in out[0] and "cover 50%" in out[0]
+    assert "learning_rate: 1.0e-05" in out[1] and "cover 100%" in out[1]

@@ -216,17 +216,19 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     if args.source:
         from tunescout.analysis import rank_results
 
-        rankings = rank_results(_results_table(args.source, "last"), tau=args.tau, top=args.top)
         table = _results_table(args.source, "last")
+        rankings = rank_results(table, tau=args.tau, top=args.top)
         for (model, method), ranking in rankings.items():
             if args.method and method != args.method:
                 continue
             for row in ranking.head(args.top).itertuples():
                 hp = table[table["config_id"] == row.config_id].filter(like="hp.").iloc[0].dropna()
-                config = {"method": method, **{k.removeprefix("hp."): v.item() if hasattr(v, "item") else v
-                                               for k, v in hp.items()}}
-                print(f"# rank {row.rank} for {model} ({method}): covers {row.cumulative_coverage:.0%} "
-                      f"of datasets with the top {row.rank}; from {args.source}")
+                config = {k.removeprefix("hp."): v.item() if hasattr(v, "item") else v for k, v in hp.items()}
+                if method:
+                    config = {"method": method, **config}
+                group = f" for {model} ({method})" if model or method else ""
+                print(f"# rank {row.rank}{group}: {row.config_id}; the top {row.rank} cover "
+                      f"{row.cumulative_coverage:.0%} of datasets; from {args.source}")
                 print(yaml.safe_dump(config, sort_keys=False))
         return 0
     presets = find_presets(args.model_family, args.method)
