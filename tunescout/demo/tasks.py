@@ -1,13 +1,24 @@
-"""Generated instruction data: small tasks, deterministic from a seed, in the three row shapes."""
+"""Generated instruction data: small tasks, deterministic from a seed, in the three row shapes.
+
+Two families live here. :data:`TASKS` are the original toy generators used by tests and the
+default run; their output is pinned byte for byte, so they are never changed. :data:`DEMO_TASKS`
+are the datasets of the embedded study: several task types, each with its metric, train and
+eval splits from disjoint random streams, and a pretraining corpus (:func:`demo_pretraining_corpus`)
+over the same vocabulary so a ~1M-parameter model has seen the words before it is fine-tuned.
+"""
 
 from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["TASKS", "make_rows", "write_jsonl"]
+__all__ = [
+    "DEMO_TASKS", "DemoTask", "TASKS", "demo_pretraining_corpus", "make_rows", "make_task_split",
+    "write_demo_datasets", "write_jsonl",
+]
 
 _WORDS = ("apple river stone cloud light green blue happy quiet north south east west "
           "paper music garden window market silver orange winter summer").split()
@@ -75,3 +86,328 @@ def write_jsonl(rows: list[dict[str, Any]], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+# --- the demo study's tasks ---
+#
+# Every generator draws from small shared vocabularies (names, cities, products, ...) so that one
+# pretraining corpus covers them all and a byte-level BPE of ~1k tokens keeps most words whole:
+# prompts and answers then stay within ~20-80 tokens and answers within a few tokens, which a
+# ~1M-parameter model can learn in minutes on a CPU. Labels are drawn uniformly so no class
+# dominates, and each task mixes templates so that memorising one surface form is not enough.
+
+_NAMES = ("Anna Ben Carla David Elena Farid Grace Hugo Ines Jonas Kira Leo Maya Nora Omar Priya "
+          "Rosa Sam Tariq Uma Victor Wendy").split()
+_CITIES = "Leeds Porto Oslo Lyon Graz Cork Turin Bergen Ghent Split Bilbao Dublin Krakow Seville Utrecht".split()
+_PRODUCTS = ("kettle", "lamp", "backpack", "blender", "jacket", "printer", "speaker", "chair", "desk",
+             "mug", "toaster", "keyboard", "umbrella", "phone case", "coffee grinder")
+_COUNTABLES = "apples books boxes candles coins cups pencils plants shirts stamps tickets bottles".split()
+_DAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
+_JOBS = ("baker", "nurse", "pilot", "teacher", "farmer", "painter", "chef", "librarian", "mechanic",
+         "tailor", "bus driver", "ship captain")
+_PLACES = ("the old harbor", "the north market", "the city library", "the train station",
+           "the river museum", "the town hall", "the main hospital", "the flower shop")
+_ASPECTS = ("the battery", "the delivery", "the price", "the colour", "the sound", "the handle",
+            "the packaging", "the build quality")
+_POS_ADJ = "great excellent lovely solid comfortable reliable perfect".split()
+_NEG_ADJ = "bad awful flimsy noisy disappointing broken terrible".split()
+_NEUTRAL = ("okay", "average", "ordinary", "as described", "about what I expected", "neither good nor bad")
+_UNITS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+          "fifteen sixteen seventeen eighteen nineteen").split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+# Words the corpus uses often elsewhere, so a small BPE keeps them whole and sorted answers stay short.
+_SORT_WORDS = ("apples books boxes candles coins cups pencils plants shirts stamps tickets bottles lamp desk "
+               "mug chair kettle jacket printer speaker toaster keyboard umbrella blender backpack garden "
+               "tower bridge festival museum").split()
+# Headline parts: (subject, past tense used in the story, present tense used in the headline).
+_NEWS_SUBJECTS = ("city council", "local school", "river museum", "football club", "harbor police",
+                  "town library", "bus company", "science center", "hospital board", "farmers union")
+_NEWS_VERBS = (("approved", "approves"), ("opened", "opens"), ("cancelled", "cancels"),
+               ("announced", "announces"), ("rejected", "rejects"), ("delayed", "delays"),
+               ("sold", "sells"), ("repaired", "repairs"), ("bought", "buys"), ("closed", "closes"))
+_NEWS_OBJECTS = ("new bridge", "summer festival", "budget plan", "night market", "old tower",
+                 "public garden", "ferry service", "music school", "bike lanes", "rare painting")
+
+
+def _number_words(n: int) -> str:
+    """0-99 in English words, so arithmetic prompts can spell numbers the way people write them."""
+    if n < 20:
+        return _UNITS[n]
+    tens, unit = divmod(n, 10)
+    return _TENS[tens - 2] + (f"-{_UNITS[unit]}" if unit else "")
+
+
+def _chat(system: str | None, user: str, answer: str) -> dict[str, Any]:
+    messages = [{"role": "system", "content": system}] if system else []
+    return {"messages": messages + [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
+
+
+_SUPPORT = {
+    "billing": ("I was charged twice for my {item}.", "The invoice for order {order} shows the wrong amount.",
+                "Why did my card get billed {amount} euros for the {item}?", "Can I pay for the {item} in three parts?"),
+    "shipping": ("Where is my {item}? I ordered it {days} days ago.", "Order {order} still has not arrived in {city}.",
+                 "The tracking page for my {item} has not changed since {day}.", "Can you ship the {item} to {city} instead?"),
+    "refund": ("I want my money back for the {item}.", "Please refund order {order}, the {item} came broken.",
+               "How do I return the {item} and get my money back?", "I sent the {item} back on {day} but got nothing yet."),
+    "account": ("I cannot log in to my account since {day}.", "Please reset my password, I am locked out.",
+                "Change the email address on my account, {name} here.", "My profile shows the wrong city, it should be {city}."),
+    "cancel": ("Please cancel order {order} before it ships.", "I no longer want the {item}, stop the order.",
+               "End my {item} subscription from next month.", "How do I call off the {item} I ordered on {day}?"),
+}
+
+
+def _support_intents(rng: random.Random) -> dict[str, Any]:
+    label = rng.choice(sorted(_SUPPORT))
+    body = rng.choice(_SUPPORT[label]).format(
+        item=rng.choice(_PRODUCTS), order=rng.randint(10000, 99999), amount=rng.randint(5, 99),
+        days=rng.randint(2, 20), city=rng.choice(_CITIES), day=rng.choice(_DAYS), name=rng.choice(_NAMES))
+    greeting, thanks = rng.choice(("", "Hi. ", "Hello team. ", "Good morning. ")), rng.choice(("", " Thanks.", " Please help."))
+    text = greeting + body + thanks
+    return _chat("Classify the customer message as billing, shipping, refund, account or cancel.", text, label)
+
+
+def _review_sentiment(rng: random.Random) -> dict[str, Any]:
+    # Negation flips polarity ("not bad" is positive, "not great" negative), so a bag of adjectives
+    # is not enough: the model has to read two words together.
+    label = rng.choice(("negative", "neutral", "positive"))
+    if label == "neutral":
+        phrase = rng.choice(_NEUTRAL)
+    else:
+        same, other = (_POS_ADJ, _NEG_ADJ) if label == "positive" else (_NEG_ADJ, _POS_ADJ)
+        phrase = rng.choice(same) if rng.random() < 0.65 else f"not {rng.choice(other)}"
+    opener = rng.choice((f"I bought the {rng.choice(_PRODUCTS)} in {rng.choice(_CITIES)} last {rng.choice(_DAYS)}.",
+                         f"My {rng.choice(_PRODUCTS)} arrived after {rng.randint(2, 9)} days.",
+                         f"This is my review of the {rng.choice(_PRODUCTS)}."))
+    verdict = f"{rng.choice(_ASPECTS + ('it',))} {rng.choice(('was', 'is', 'felt'))} {phrase}."
+    review = f"{opener} {rng.choice(('', 'Honestly, ', 'Overall, '))}{verdict}".replace(". it", ". It")
+    return _chat("Label the review as positive, negative or neutral.", review, label)
+
+
+_ORDER_QUESTIONS = {"order": "What is the order number?", "city": "Which city is the customer in?",
+                    "name": "What is the customer's name?", "product": "Which product is the message about?"}
+
+
+def _order_extraction(rng: random.Random) -> dict[str, Any]:
+    # A second number (days or price) sits next to the order number so "copy the digits" fails.
+    f = {"order": str(rng.randint(10000, 99999)), "city": rng.choice(_CITIES), "name": rng.choice(_NAMES),
+         "product": rng.choice(_PRODUCTS)}
+    extra = rng.randint(2, 60)
+    message = rng.choice((
+        "Hi, this is {name} from {city}. My order {order} with a {product} is {extra} days late.",
+        "Order {order}: the {product} I paid {extra} euros for never reached {city}. Regards, {name}.",
+        "{name} here. Please send the {product} from order {order} to my address in {city} within {extra} days.",
+        "I live in {city} and ordered a {product} {extra} days ago, order {order}. Thanks, {name}.",
+    )).format(extra=extra, **f)
+    field = rng.choice(sorted(f))
+    return {"prompt": f"Message: {message}\nQuestion: {_ORDER_QUESTIONS[field]}\nAnswer: ", "completion": f[field]}
+
+
+def _passage_qa(rng: random.Random) -> dict[str, Any]:
+    # The fact that answers the question plus one or two distractors, in shuffled order; the answer
+    # is copied verbatim from the passage, so token F1 gives partial credit for half-right
+    # multi-word spans ("north market" against "the north market").
+    a, b = rng.sample(_NAMES, 2)
+    origin, home = rng.sample(_CITIES, 2)
+    year, job, place = str(rng.randint(1990, 2024)), rng.choice(_JOBS), rng.choice(_PLACES)
+    count, things = str(rng.randint(2, 40)), rng.choice(_COUNTABLES)
+    facts = [f"{a} moved from {origin} to {home} in {year}.", f"{a} works as a {job} at {place}.",
+             f"{a}'s friend {b} keeps {count} {things} at home."]
+    fact, question, answer = rng.choice((
+        (0, f"Where did {a} move to?", home), (0, f"Where did {a} move from?", origin),
+        (0, f"In which year did {a} move?", year), (1, f"What is {a}'s job?", job),
+        (1, f"Where does {a} work?", place), (2, f"Who keeps {things} at home?", b),
+        (2, f"How many {things} does {b} keep?", count)))
+    others = [f for i, f in enumerate(facts) if i != fact]
+    passage = [facts[fact]] + rng.sample(others, rng.randint(1, 2))
+    rng.shuffle(passage)
+    return _chat("Answer with words from the passage.", f"Passage: {' '.join(passage)}\nQuestion: {question}", answer)
+
+
+def _headline(rng: random.Random) -> dict[str, Any]:
+    # The rule to learn: "<subject> <verb, present tense> <object>" from the sentence that carries
+    # the news, whichever place it takes in the item and whatever the other sentence says.
+    subject, (past, present), obj = rng.choice(_NEWS_SUBJECTS), rng.choice(_NEWS_VERBS), rng.choice(_NEWS_OBJECTS)
+    day, city = rng.choice(_DAYS), rng.choice(_CITIES)
+    key = rng.choice((f"The {subject} {past} the {obj} on {day}.", f"On {day}, the {subject} in {city} {past} the {obj}.",
+                      f"After a long debate, the {subject} {past} the {obj}."))
+    other = rng.choice((f"About {rng.randint(20, 900)} people from {city} came to the meeting.",
+                        f"{rng.choice(_NAMES)}, a local {rng.choice(_JOBS)}, called it {rng.choice(_POS_ADJ + _NEG_ADJ)}.",
+                        f"The weather in {city} was {rng.choice(('cold', 'warm', 'wet', 'sunny'))} all week."))
+    story = f"{key} {other}" if rng.random() < 0.7 else f"{other} {key}"
+    return _chat(None, f"Write a short headline for this news item.\n{story}",
+                 f"{subject.capitalize()} {present} {obj}")
+
+
+def _arithmetic_words(rng: random.Random) -> dict[str, Any]:
+    a, b = rng.randint(0, 60), rng.randint(0, 39)
+    name, other, things = *rng.sample(_NAMES, 2), rng.choice(_COUNTABLES)
+    kind = rng.randrange(4)
+    if kind % 2:  # subtraction: keep the result non-negative
+        a, b = max(a, b), min(a, b)
+    question = (
+        f"{name} has {a} {things} and buys {b} more. How many {things} does {name} have now?",
+        f"{name} had {a} {things} and gave {b} to {other}. How many {things} does {name} have left?",
+        f"What is {_number_words(a)} plus {_number_words(b)}?",
+        f"What is {_number_words(a)} minus {_number_words(b)}?",
+    )[kind]
+    return {"prompt": f"Question: {question}\nAnswer with a number: ", "completion": str(a - b if kind % 2 else a + b)}
+
+
+def _sort_words(rng: random.Random) -> dict[str, Any]:
+    words = rng.sample(_SORT_WORDS, rng.randint(3, 5))
+    return _chat("Reply with the words in alphabetical order, separated by spaces.",
+                 f"Sort these words alphabetically: {', '.join(words)}", " ".join(sorted(words)))
+
+
+_METRIC_NAMES = ("accuracy", "exact_match", "f1", "rougeL")
+"""Generation metrics of :mod:`tunescout.evaluate.metrics` (checked against its registry in the
+tests; not imported here because ``tunescout.evaluate`` pulls in torch)."""
+
+
+@dataclass(frozen=True)
+class DemoTask:
+    """One generated dataset of the demo study: how to make a row and how to score answers."""
+
+    name: str
+    """File stem and dataset name in the study (``<name>_train.jsonl``)."""
+    task_type: str
+    """classification, extraction, qa, summarization, arithmetic or transformation: the axis the
+    study's held-out validation groups datasets by."""
+    metric: str
+    """Name in the metric registry: accuracy, exact_match, f1 or rougeL."""
+    make: Callable[[random.Random], dict[str, Any]]
+    """One row (messages or prompt/completion) from the random stream; all randomness from ``rng``."""
+    max_new_tokens: int
+    """Greedy-generation budget at evaluation: the longest answer in tokens plus end of turn, with room."""
+    labels: tuple[str, ...] = ()
+    """The closed label set of a classification task (empty otherwise)."""
+
+    def __post_init__(self) -> None:
+        if self.metric not in _METRIC_NAMES:
+            raise ValueError(f"task {self.name!r}: metric {self.metric!r} is not one of {_METRIC_NAMES}")
+        if not 1 <= self.max_new_tokens <= 64:
+            raise ValueError(f"task {self.name!r}: max_new_tokens must be in 1..64, got {self.max_new_tokens}")
+        if self.labels and self.task_type != "classification":
+            raise ValueError(f"task {self.name!r}: only classification tasks have labels")
+
+
+DEMO_TASKS: dict[str, DemoTask] = {t.name: t for t in (
+    DemoTask("support-intents", "classification", "accuracy", _support_intents, 6, tuple(sorted(_SUPPORT))),
+    DemoTask("review-sentiment", "classification", "accuracy", _review_sentiment, 6, ("negative", "neutral", "positive")),
+    DemoTask("order-extraction", "extraction", "exact_match", _order_extraction, 8),
+    DemoTask("passage-qa", "qa", "f1", _passage_qa, 8),
+    DemoTask("headline", "summarization", "rougeL", _headline, 12),
+    DemoTask("arithmetic-words", "arithmetic", "exact_match", _arithmetic_words, 6),
+    DemoTask("sort-words", "transformation", "exact_match", _sort_words, 12),
+)}
+"""The embedded study's datasets by name, one or more per task type."""
+
+
+def _question_key(row: dict[str, Any]) -> str:
+    """Everything a row shows the model before the answer: the same question in train and eval is a leak."""
+    if "messages" in row:
+        return json.dumps(row["messages"][:-1], sort_keys=True)
+    return row["prompt"]
+
+
+def make_task_split(
+    task_name: str, n_train: int, n_eval: int, seed: int = 0
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Train and eval rows of a :data:`DEMO_TASKS` task, the same for the same seed.
+
+    The splits come from two independent random streams (so changing ``n_train`` changes which
+    eval rows are filtered out, never what the eval stream draws), and eval rows whose question
+    also appears in train, or earlier in eval, are skipped: an eval score then measures
+    generalisation, not recall.
+
+    Raises:
+        ValueError: unknown task, negative sizes, or a task too small to give ``n_eval`` unseen questions.
+    """
+    if task_name not in DEMO_TASKS:
+        raise ValueError(f"unknown demo task {task_name!r} (known: {', '.join(DEMO_TASKS)})")
+    if n_train < 0 or n_eval < 0:
+        raise ValueError(f"n_train and n_eval must be >= 0, got {n_train} and {n_eval}")
+    make = DEMO_TASKS[task_name].make
+    train_rng, eval_rng = random.Random(f"{task_name}-{seed}-train"), random.Random(f"{task_name}-{seed}-eval")
+    train = [make(train_rng) for _ in range(n_train)]
+    seen = {_question_key(r) for r in train}
+    evals: list[dict[str, Any]] = []
+    for _ in range(20 * n_eval + 100):
+        if len(evals) == n_eval:
+            break
+        row = make(eval_rng)
+        key = _question_key(row)
+        if key not in seen:
+            seen.add(key)
+            evals.append(row)
+    if len(evals) < n_eval:
+        raise ValueError(f"{task_name}: only {len(evals)} of {n_eval} eval questions unseen in {n_train} train rows")
+    return train, evals
+
+
+def write_demo_datasets(out_dir: str | Path, n_train: int = 512, n_eval: int = 64, seed: int = 0,
+                        tasks: list[str] | None = None) -> list[dict[str, Any]]:
+    """Write ``<name>_train.jsonl`` and ``<name>_eval.jsonl`` for each demo task into ``out_dir``.
+
+    Args:
+        tasks: names from :data:`DEMO_TASKS` (default: all of them, in registry order).
+
+    Returns:
+        One study dataset entry per task: ``{name, train, eval, metric, task_type, max_new_tokens}``,
+        with paths relative to ``out_dir`` so the folder can be moved along with its study YAML.
+    """
+    out = Path(out_dir)
+    entries = []
+    for name in tasks if tasks is not None else list(DEMO_TASKS):
+        train, evals = make_task_split(name, n_train, n_eval, seed)
+        write_jsonl(train, out / f"{name}_train.jsonl")
+        write_jsonl(evals, out / f"{name}_eval.jsonl")
+        task = DEMO_TASKS[name]
+        entries.append({"name": name, "train": f"{name}_train.jsonl", "eval": f"{name}_eval.jsonl",
+                        "metric": task.metric, "task_type": task.task_type, "max_new_tokens": task.max_new_tokens})
+    return entries
+
+
+def _corpus_sentence(rng: random.Random) -> str:
+    """One plain sentence over the tasks' vocabulary (their labels and instruction words included,
+    so a tokenizer trained on the corpus keeps them whole), never in an instruction/answer format."""
+    name, other = rng.sample(_NAMES, 2)
+    city, day, thing, product = rng.choice(_CITIES), rng.choice(_DAYS), rng.choice(_COUNTABLES), rng.choice(_PRODUCTS)
+    a, b = rng.randint(0, 60), rng.randint(0, 39)
+    subject, (past, present), obj = rng.choice(_NEWS_SUBJECTS), rng.choice(_NEWS_VERBS), rng.choice(_NEWS_OBJECTS)
+    words = sorted(rng.sample(_SORT_WORDS, 3))
+    label, sentiment = rng.choice(sorted(_SUPPORT)), rng.choice(("positive", "negative", "neutral"))
+    trouble = rng.choice(("invoice", "tracking page", "refund", "password", "subscription", "email address",
+                          "card", "money back", "profile", "order"))
+    problem = rng.choice(("was charged twice", "got no refund", "could not log in", "wanted to cancel", "waited a week"))
+    opinion = rng.choice(("not ", "")) + rng.choice(_POS_ADJ + _NEG_ADJ)
+    return rng.choice((
+        f"{name} lives in {city} and works as a {rng.choice(_JOBS)} at {rng.choice(_PLACES)}.",
+        f"{name} bought {a} {thing} at {rng.choice(_PLACES)} on {day}.",
+        f"{name} moved from {city} to {rng.choice(_CITIES)} in {rng.randint(1990, 2024)} with {other}.",
+        f"The {product} from {city} was {rng.choice(_POS_ADJ + _NEG_ADJ + list(_NEUTRAL))}, said {name}.",
+        f"{a} plus {b} makes {a + b}, and {max(a, b)} minus {min(a, b)} leaves {abs(a - b)}.",
+        f"The number {_number_words(a)} is written {a}, and {_number_words(b)} is written {b}.",
+        f"{name} had {a + b} {thing}, gave {b} to {other} and kept {a}.",
+        f"Last {day} the {subject} {past} the {obj} in {city}, and the news made a short headline.",
+        f"The {subject} often {present} a {obj}, people in {city} say.",
+        f"Order {rng.randint(10000, 99999)} with a {product} was shipped to {city} on {day}.",
+        f"A customer in {city} sent a message about the {trouble} for a {product}, and {name} read it.",
+        f"{name} works on {label} questions at the help desk, where the customer {problem}.",
+        f"The words {', '.join(words[:2])} and {words[2]} are in alphabetical order.",
+        f"{name} gave the {product} a {sentiment} review, saying {rng.choice(_ASPECTS)} was {opinion}.",
+        f"{name} read a passage about {other}, a {rng.choice(_JOBS)}, and answered each question with words from it.",
+        f"{name} sorted the {product}, the {words[0]} and the {words[1]} into boxes.",
+    ))
+
+
+def demo_pretraining_corpus(n: int = 4000, seed: int = 0) -> list[str]:
+    """``n`` short English-like paragraphs (1-3 sentences) for pretraining the demo base model.
+
+    They use the names, places, numbers and objects of :data:`DEMO_TASKS` but none of their
+    instruction formats, so the base model knows the words and some world facts (numbers, order
+    of words) before fine-tuning, and a tokenizer trained on them keeps the tasks' words whole,
+    while what the fine-tuning teaches (following each instruction format) is still left to learn.
+    """
+    rng = random.Random(f"pretraining-{seed}")
+    return [" ".join(_corpus_sentence(rng) for _ in range(rng.randint(1, 3))) for _ in range(n)]
