@@ -18,9 +18,9 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# The main job on the embedded default: a tiny local model and generated data, on CPU.
+# The main job on the embedded default: base model, sweep, rank, analyze, report, on CPU.
 demo: install
-	$(VENV)/bin/tunescout train
+	$(VENV)/bin/tunescout demo --out runs/demo
 
 test: install
 	$(PY) -m pytest -q

@@ -241,6 +241,23 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from tunescout.demo.run import run_demo
+
+    run_demo(args.out)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from tunescout.report import build_report
+
+    if not Path(args.store).exists():
+        print(f"error: no store at {args.store}", file=sys.stderr)
+        return 2
+    print(build_report(args.store, args.out, tau=args.tau, window=args.window, top=args.top))
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tunescout", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -300,6 +317,18 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("-o", "--out", help="write each table as CSV into this folder")
     p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser("report", help="a self-contained HTML report of a study")
+    p.add_argument("store", help="the study's SQLite file")
+    p.add_argument("-o", "--out", default="report.html", help="output HTML file")
+    p.add_argument("--tau", type=float, default=0.95, help="CBS coverage threshold")
+    p.add_argument("--window", type=float, default=0.1, help="early window for the dynamics analysis")
+    p.add_argument("--top", type=int, default=5, help="configurations to recommend")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("demo", help="the embedded default study end to end: train, sweep, rank, analyze, report")
+    p.add_argument("--out", default="runs/demo", help="folder for the data, the study store and the report")
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("recommend", help="configs to start from: shipped presets or a ranked study")
     p.add_argument("--model-family", default=None, help="llama, mistral, granite, qwen")

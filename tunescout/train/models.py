@@ -82,7 +82,14 @@ def _tiny_llama() -> Path:
     return ensure_tiny_model()
 
 
-BUILTIN_MODELS = {"smollm2-135m-instruct": smollm2_gguf, "tiny-llama": _tiny_llama}
+def _demo_base() -> Path:
+    # Pretrained locally on first use (a few minutes on CPU), then cached.
+    from tunescout.demo.base import ensure_demo_base
+
+    return ensure_demo_base()
+
+
+BUILTIN_MODELS = {"smollm2-135m-instruct": smollm2_gguf, "tiny-llama": _tiny_llama, "demo-base": _demo_base}
 """Models a config can name as ``builtin:NAME``: found on this machine, never downloaded."""
 
 

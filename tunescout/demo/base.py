@@ -1,0 +1,75 @@
+"""The demo's base model: a small Llama pretrained here, on CPU, on generated text.
+
+A randomly initialised model cannot show anything a study is about: every configuration scores
+zero. So the demo first makes a *base* model the way real ones are made, in miniature: a
+tokenizer trained on the text, then a short language-model run with ``tunescout train`` (``text``
+rows, loss on every token). It is cached, so only the first demo pays for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from tunescout.config import DataSource, TrainConfig
+from tunescout.demo.tasks import write_jsonl
+from tunescout.demo.tiny import build_tiny_model, cache_dir
+
+__all__ = ["BASE_NAME", "base_model_dir", "ensure_demo_base"]
+
+log = logging.getLogger(__name__)
+
+BASE_NAME = "demo-base-v1"
+"""Cache folder name; bump the version when the recipe below changes."""
+
+ARCH = dict(vocab_size=1024, hidden_size=96, num_layers=3, num_heads=4, num_kv_heads=2, intermediate_size=256,
+            max_positions=256)
+
+
+def base_model_dir() -> Path:
+    return cache_dir() / BASE_NAME
+
+
+def _corpus(seed: int) -> list[str]:
+    from tunescout.demo.tasks import demo_pretraining_corpus
+
+    return demo_pretraining_corpus(6000, seed=seed)
+
+
+def ensure_demo_base(seed: int = 0, say: Callable[[str], None] = log.info) -> Path:
+    """Build (once) and return the pretrained demo base model folder.
+
+    Steps: train a byte-level BPE tokenizer on the corpus and initialise the model
+    (:func:`build_tiny_model`), then pretrain it for one epoch over the corpus with a cosine
+    schedule. The finished model replaces the cache folder only when complete.
+    """
+    final = base_model_dir()
+    if (final / "model" / "config.json").exists():
+        return final / "model"
+    work = final.with_name(final.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    corpus = _corpus(seed)
+    say(f"building the demo base model: a tokenizer and a Llama of "
+        f"{ARCH['num_layers']} layers x {ARCH['hidden_size']} on {len(corpus):,} generated lines")
+    init = build_tiny_model(work / "init", corpus=corpus, seed=seed, **ARCH)
+    data = write_jsonl([{"text": line} for line in corpus], work / "corpus.jsonl")
+
+    from tunescout.train.loop import train
+
+    config = TrainConfig(
+        model=str(init), method="full", data=[DataSource(str(data))], train_on="all", batch_size=32,
+        max_tokens_per_micro_batch=4096, max_length=128, learning_rate=3e-3, schedule="cosine", warmup_steps=10,
+        epochs=1, weight_decay=0.0, grad_clip=1.0, output_dir=str(work / "pretrain"), seed=seed,
+        checkpoint_every=50, eval_fraction=0.02,
+    )
+    result = train(config)
+    if result.status != "completed":
+        raise RuntimeError(f"demo base pretraining ended {result.status}: {result.reason}")
+    say(f"base model pretrained: {result.tokens:,} tokens in {result.wall_s:.0f}s, "
+        f"loss {result.final_loss:.2f}, validation loss {result.eval_loss:.2f}")
+    (work / "pretrain" / "model").rename(work / "model")
+    shutil.rmtree(final, ignore_errors=True)
+    work.rename(final)
+    return final / "model"
