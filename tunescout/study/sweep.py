@@ -104,7 +104,12 @@ def run_sweep(
     workers: int | None = None,
     on_event: Callable[[str], None] | None = None,
 ) -> dict[str, int]:
-    """Run (or finish) a study and return the trial counts by status."""
+    """Run (or finish) a study and return the trial counts by status.
+
+    Trials run in processes forked from a server process, so a script that calls this must
+    guard its top level with ``if __name__ == "__main__":`` (as with any multiprocessing code
+    that does not fork the caller itself); the ``tunescout`` CLI does.
+    """
     store = Store(spec.store)
     rows = plan_study(spec)
     store.upsert_study(spec.name, dataclasses.asdict(spec))
