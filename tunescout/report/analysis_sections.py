@@ -1,0 +1,211 @@
+"""Sections built on ``tunescout.analysis``: CBS ranking, early dynamics, recommendations."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from tunescout.analysis import (dynamics_correlations, early_signals, final_scores, leave_one_out, loo_summary,
+                                rank_results, replay_stopping, split_groups)
+from tunescout.presets import load_presets
+from tunescout.report import figures
+from tunescout.report.blocks import Block, Section, StudyData, Table, fmt, fmt_rho, is_missing, short_model
+
+__all__ = ["cbs_section", "dynamics_section", "recommend_section"]
+
+log = logging.getLogger("tunescout.report")
+COHORT = ["model", "dataset", "method"]
+
+
+def _group_title(key: tuple) -> str:
+    model, method = key
+    return f"{short_model(model)} · {method}"
+
+
+def cbs_section(d: StudyData) -> Section:
+    sec = Section("cbs", "Coverage-based Search ranking",
+                  f"Configurations ordered so the top-k together come close to the best on most datasets: a config "
+                  f"covers a dataset at relative score ≥ τ = {d.tau:g}. Per model × method.")
+    if d.scores.empty:
+        d.rank_error = "no finished trial has a score yet"
+        sec.note("No finished trial has a score yet: nothing to rank.")
+        return sec
+    for key, part in split_groups(d.scores).items():
+        sec.heading(_group_title(key))
+        try:  # one group at a time: a group with no scores at all must not hide the others
+            ranking = next(iter(rank_results(part, tau=d.tau).values()))
+        except ValueError as exc:
+            sec.note(f"Cannot rank this group: {exc}.")
+            continue
+        if ranking.empty:
+            sec.note("No configuration to rank in this group.")
+            continue
+        d.rankings[key] = ranking
+        ranking = ranking.assign(newly=ranking["newly_covered"].map(lambda x: ", ".join(x) or "—"))
+        sec.table(Table.of(ranking, {
+            "rank": ("rank", "d"), "config_id": "config", "newly": "newly covered",
+            "cumulative_coverage": ("cumulative coverage", ".0%"), "mean_best_relative": ("mean best relative", ".3f"),
+            "mean_relative": ("own mean relative", ".3f")}, scroll=len(ranking) > 12))
+        sec.blocks.append(d.figure(figures.coverage_curve(ranking, f"coverage curve — {_group_title(key)}", d.tau),
+                                   "cbs"))
+    if not d.rankings:
+        d.rank_error = "no group could be ranked"
+    _heldout(sec, d)
+    return sec
+
+
+def _heldout(sec: Section, d: StudyData) -> None:
+    sec.heading("Held-out datasets: top-k vs baselines")
+    sec.note("Leave one dataset out, rank on the rest, and score each method's top-k on the held-out one "
+             "(best relative score among the k; 1 = as good as the whole grid). Baselines: best on average, "
+             "the multiple-defaults portfolio and k random configurations (exact expectation).")
+    try:
+        detail = leave_one_out(d.scores, tau=d.tau) if not d.scores.empty else pd.DataFrame()
+    except ValueError as exc:
+        sec.note(f"Held-out validation could not run: {exc}.")
+        return
+    if detail.empty:
+        sec.note("Held-out validation needs at least two scored datasets in a model × method group; "
+                 "this study has fewer.")
+        return
+    summary = loo_summary(detail)
+    for key, part in summary.groupby(["model", "method"], sort=True):
+        title = _group_title(key)
+        wide = part.pivot(index="method_name", columns="k", values="mean_best_relative")
+        wide = wide.reindex(part["method_name"].drop_duplicates())
+        columns = {"method_name": "method", **{k: (f"top-{k}", ".3f") for k in wide.columns}}
+        n = int(part["n_heldout"].max())
+        sec.table(Table.of(wide.reset_index(), columns, caption=f"{title}: mean over {n} held-out datasets"))
+        sec.blocks.append(d.figure(figures.loo_bars(part, f"held-out top-k — {title}"), "loo"))
+
+
+def _points(d: StudyData) -> pd.DataFrame:
+    signals = early_signals(d.telemetry, d.trials, d.window)
+    scores = final_scores(d.trials, d.results, d.spec)[["trial_id", "metric", "higher_is_better", "score"]]
+    points = signals.merge(scores, on="trial_id")
+    return points.assign(hover=points["trial_id"].map(d.hover()))
+
+
+def _rho_text(row: dict | None, signal: str) -> str:
+    """A ``dynamics_correlations`` row's rho for one signal with its CI, or ``n/a (n=..)``."""
+    if row is None:
+        return "n/a (n=0)"
+    return fmt_rho(row[f"rho_{signal}_better"], row[f"{signal}_ci_lo"], row[f"{signal}_ci_hi"], int(row["n"]))
+
+
+def dynamics_section(d: StudyData) -> Section:
+    sec = Section("dynamics", "Early dynamics",
+                  f"Did the early window (first {d.window:.0%} of each trial's planned samples) predict the final "
+                  f"score? Spearman ρ within each cohort, oriented so ρ > 0 means the recipe's claim held "
+                  f"(lower gradient norm, higher loss → better); 95% bootstrap CI; completed trials only.")
+    if d.telemetry.empty:
+        sec.note("No telemetry yet: there is no early window to analyse.")
+    else:
+        corr = dynamics_correlations(d.telemetry, d.trials, d.results, d.spec, window=d.window)
+        corr = corr.assign(
+            cohort=[("all cohorts (pooled)" if r.level == "pooled" else
+                     f"{short_model(r.model)} · {r.dataset} · {r.method}") for r in corr.itertuples()],
+            lowgrad=[_rho_text(r, "lowgrad") for r in corr.to_dict("records")],
+            highloss=[_rho_text(r, "highloss") for r in corr.to_dict("records")])
+        sec.table(Table.of(corr, {"cohort": "cohort", "metric": "metric", "n": ("trials", "d"),
+                                  "lowgrad": "lower grad norm → better: ρ [CI]",
+                                  "highloss": "higher loss → better: ρ [CI]"},
+                           caption="n/a: fewer than 3 completed trials with a score, or a constant signal or score"))
+        points = _points(d)
+        cohort_rows = {tuple(r[c] for c in COHORT): r for r in corr[corr["level"] == "cohort"].to_dict("records")}
+        for key, part in points.groupby(COHORT, sort=True):
+            usable = part[part["score"].notna() & (part["grad_norm"].notna() | part["loss"].notna())]
+            title = f"{short_model(key[0])} · {key[1]} · {key[2]}"
+            if usable.empty:
+                sec.note(f"{title}: no trial has both an early-window signal and a final score.")
+                continue
+            row = cohort_rows.get(key)
+            panels = (f"lower grad norm → better: ρ = {_rho_text(row, 'lowgrad')}",
+                      f"higher loss → better: ρ = {_rho_text(row, 'highloss')}")
+            fig = figures.early_signal_scatter(usable, title, panels, str(usable["metric"].iloc[0]),
+                                               bool(usable["higher_is_better"].iloc[0]))
+            sec.blocks.append(d.figure(fig, "dynamics"))
+    _replay(sec, d)
+    return sec
+
+
+def _replay(sec: Section, d: StudyData) -> None:
+    sec.heading("Stopping rules replayed")
+    sec.note("Each rule is fed the completed trials' records in order, through the same decision the sweep "
+             "uses: compute it would have used (fraction of those trials' tokens) and its regret (best kept vs "
+             "best final score, relative).")
+    replay = replay_stopping(d.telemetry, d.trials, d.results, d.spec)
+    summary = replay.summary
+    done, skipped = summary[summary["replayable"]], summary[~summary["replayable"]]
+    if done.empty:
+        sec.note("No rule could be replayed on this study (see the reasons below).")
+    else:
+        sec.blocks.append(d.figure(figures.replay_scatter(done), "replay"))
+        sec.table(Table.of(done, {
+            "rule": "rule", "n_replayed": ("cohorts", "d"), "n_stopped": ("trials stopped", "d"),
+            "n_trials": ("of trials", "d"), "token_fraction": ("compute used", ".1%"),
+            "compute_saved": ("compute saved", ".1%"), "mean_regret_rel": ("mean regret", ".2%"),
+            "max_regret_rel": ("max regret", ".2%"), "best_kept_rate": ("best kept", ".0%")},
+            caption="replayable rules", scroll=len(done) > 12))
+    if not skipped.empty:
+        sec.table(Table.of(skipped, {"rule": "rule", "reason": "why it cannot be replayed"},
+                           caption="rules that could not be replayed", scroll=len(skipped) > 12))
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"lora.r": 8}`` → ``{"lora": {"r": 8}}``: the shape a train config takes."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            out.setdefault(head, {})[rest] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def _presets_for(model: str, method: str) -> tuple[list, bool]:
+    """Shipped presets for a model's family (matched in its name) and method; else the method's."""
+    presets = [p for p in load_presets() if p.method == method]
+    named = [p for p in presets if any(f in str(model).lower() for f in p.families)]
+    return (named, True) if named else (presets, False)
+
+
+def recommend_section(d: StudyData) -> Section:
+    sec = Section("recommend", "Recommended configurations",
+                  f"The top {d.top} configurations of each CBS ranking, as YAML to paste into a train config "
+                  f"(add `model` and `data`), and the shipped presets for the same model family and method.")
+    if not d.rankings:
+        sec.note(f"No ranking to recommend from ({d.rank_error or 'nothing ranked'}); "
+                 f"`tunescout recommend --model-family NAME` lists the shipped presets.")
+        return sec
+    hp_cols = [c for c in d.scores.columns if c.startswith("hp.")]
+    for (model, method), ranking in d.rankings.items():
+        sec.heading(_group_title((model, method)))
+        part = d.scores[(d.scores["model"] == model) & (d.scores["method"] == method)]
+        for row in ranking.head(d.top).itertuples():
+            # to_dict per column keeps each value's own type (a row Series would turn 16 into 16.0)
+            hp = part.loc[part["config_id"] == row.config_id, hp_cols].to_dict("records")[0]
+            config = {"method": method, **_nest({k.removeprefix("hp."): _plain(v) for k, v in hp.items()
+                                                 if not is_missing(v)})}
+            title = (f"rank {row.rank}: {row.config_id} — the top {row.rank} cover "
+                     f"{fmt(row.cumulative_coverage, '.0%')} of datasets "
+                     f"(mean best relative {fmt(row.mean_best_relative, '.3f')})")
+            sec.blocks.append(Block("code", title=title, text=yaml.safe_dump(config, sort_keys=False)))
+        presets, matched = _presets_for(model, method)
+        if not presets:
+            sec.note(f"No shipped preset for method {method!r}.")
+            continue
+        sec.note(f"Shipped presets for this model's family and {method}:" if matched else
+                 f"No shipped preset names this model's family; the {method} presets, for reference:")
+        for p in presets:
+            sec.blocks.append(Block("code", title=f"preset {p.name}: {p.provenance}",
+                                    text=yaml.safe_dump({"method": p.method, **p.config}, sort_keys=False)))
+    return sec

@@ -1,0 +1,129 @@
+"""Build the report: read a study store, run the sections, render one self-contained HTML page.
+
+The page carries everything it needs: plotly.js is inlined once in the head, each chart is a div
+plus the call that draws it, and the CSS lives in the template. It opens from disk with no network.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import plotly
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from plotly.offline import get_plotlyjs
+
+import tunescout
+from tunescout.analysis import results_from_store
+from tunescout.report.analysis_sections import cbs_section, dynamics_section, recommend_section
+from tunescout.report.blocks import Block, Section, StudyData
+from tunescout.report.study_sections import curves_section, heatmap_section, phases_section, summary_section
+from tunescout.study.export import store_tables
+from tunescout.study.store import Store
+
+__all__ = ["build_report", "load_study", "render_report"]
+
+log = logging.getLogger("tunescout.report")
+
+SECTIONS: tuple[tuple[str, str, Callable[[StudyData], Section]], ...] = (
+    ("summary", "Summary", summary_section),
+    ("curves", "Learning curves", curves_section),
+    ("heatmap", "Batch size × learning rate", heatmap_section),
+    ("cbs", "Coverage-based Search ranking", cbs_section),
+    ("dynamics", "Early dynamics", dynamics_section),
+    ("phases", "Stacked vs phased", phases_section),
+    ("recommend", "Recommended configurations", recommend_section),
+)
+"""Section id, title (used when the section fails) and builder, in page order. CBS comes before
+the recommendations, which read its rankings."""
+
+
+def load_study(store_path: str | Path, *, tau: float = 0.95, window: float = 0.1, top: int = 5) -> StudyData:
+    """Read a study store into the tables every section uses.
+
+    Raises:
+        FileNotFoundError: no file at ``store_path`` (the store is never created here).
+        ValueError: not a tunescout store, a store without a study, or a study without trials.
+    """
+    path = Path(store_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no study store at {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty, not a study store (run `tunescout sweep STUDY.yaml` first)")
+    try:
+        store = Store(path)
+    except sqlite3.DatabaseError as exc:
+        raise ValueError(f"{path}: not a tunescout study store ({exc})") from exc
+    try:
+        study = store.study()
+        if study is None:
+            raise ValueError(f"{path}: the store holds no study (run `tunescout sweep STUDY.yaml` first)")
+        tables = store_tables(store)
+        if tables["trials"].empty:
+            raise ValueError(f"{path}: study {study['name']!r} has no trials; run `tunescout sweep` on its YAML first")
+        counts, tokens = store.counts(), store.tokens_trained()
+        scores = results_from_store(store)
+    finally:
+        store.close()
+    return StudyData(name=study["name"], spec=json.loads(study["spec"]), trials=tables["trials"],
+                     telemetry=tables["telemetry"], results=tables["results"], counts=counts, tokens_trained=tokens,
+                     elapsed_s=float(study.get("elapsed_s") or 0.0), scores=scores, tau=tau, window=window, top=top)
+
+
+def _sections(data: StudyData) -> list[Section]:
+    out = []
+    for sid, title, builder in SECTIONS:
+        try:
+            out.append(builder(data))
+        except (ValueError, KeyError) as exc:  # one broken analysis must not cost the whole report
+            log.warning("report section %s failed: %s", sid, exc)
+            out.append(Section(sid, title, "", [Block("note", text=f"This section could not be built: {exc}")]))
+    return out
+
+
+def render_report(data: StudyData) -> str:
+    """The report of a loaded study as one HTML string."""
+    env = Environment(loader=PackageLoader("tunescout.report", "templates"), autoescape=True,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    template = env.get_template("report.html.j2")
+    return template.render(
+        study=data.name, sections=_sections(data), plotly_js=get_plotlyjs(),
+        generated=_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        versions=f"tunescout {tunescout.__version__}, plotly {plotly.__version__}",
+        params=f"τ = {data.tau:g}, early window = {data.window:.0%}, top = {data.top}")
+
+
+def build_report(store_path: str | Path, out_path: str | Path, *, tau: float = 0.95, window: float = 0.1,
+                 top: int = 5) -> Path:
+    """Write the HTML report of a study store.
+
+    Args:
+        store_path: the study's SQLite store.
+        out_path: the HTML file to write (parent folders are created).
+        tau: CBS coverage threshold (relative score a config must reach to cover a dataset).
+        window: early window for the dynamics analysis, as a fraction of planned samples.
+        top: configurations recommended per model × method.
+
+    Returns:
+        The path written.
+
+    Raises:
+        FileNotFoundError: no store at ``store_path``.
+        ValueError: an empty store (no study, or no trials), a file that is not a store, or bad
+            ``tau``/``window``/``top``.
+    """
+    if not 0.0 <= tau <= 1.0:
+        raise ValueError(f"tau must be in [0, 1], got {tau}")
+    if not 0.0 < window <= 1.0:
+        raise ValueError(f"window must be in (0, 1], got {window}")
+    if top < 1:
+        raise ValueError(f"top must be at least 1, got {top}")
+    page = render_report(load_study(store_path, tau=tau, window=window, top=top))
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out
