@@ -68,3 +68,17 @@ def test_fractional_epochs_and_limits() -> None:
     assert sum(len(b.indices) for b in build_schedule(phases, 4, 0)) == 15
     assert sum(len(b.indices) for b in build_schedule(phases, 4, 0, max_samples=9)) == 9
     assert len(build_schedule(phases, 4, 0, max_steps=2)) == 2
+
+
+def test_rows_shorter_than_the_budget_pack_several_rows_per_micro_batch() -> None:
+    samples = [TokenizedSample(tuple(range(1, n + 1)), tuple(range(1, n + 1))) for n in (60, 50, 40, 30, 20, 10, 5)]
+    mbs = plan_micro_batches(samples, max_tokens=256, row_tokens=64, pad_id=0)
+    assert sum(mb.num_samples for mb in mbs) == 7 and sum(mb.num_tokens for mb in mbs) == 215
+    for mb in mbs:
+        rows, width = mb.input_ids.shape
+        assert width <= 64 and rows * width <= 256
+        for r in range(rows):  # padding restarts positions and carries no target
+            real = int((mb.input_ids[r] != 0).sum())
+            assert (mb.targets[r, real:] == IGNORE).all()
+            if real < width:
+                assert mb.position_ids[r, real] == 0

@@ -100,7 +100,11 @@ class TrainConfig:
     batch_size: int = 128
     """Effective batch in samples per optimizer step (reached by gradient accumulation)."""
     max_tokens_per_micro_batch: int = 16384
-    """Token budget of one padding-free micro-batch (per device)."""
+    """Token budget of one packed micro-batch (per device)."""
+    max_tokens_per_row: int | None = None
+    """Longest packed row. ``null``: one row per micro-batch with flash attention (its
+    variable-length kernels make row length free), rows of at most ``max_length`` otherwise
+    (SDPA/eager block-diagonal masks cost attention compute quadratic in the row length)."""
     epochs: float = 1.0
     max_steps: int | None = None
     """Stop after this many optimizer steps (overrides epochs when smaller)."""

@@ -43,6 +43,18 @@ def test_packed_losses_match_unpacked(tiny_model_dir: Path, attn: str) -> None:
     torch.testing.assert_close(torch.tensor(packed), torch.tensor(alone), rtol=1e-5, atol=1e-5)
 
 
+def test_multi_row_packing_with_padding_matches_unpacked(tiny_model_dir: Path) -> None:
+    """Rows of at most 80 tokens, several per micro-batch, padded to the longest row."""
+    model = load_model(str(tiny_model_dir))
+    model.eval()
+    samples = _samples(9, model.config.vocab_size, seed=3)
+    (mb,) = plan_micro_batches(samples, max_tokens=1024, row_tokens=80)
+    assert mb.input_ids.shape[0] > 1 and (mb.input_ids.shape[1] * mb.input_ids.shape[0]) > mb.num_tokens
+    packed = sorted(per_sample_losses(model, mb))
+    alone = sorted(per_sample_losses(model, collate_packed([s]))[0] for s in samples)
+    torch.testing.assert_close(torch.tensor(packed), torch.tensor(alone), rtol=1e-5, atol=1e-5)
+
+
 def test_packing_across_samples_would_be_detected(tiny_model_dir: Path) -> None:
     """Sanity check of the test above: without restarting positions the losses do change."""
     model = load_model(str(tiny_model_dir))
@@ -73,18 +85,24 @@ def test_gradient_does_not_depend_on_micro_batching(tiny_model_dir: Path, method
 
     one = plan_micro_batches(samples, max_tokens=10_000)
     many = plan_micro_batches(samples, max_tokens=64)
-    assert len(one) == 1 and len(many) > 8
+    rows = plan_micro_batches(samples, max_tokens=256, row_tokens=64)  # several padded rows each
+    assert len(one) == 1 and len(many) > 8 and max(mb.input_ids.shape[0] for mb in rows) > 1
 
     loss_one = accumulate_gradients(model, one, n_loss, "cpu")
     g_one = _grads(model).clone()
     model.zero_grad(set_to_none=True)
     loss_many = accumulate_gradients(model, many, n_loss, "cpu")
-    g_many = _grads(model)
+    g_many = _grads(model).clone()
 
-    assert loss_one == pytest.approx(loss_many, rel=1e-6)
+    model.zero_grad(set_to_none=True)
+    loss_rows = accumulate_gradients(model, rows, n_loss, "cpu")
+    g_rows = _grads(model)
+
+    assert loss_one == pytest.approx(loss_many, rel=1e-6) and loss_one == pytest.approx(loss_rows, rel=1e-6)
     assert float(g_one.norm()) > 0
-    rel = float((g_one - g_many).norm() / g_one.norm())
-    assert rel < 1e-5, rel
+    for g in (g_many, g_rows):
+        rel = float((g_one - g).norm() / g_one.norm())
+        assert rel < 1e-5, rel
 
 
 def test_mean_of_micro_batch_means_would_differ(tiny_model_dir: Path) -> None:

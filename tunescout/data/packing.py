@@ -57,17 +57,19 @@ def pack_bins(lengths: Sequence[int], capacity: int) -> list[list[int]]:
 
 @dataclass
 class MicroBatch:
-    """One packed row: ``[1, T]`` tensors ready for a causal LM forward pass."""
+    """Packed rows, ``[R, L]`` tensors ready for a causal LM forward pass.
+
+    Each row holds whole samples back to back; rows shorter than the longest are filled with
+    padding that forms its own (ignored) sequence. With one row there is no padding at all.
+    """
 
     input_ids: torch.Tensor
     position_ids: torch.Tensor
     targets: torch.Tensor
     """Next-token targets, already shifted per sample; ``-100`` where no loss is taken."""
     num_samples: int
-
-    @property
-    def num_tokens(self) -> int:
-        return int(self.input_ids.shape[1])
+    num_tokens: int
+    """Real (sample) tokens, padding excluded."""
 
     @property
     def num_loss_tokens(self) -> int:
@@ -79,25 +81,66 @@ class MicroBatch:
             self.position_ids.to(device, non_blocking=True),
             self.targets.to(device, non_blocking=True),
             self.num_samples,
+            self.num_tokens,
         )
 
 
-def collate_packed(samples: Sequence[TokenizedSample]) -> MicroBatch:
-    """Concatenate samples into one padding-free row with per-sample positions and targets."""
+def _row(samples: Sequence[TokenizedSample]) -> tuple[list[int], list[int], list[int]]:
     ids: list[int] = []
     pos: list[int] = []
     tgt: list[int] = []
     for s in samples:
-        n = len(s.input_ids)
         ids.extend(s.input_ids)
-        pos.extend(range(n))
+        pos.extend(range(len(s.input_ids)))
         tgt.extend(s.labels[1:])
         tgt.append(IGNORE)
-    as_row = lambda xs: torch.tensor(xs, dtype=torch.long).unsqueeze(0)  # noqa: E731
-    return MicroBatch(as_row(ids), as_row(pos), as_row(tgt), len(samples))
+    return ids, pos, tgt
 
 
-def plan_micro_batches(samples: Sequence[TokenizedSample], max_tokens: int) -> list[MicroBatch]:
-    """Split one effective batch into packed micro-batches of at most ``max_tokens`` tokens."""
-    bins = pack_bins([len(s) for s in samples], max_tokens)
-    return [collate_packed([samples[i] for i in b]) for b in bins]
+def collate_packed(rows: Sequence[Sequence[TokenizedSample]] | Sequence[TokenizedSample], pad_id: int = 0) -> MicroBatch:
+    """Concatenate the samples of each row; pad rows to the longest with an ignored sequence.
+
+    ``rows`` is a list of rows (each a list of samples), or a flat list of samples for one row.
+    """
+    if rows and isinstance(rows[0], TokenizedSample):
+        rows = [rows]  # type: ignore[list-item]
+    built = [_row(r) for r in rows]
+    width = max(len(ids) for ids, _, _ in built)
+    ids_t, pos_t, tgt_t = [], [], []
+    for ids, pos, tgt in built:
+        fill = width - len(ids)
+        ids_t.append(ids + [pad_id] * fill)
+        pos_t.append(pos + list(range(fill)))  # restarts at 0: a separate sequence, never attended to
+        tgt_t.append(tgt + [IGNORE] * fill)
+    as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
+    return MicroBatch(as_tensor(ids_t), as_tensor(pos_t), as_tensor(tgt_t),
+                      sum(len(r) for r in rows), sum(len(ids) for ids, _, _ in built))
+
+
+def plan_micro_batches(
+    samples: Sequence[TokenizedSample], max_tokens: int, row_tokens: int | None = None, pad_id: int = 0
+) -> list[MicroBatch]:
+    """Split one effective batch into packed micro-batches of at most ``max_tokens`` tokens.
+
+    Args:
+        max_tokens: budget of one micro-batch, padding included.
+        row_tokens: longest packed row. ``None`` packs each micro-batch into a single row, which
+            is ideal with flash attention's variable-length kernels. With SDPA or eager
+            attention the block-diagonal mask still costs compute quadratic in the row length,
+            so rows of about the maximum sample length (several rows per micro-batch) are
+            much faster there.
+    """
+    if row_tokens is None or row_tokens >= max_tokens:
+        bins = pack_bins([len(s) for s in samples], max_tokens)
+        return [collate_packed([samples[i] for i in b], pad_id) for b in bins]
+    rows = pack_bins([len(s) for s in samples], row_tokens)
+    lengths = [sum(len(samples[i]) for i in r) for r in rows]
+    # Rows longest first; a micro-batch takes rows while (rows x longest row) fits the budget.
+    order = sorted(range(len(rows)), key=lambda k: (-lengths[k], k))
+    batches: list[list[int]] = []
+    for k in order:
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_tokens:
+            batches[-1].append(k)
+        else:
+            batches.append([k])
+    return [collate_packed([[samples[i] for i in rows[k]] for k in b], pad_id) for b in batches]

@@ -156,14 +156,20 @@ def train(
         total_steps = len(schedule)
         result.total_steps = total_steps
         result.data = {"train_samples": len(data.train), "eval_samples": len(data.eval), **vars(data.stats)}
-        eval_batches = plan_micro_batches(data.eval, config.max_tokens_per_micro_batch) if data.eval else []
+        attn = resolve_attn_implementation(config.attn_implementation, device, dtype)
+        row_tokens = config.max_tokens_per_row or (None if attn == "flash_attention_2" else config.max_length)
+        pad_id = tokenizer.pad_token_id or 0
+
+        def pack(samples):
+            return plan_micro_batches(samples, config.max_tokens_per_micro_batch, row_tokens, pad_id)
+
+        eval_batches = pack(data.eval) if data.eval else []
 
         # --- model, optimizer, schedule ---
         model = load_model(
             config.model, method=config.method, lora_r=config.lora.r, lora_alpha=config.lora.alpha,
             lora_dropout=config.lora.dropout, lora_target_modules=config.lora.target_modules, dtype=weights_dtype,
-            attn_implementation=resolve_attn_implementation(config.attn_implementation, device, dtype),
-            gradient_checkpointing=config.gradient_checkpointing, device=device,
+            attn_implementation=attn, gradient_checkpointing=config.gradient_checkpointing, device=device,
         )
         trainable, total = count_parameters(model)
         result.params = {"trainable": trainable, "total": total}
@@ -196,7 +202,7 @@ def train(
         for step, batch in enumerate(schedule[state["step"]:], start=state["step"] + 1):
             t0 = time.perf_counter()
             samples = [data.train[i] for i in batch.indices]
-            micro_batches = plan_micro_batches(samples, config.max_tokens_per_micro_batch)
+            micro_batches = pack(samples)
             loss_tokens = sum(s.num_loss_tokens for s in samples)
             step_tokens = sum(len(s) for s in samples)
             loss = accumulate_gradients(model, micro_batches, loss_tokens, device, autocast)

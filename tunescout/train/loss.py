@@ -91,12 +91,17 @@ def evaluate_loss(
 
 @torch.no_grad()
 def per_sample_losses(model: torch.nn.Module, mb: MicroBatch) -> list[float]:
-    """Mean loss of each sample in a packed micro-batch (to check packing against unpacked runs)."""
-    logits = model(input_ids=mb.input_ids, position_ids=mb.position_ids, use_cache=False).logits[0]
-    token_loss = F.cross_entropy(logits.float(), mb.targets[0], reduction="none", ignore_index=IGNORE)
-    starts = (mb.position_ids[0] == 0).nonzero().flatten().tolist() + [mb.num_tokens]
+    """Mean loss of each sample in a packed micro-batch, row by row (padding skipped).
+
+    Used to check packing against unpacked runs.
+    """
+    logits = model(input_ids=mb.input_ids, position_ids=mb.position_ids, use_cache=False).logits
     out = []
-    for a, b in zip(starts[:-1], starts[1:]):
-        keep = mb.targets[0, a:b] != IGNORE
-        out.append(float(token_loss[a:b][keep].sum() / keep.sum()))
+    for r in range(mb.input_ids.shape[0]):
+        token_loss = F.cross_entropy(logits[r].float(), mb.targets[r], reduction="none", ignore_index=IGNORE)
+        starts = (mb.position_ids[r] == 0).nonzero().flatten().tolist() + [mb.input_ids.shape[1]]
+        for a, b in zip(starts[:-1], starts[1:]):
+            keep = mb.targets[r, a:b] != IGNORE
+            if keep.any():  # padding forms a segment with no targets
+                out.append(float(token_loss[a:b][keep].sum() / keep.sum()))
     return out
