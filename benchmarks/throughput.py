@@ -4,8 +4,9 @@ Every trainer trains the same model on the same tokenized samples, in the same o
 effective batch (samples per optimizer step) and the same number of optimizer steps. Only the way a
 trainer turns an effective batch into tensors differs, and that is what is measured:
 
-* ``tunescout``: :func:`tunescout.train.loop.train`, samples packed into padding-free rows under a
-  token budget (its default budget, and a budget of ``max_length``);
+* ``tunescout``: :func:`tunescout.train.loop.train`, samples bin-packed into rows of at most
+  ``max_length`` tokens (its default without flash attention), several rows per micro-batch under
+  a token budget (its default budget, and a budget of ``max_length``: one row per micro-batch);
 * ``hf-trainer``: ``transformers.Trainer`` with ``DataCollatorForSeq2Seq`` (right padding, labels
   padded with -100), ``per_device_train_batch_size × gradient_accumulation_steps`` = the batch;
 * ``trl-sft``: TRL ``SFTTrainer`` with its default (padding) collator;
@@ -493,14 +494,16 @@ def run_tunescout(job: dict[str, Any]) -> dict[str, Any]:
     steps = read_telemetry(Path(job["run_dir"]) / "telemetry.jsonl")
     tokens = steps[-1]["tokens"] - steps[0]["tokens"]
     budget = config.max_tokens_per_micro_batch
+    rows = config.max_tokens_per_row or config.max_length  # the loop's default without flash attention
     mbs = [s["micro_batches"] for s in steps[1:]]
+    padding = sum(s.get("pad_tokens", 0) for s in steps[1:])
     notes = []
     if tokens != data["timed_tokens"]:
         notes.append(f"timed tokens {tokens} differ from the prepared schedule's {data['timed_tokens']}")
     return {
-        **clock.window(), "tokens": tokens, "padded_tokens": tokens,
+        **clock.window(), "tokens": tokens, "padded_tokens": tokens + padding,
         "telemetry_s": steps[-1]["wall_s"] - steps[0]["wall_s"],
-        "batching": f"packed rows <= {budget} tok, {min(mbs)}-{max(mbs)} rows/step",
+        "batching": f"rows <= {min(rows, budget)} tok in <= {budget} tok, {min(mbs)}-{max(mbs)} mb/step",
         "micro_batches_per_step": mbs, "train_total_s": total_s, "final_loss": result.final_loss,
         "params_text": (f"{result.params['total'] / 1e6:.1f}M params "
                         f"({result.params['trainable'] / 1e6:.2f}M trainable)"),

@@ -232,6 +232,7 @@ def train(
             record = StepRecord(step=step, samples=state["samples"], tokens=state["tokens"], loss=loss,
                                 grad_norm=grad_norm, lr=lr, tokens_per_s=step_tokens / max(elapsed, 1e-9),
                                 wall_s=state["wall_s"], loss_tokens=loss_tokens, micro_batches=len(micro_batches),
+                                pad_tokens=sum(mb.input_ids.numel() - mb.num_tokens for mb in micro_batches),
                                 phase=batch.phase, epoch=batch.epoch, val_loss=val_loss, metrics=metrics)
             for sink in all_sinks:
                 sink.write(record)

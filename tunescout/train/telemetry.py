@@ -41,6 +41,8 @@ class StepRecord:
     loss_tokens: int = 0
     """Tokens that carried loss in this step."""
     micro_batches: int = 0
+    pad_tokens: int = 0
+    """Padding in this step's micro-batches (rows of one micro-batch are padded to the longest)."""
     phase: int = 0
     epoch: float = 0.0
     val_loss: float | None = None
