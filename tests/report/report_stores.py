@@ -50,6 +50,7 @@ def make_store(
     val_loss_every_step: bool = False,
     score: Callable[[float, int, str, str | None], float] | None = None,
     status: Callable[[int], str] | None = None,
+    lora_r: int | None = 8,
 ) -> Path:
     """Write a study store: every model × method × dataset × grid point is one trial.
 
@@ -57,10 +58,13 @@ def make_store(
         stop_worst: per cohort, this many of the worst trials end ``stopped`` at 25%.
         score: overrides the final task score (e.g. all zeros).
         status: trial index → a status to leave it in instead (pending, running, failed, ...).
+        lora_r: a grid axis of LoRA trials only (``lora.r``), as in a real study; None = none.
     """
     grid: dict = {"learning_rate": list(lrs), "batch_size": list(batches)}
     if strategies:
         grid["strategy"] = list(strategies)
+    if lora_r is not None and "lora" in methods:
+        grid["lora.r"] = [lora_r]
     store = Store(path)
     store.upsert_study(name, spec_of(name, datasets, methods, grid))
     store.add_elapsed(name, 754.0)
@@ -71,7 +75,8 @@ def make_store(
             qualities = {p: quality(p[0], p[1], dataset, p[2]) for p in points}
             worst = sorted(points, key=qualities.get)[:stop_worst] if len(points) > 2 else []
             for lr, bs, strategy in points:
-                hp = {"learning_rate": lr, "batch_size": bs, **({"strategy": strategy} if strategy else {})}
+                hp = {"learning_rate": lr, "batch_size": bs, **({"strategy": strategy} if strategy else {}),
+                      **({"lora.r": lora_r} if lora_r is not None and method == "lora" else {})}
                 tid = trial_id(name, method, dataset, lr, bs, strategy)
                 store.add_trials(name, [{"trial_id": tid, "model": "builtin:tiny-llama", "method": method,
                                          "dataset": dataset, "hparams": hp, "seed": 0, "config": {**hp},

@@ -3,6 +3,7 @@ tables we expect, numbers that are the analysis functions', and degenerate studi
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -86,11 +87,15 @@ def test_numbers_are_those_of_the_analysis(main_store: Path, main_report: Path) 
 
 def test_recommendations_are_valid_yaml(main_report: Path) -> None:
     recommend = sections_of(main_report.read_text(encoding="utf-8"))["recommend"]
-    snippets = [yaml.safe_load(s.replace("&#39;", "'").replace("&quot;", '"'))
-                for s in re.findall(r"<pre><code>(.*?)</code></pre>", recommend, re.S)]
-    ranked = [s for s in snippets if "strategy" not in s and "epochs" not in s]  # presets carry these
+    snippets = [(html.unescape(title), yaml.safe_load(html.unescape(text))) for title, text in re.findall(
+        r"<figcaption><span>(.*?)</span>.*?<pre><code>(.*?)</code></pre>", recommend, re.S)]
+    ranked = [s for title, s in snippets if title.startswith("rank ")]
     assert len(ranked) == 2 * 5  # top 5 per model × method
+    assert any(title.startswith("the study's fixed settings") for title, _ in snippets)
     assert all(isinstance(s["batch_size"], int) and s["method"] in ("full", "lora") for s in ranked)
+    # a LoRA-only grid key comes back nested, and an int (a table column would have made it 8.0)
+    assert all(s["lora"] == {"r": 8} for s in ranked if s["method"] == "lora")
+    assert all("lora" not in s for s in ranked if s["method"] == "full")
     assert "cbs-llama3-8b-lora" in recommend  # the tiny Llama's family matches the Llama presets
 
 

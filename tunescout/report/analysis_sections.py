@@ -12,7 +12,7 @@ from tunescout.analysis import (dynamics_correlations, early_signals, final_scor
                                 rank_results, replay_stopping, split_groups)
 from tunescout.presets import load_presets
 from tunescout.report import figures
-from tunescout.report.blocks import Block, Section, StudyData, Table, fmt, fmt_rho, is_missing, short_model
+from tunescout.report.blocks import Block, Section, StudyData, Table, fmt, fmt_rho, short_model
 
 __all__ = ["cbs_section", "dynamics_section", "recommend_section"]
 
@@ -167,10 +167,6 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
-
-
 def _presets_for(model: str, method: str) -> tuple[list, bool]:
     """Shipped presets for a model's family (matched in its name) and method; else the method's."""
     presets = [p for p in load_presets() if p.method == method]
@@ -186,15 +182,16 @@ def recommend_section(d: StudyData) -> Section:
         sec.note(f"No ranking to recommend from ({d.rank_error or 'nothing ranked'}); "
                  f"`tunescout recommend --model-family NAME` lists the shipped presets.")
         return sec
-    hp_cols = [c for c in d.scores.columns if c.startswith("hp.")]
+    if d.spec.get("fixed"):
+        sec.blocks.append(Block("code", title="the study's fixed settings: every configuration below used them too",
+                                text=yaml.safe_dump(d.spec["fixed"], sort_keys=False)))
     for (model, method), ranking in d.rankings.items():
         sec.heading(_group_title((model, method)))
         part = d.scores[(d.scores["model"] == model) & (d.scores["method"] == method)]
         for row in ranking.head(d.top).itertuples():
-            # to_dict per column keeps each value's own type (a row Series would turn 16 into 16.0)
-            hp = part.loc[part["config_id"] == row.config_id, hp_cols].to_dict("records")[0]
-            config = {"method": method, **_nest({k.removeprefix("hp."): _plain(v) for k, v in hp.items()
-                                                 if not is_missing(v)})}
+            # the hyperparameters of one of the config's trials, exactly as the store has them
+            trial = part.loc[part["config_id"] == row.config_id, "trial_ids"].iloc[0].split(",")[0]
+            config = {"method": method, **_nest(d.hparams[trial])}
             title = (f"rank {row.rank}: {row.config_id} — the top {row.rank} cover "
                      f"{fmt(row.cumulative_coverage, '.0%')} of datasets "
                      f"(mean best relative {fmt(row.mean_best_relative, '.3f')})")

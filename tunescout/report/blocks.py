@@ -92,6 +92,9 @@ class StudyData:
     elapsed_s: float
     scores: pd.DataFrame
     """``tunescout.analysis.results_from_store`` (empty when no trial has finished)."""
+    hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each trial's hyperparameters as the store keeps them (the ``hp.*`` columns of a table
+    turn an int into a float wherever another trial lacks that key)."""
     tau: float = 0.95
     window: float = 0.1
     top: int = 5

@@ -66,12 +66,14 @@ def load_study(store_path: str | Path, *, tau: float = 0.95, window: float = 0.1
         if tables["trials"].empty:
             raise ValueError(f"{path}: study {study['name']!r} has no trials; run `tunescout sweep` on its YAML first")
         counts, tokens = store.counts(), store.tokens_trained()
+        hparams = {t["trial_id"]: t["hparams"] for t in store.trials()}
         scores = results_from_store(store)
     finally:
         store.close()
     return StudyData(name=study["name"], spec=json.loads(study["spec"]), trials=tables["trials"],
                      telemetry=tables["telemetry"], results=tables["results"], counts=counts, tokens_trained=tokens,
-                     elapsed_s=float(study.get("elapsed_s") or 0.0), scores=scores, tau=tau, window=window, top=top)
+                     elapsed_s=float(study.get("elapsed_s") or 0.0), scores=scores, hparams=hparams, tau=tau,
+                     window=window, top=top)
 
 
 def _sections(data: StudyData) -> list[Section]:

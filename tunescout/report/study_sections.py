@@ -111,6 +111,12 @@ def heatmap_section(d: StudyData) -> Section:
         sec.note("No completed trial has a final score yet, so the grid is empty "
                  "(stopped trials are left out: their score is that of a shorter run).")
         return sec
+    # every panel on the same axes: a grid point where no trial completed stays as an empty cell
+    batches, lrs = sorted(long["batch_size"].unique()), sorted(long["learning_rate"].unique())
+
+    def same_axes(table: pd.DataFrame) -> pd.DataFrame:
+        return table.reindex(index=batches, columns=lrs)
+
     for (model, method), relative in tables.relative.items():
         panels = []
         for (m, me, dataset), scores in tables.scores.items():
@@ -118,9 +124,9 @@ def heatmap_section(d: StudyData) -> Section:
                 continue
             cells = long[(long["model"] == m) & (long["method"] == me) & (long["dataset"] == dataset)]
             counts = cells.pivot(index="batch_size", columns="learning_rate", values="n_trials")
-            panels.append((f"{dataset} ({cells['metric'].iloc[0]})", scores, counts,
+            panels.append((f"{dataset} ({cells['metric'].iloc[0]})", same_axes(scores), same_axes(counts),
                            bool(cells["higher_is_better"].iloc[0])))
-        panels.append(("mean relative across datasets", relative, None, True))
+        panels.append(("mean relative across datasets", same_axes(relative), None, True))
         fig = figures.batch_lr_heatmaps(panels, f"{short_model(model)} · {method}")
         sec.blocks.append(d.figure(fig, "heatmap"))
     sec.note("Empty cells: no completed trial with a score there, or (relative panel) a ratio without meaning "
