@@ -24,9 +24,10 @@ def _digest(folder: Path) -> str:
 def test_shipped_study_lists_every_demo_task_with_its_metric() -> None:
     raw = yaml.safe_load(DEMO_STUDY.read_text())
     by_name = {d["name"]: d for d in raw["datasets"]}
-    assert set(by_name) == set(DEMO_TASKS) and len(by_name) >= 6
-    for name, task in DEMO_TASKS.items():
-        entry = by_name[name]
+    assert set(by_name) <= set(DEMO_TASKS) and len(by_name) >= 6
+    assert len({d["task_type"] for d in raw["datasets"]}) >= 4
+    for name, entry in by_name.items():
+        task = DEMO_TASKS[name]
         assert (entry["metric"], entry["task_type"], entry["max_new_tokens"]) == (
             task.metric, task.task_type, task.max_new_tokens)
     assert raw["stopping"]["rule"] == "dynamics" and set(raw["methods"]) == {"full", "lora"}
@@ -39,7 +40,9 @@ def test_prepare_demo_is_deterministic_and_the_study_loads(tmp_path: Path) -> No
     spec = load_study(a)
     assert all(Path(d.train).exists() and Path(d.eval).exists() for d in spec.datasets)
     trials = expand_trials(spec)
-    assert len(trials) == len(DEMO_TASKS) * 2 * 6
+    assert len(trials) == len(spec.datasets) * 2 * 6 == 72
+    assert sorted(p.name for p in (a.parent / "data").iterdir()) == sorted(
+        f"{d.name}_{split}.jsonl" for d in spec.datasets for split in ("train", "eval"))
     assert spec.store == str(a.parent / "demo.db")
 
 

@@ -21,7 +21,7 @@ __all__ = ["BASE_NAME", "base_model_dir", "ensure_demo_base"]
 
 log = logging.getLogger(__name__)
 
-BASE_NAME = "demo-base-v1"
+BASE_NAME = "demo-base-v2"
 """Cache folder name; bump the version when the recipe below changes."""
 
 ARCH = dict(vocab_size=1024, hidden_size=96, num_layers=3, num_heads=4, num_kv_heads=2, intermediate_size=256,
@@ -33,9 +33,23 @@ def base_model_dir() -> Path:
 
 
 def _corpus(seed: int) -> list[str]:
+    """Plain text, plus a quarter as short ChatML exchanges of the same sentences.
+
+    Real base models have seen chat markup before instruction tuning; without it the template's
+    tokens keep random embeddings, and LoRA, which leaves embeddings frozen, cannot learn to
+    close a turn. The exchanges hold no task: a line answered by the next one.
+    """
+    import random
+
     from tunescout.demo.tasks import demo_pretraining_corpus
 
-    return demo_pretraining_corpus(6000, seed=seed)
+    lines = demo_pretraining_corpus(8000, seed=seed)
+    rng = random.Random(seed)
+    chats = [f"<|im_start|>user\n{a}<|im_end|>\n<|im_start|>assistant\n{b}<|im_end|>\n"
+             for a, b in zip(lines[::4], lines[1::4])]
+    corpus = lines + chats
+    rng.shuffle(corpus)
+    return corpus
 
 
 def ensure_demo_base(seed: int = 0, say: Callable[[str], None] = log.info) -> Path:
@@ -61,7 +75,7 @@ def ensure_demo_base(seed: int = 0, say: Callable[[str], None] = log.info) -> Pa
     config = TrainConfig(
         model=str(init), method="full", data=[DataSource(str(data))], train_on="all", batch_size=32,
         max_tokens_per_micro_batch=4096, max_length=128, learning_rate=3e-3, schedule="cosine", warmup_steps=10,
-        epochs=1, weight_decay=0.0, grad_clip=1.0, output_dir=str(work / "pretrain"), seed=seed,
+        epochs=2, weight_decay=0.0, grad_clip=1.0, output_dir=str(work / "pretrain"), seed=seed,
         checkpoint_every=50, eval_fraction=0.02,
     )
     result = train(config)
