@@ -207,10 +207,10 @@ def results_from_store(store_path: str | Path | Store, include: str = "last",
         raise FileNotFoundError(f"study store not found: {store_path}")
     store = Store(store_path) if own else store_path
     try:
-        studies = [dict(r) for r in store.db.execute("SELECT name, spec FROM studies")]
-        if not studies:
+        specs = store.study_specs()
+        if not specs:
             raise ValueError(f"{store.path}: the store holds no study")
-        tasks = {(s["name"], d["name"]): d for s in studies for d in json.loads(s["spec"]).get("datasets", [])}
+        tasks = {(name, d["name"]): d for name, spec in specs.items() for d in spec.get("datasets", [])}
         final = _final_scores(store)
         rows, skipped = [], set()
         for t in store.trials(status=("completed", "stopped", "diverged", "failed")):

@@ -87,13 +87,12 @@ def run_demo(out_dir: str | Path = "tunescout-demo", say: Callable[[str], None] 
     say(f"    {json.dumps(counts)} in {time.perf_counter() - t:.0f}s")
 
     t = _stage(4, stages, "rank (Coverage-based Search) and analyze (did early dynamics predict the winners?)", say)
-    for (model, method), ranking in rank_results(results_from_store(spec.store), tau=0.95).items():
+    for (_, method), ranking in rank_results(results_from_store(spec.store), tau=0.95).items():
         top = ranking.head(3)
         say(f"    {method}: top-3 " + "; ".join(
             f"{r.config_id} (coverage {r.cumulative_coverage:.0%})" for r in top.itertuples()))
-    store = Store(spec.store)
-    tables, spec_json = store_tables(store), json.loads(store.study()["spec"])
-    store.close()
+    with Store(spec.store) as store:
+        tables, spec_json = store_tables(store), store.study_spec()
     args = (tables["telemetry"], tables["trials"], tables["results"], spec_json)
     pooled = dynamics_correlations(*args, n_boot=500).query("level == 'pooled'")
     for row in pooled.itertuples():

@@ -50,25 +50,37 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)  # idempotent: CREATE ... IF NOT EXISTS
-        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: schema version {row[0]}, this tunescout reads {SCHEMA_VERSION}")
+        try:
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)  # idempotent: CREATE ... IF NOT EXISTS
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path}: schema version {row[0]}, this tunescout reads {SCHEMA_VERSION}")
+        except BaseException:  # not a store (or another version): do not leak the connection
+            self.db.close()
+            raise
 
     def _tx(self) -> "_Transaction":
         return _Transaction(self.db)
 
     def close(self) -> None:
+        """Close the connection (the file stays consistent: every change was a committed transaction)."""
         self.db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.close()
 
     # --- writing (driver only) ---
 
     def upsert_study(self, name: str, spec: dict[str, Any]) -> None:
+        """Create the study's row, or replace its spec (its creation time and elapsed time are kept)."""
         with self._tx():
             self.db.execute(
                 "INSERT INTO studies (name, spec, created_at) VALUES (?, ?, ?) "
@@ -99,12 +111,15 @@ class Store:
         return ids
 
     def mark_running(self, trial_id: str) -> None:
+        """A trial was launched: ``running``, one more attempt, first start time kept."""
         with self._tx():
             self.db.execute(
                 "UPDATE trials SET status='running', attempts=attempts+1, started_at=COALESCE(started_at, ?) "
                 "WHERE trial_id=?", (time.time(), trial_id))
 
     def add_telemetry(self, trial_id: str, record: dict[str, Any]) -> None:
+        """Store one step record (replacing a step redone after a resume), the trial's running
+        totals, and the validation loss and task metrics taken with it."""
         with self._tx():
             self.db.execute(
                 f"INSERT OR REPLACE INTO telemetry (trial_id, {', '.join(TELEMETRY_FIELDS)}) "
@@ -143,12 +158,14 @@ class Store:
             )
 
     def add_elapsed(self, study: str, seconds: float) -> None:
+        """Add driver time to the study's wall time (kept across restarts of the sweep)."""
         with self._tx():
             self.db.execute("UPDATE studies SET elapsed_s = elapsed_s + ? WHERE name=?", (seconds, study))
 
     # --- reading ---
 
     def trials(self, status: str | Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Trial rows in insertion order (``hparams`` and ``config`` parsed), optionally of some statuses."""
         sql, args = "SELECT * FROM trials", ()
         if status is not None:
             wanted = [status] if isinstance(status, str) else list(status)
@@ -172,17 +189,29 @@ class Store:
         return self._rows("results", "name, samples", trial_id)
 
     def counts(self) -> dict[str, int]:
+        """Number of trials in each status (every status listed, zeros included)."""
         counts = {s: 0 for s in STATUSES}
         for status, n in self.db.execute("SELECT status, COUNT(*) FROM trials GROUP BY status"):
             counts[status] = n
         return counts
 
     def tokens_trained(self) -> int:
+        """Tokens trained so far, summed over every trial."""
         return int(self.db.execute("SELECT COALESCE(SUM(tokens), 0) FROM trials").fetchone()[0])
 
     def study(self) -> dict[str, Any] | None:
+        """The (first) study's row: ``name``, ``spec`` (JSON text), ``created_at``, ``elapsed_s``."""
         row = self.db.execute("SELECT * FROM studies ORDER BY created_at LIMIT 1").fetchone()
         return dict(row) if row else None
+
+    def study_spec(self) -> dict[str, Any] | None:
+        """The (first) study's spec as the sweep saved it, parsed; None for a store without a study."""
+        study = self.study()
+        return json.loads(study["spec"]) if study else None
+
+    def study_specs(self) -> dict[str, dict[str, Any]]:
+        """Every study's spec, parsed, by study name (a store may hold several studies)."""
+        return {r["name"]: json.loads(r["spec"]) for r in self.db.execute("SELECT name, spec FROM studies")}
 
 
 class _Transaction:

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from tunescout.study.executors import Executor, LocalExecutor
 from tunescout.study.spec import StudySpec, expand_trials, trial_config
-from tunescout.study.stopping import TrialProgress, build_rule
+from tunescout.study.stopping import StoppingRule, TrialProgress, build_rule
 from tunescout.study.store import FINISHED, Store
 
 __all__ = ["plan_study", "run_sweep"]
@@ -90,8 +90,9 @@ def _progress_from_store(store: Store, metric_of: dict[str, str]) -> dict[str, T
 def _budget_left(spec: StudySpec, store: Store, elapsed: float) -> str | None:
     """None while the budget allows launching, else why not."""
     tokens = spec.budget.get("tokens")
-    if tokens is not None and store.tokens_trained() >= tokens:
-        return f"token budget reached ({store.tokens_trained():,} >= {int(tokens):,})"
+    trained = store.tokens_trained() if tokens is not None else 0
+    if tokens is not None and trained >= tokens:
+        return f"token budget reached ({trained:,} >= {int(tokens):,})"
     wall = spec.budget.get("wall_s")
     if wall is not None and elapsed >= wall:
         return f"time budget reached ({elapsed:.0f}s >= {wall:.0f}s)"
@@ -110,14 +111,23 @@ def run_sweep(
     guard its top level with ``if __name__ == "__main__":`` (as with any multiprocessing code
     that does not fork the caller itself); the ``tunescout`` CLI does.
     """
-    store = Store(spec.store)
     rows = plan_study(spec)
+    rule = build_rule(spec.stopping)  # a bad rule fails before the store is touched
+    store = Store(spec.store)
+    try:
+        return _drive(spec, store, rows, rule, executor or LocalExecutor(workers),
+                      on_event or (lambda msg: log.info("%s", msg)))
+    finally:
+        store.close()
+
+
+def _drive(spec: StudySpec, store: Store, rows: list[dict[str, Any]], rule: StoppingRule, executor: Executor,
+           say: Callable[[str], None]) -> dict[str, int]:
+    """The driver loop of :func:`run_sweep` on an open store; shuts the executor down on the way out."""
     store.upsert_study(spec.name, dataclasses.asdict(spec))
     added = store.add_trials(spec.name, rows)
     requeued = store.requeue_running()
-    say = on_event or (lambda msg: log.info("%s", msg))
     say(f"study {spec.name}: {len(rows)} trials ({added} new, {len(requeued)} to resume), store {spec.store}")
-    rule = build_rule(spec.stopping)
     planned = {r["trial_id"]: r for r in rows}
     cohorts: dict[tuple, list[str]] = {}
     for r in rows:
@@ -128,7 +138,6 @@ def run_sweep(
     progress = _progress_from_store(store, metric_of)
 
     pending = [t["trial_id"] for t in store.trials("pending") if t["trial_id"] in planned]
-    executor = executor or LocalExecutor(workers)
     started = saved_at = time.monotonic()
     study_row = store.study() or {}
     previous = float(study_row.get("elapsed_s") or 0.0)
@@ -181,8 +190,6 @@ def run_sweep(
     finally:
         executor.shutdown()
         store.add_elapsed(spec.name, time.monotonic() - saved_at)
-        counts = store.counts()
-        store.close()
-    return counts
+    return store.counts()
 
 
