@@ -208,6 +208,29 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nested_hparams(record: dict) -> dict:
+    """``{"hp.lora.r": 16.0, "hp.learning_rate": 1e-4}`` -> ``{"learning_rate": 1e-4, "lora": {"r": 16}}``.
+
+    Table columns that mix configs with and without a key (LoRA-only keys) are float columns
+    with NaN; integral values are given back as ints, missing ones dropped.
+    """
+    import math
+
+    out: dict = {}
+    for key, value in record.items():
+        value = value.item() if hasattr(value, "item") else value
+        if isinstance(value, float) and math.isnan(value):
+            continue
+        if isinstance(value, float) and value.is_integer() and value >= 1:
+            value = int(value)
+        *parents, last = key.removeprefix("hp.").split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return out
+
+
 def _cmd_recommend(args: argparse.Namespace) -> int:
     import yaml
 
@@ -222,8 +245,8 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
             if args.method and method != args.method:
                 continue
             for row in ranking.head(args.top).itertuples():
-                hp = table[table["config_id"] == row.config_id].filter(like="hp.").iloc[0].dropna()
-                config = {k.removeprefix("hp."): v.item() if hasattr(v, "item") else v for k, v in hp.items()}
+                record = table[table["config_id"] == row.config_id].filter(like="hp.").to_dict("records")[0]
+                config = _nested_hparams(record)
                 if method:
                     config = {"method": method, **config}
                 group = f" for {model} ({method})" if model or method else ""

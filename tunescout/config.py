@@ -7,10 +7,12 @@ model is loaded, with the offending key named (and the closest valid key suggest
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +25,9 @@ __all__ = [
     "LoraConfig",
     "TrainConfig",
     "build_config",
+    "did_you_mean",
     "load_config",
+    "nest_dotted",
     "parse_overrides",
 ]
 
@@ -104,7 +108,8 @@ class TrainConfig:
     max_tokens_per_row: int | None = None
     """Longest packed row. ``null``: one row per micro-batch with flash attention (its
     variable-length kernels make row length free), rows of at most ``max_length`` otherwise
-    (SDPA/eager block-diagonal masks cost attention compute quadratic in the row length)."""
+    (SDPA/eager block-diagonal masks cost attention compute quadratic in the row length), one
+    row per micro-batch on CPU."""
     epochs: float = 1.0
     max_steps: int | None = None
     """Stop after this many optimizer steps (overrides epochs when smaller)."""
@@ -192,6 +197,42 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def did_you_mean(key: str, valid: Sequence[str], prefix: str = "") -> str:
+    """`` (did you mean `<prefix><name>`?)`` for the valid name closest to ``key``, or "" if none is close.
+
+    Every "unknown key" error of tunescout (configs, studies, stopping rules) words its hint this way.
+    """
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5) or [
+        v for v in valid if key.startswith(v) or v.startswith(key)
+    ]
+    return f" (did you mean `{prefix}{close[0]}`?)" if close else ""
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """``tree[a][b] = value`` for ``key`` ``a.b``, creating the parent mappings."""
+    *parents, last = key.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"`{key}` conflicts with `{part}`, which is set to a value")
+    node[last] = value
+
+
+def nest_dotted(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"lora.r": 8, "learning_rate": 1e-4}`` → ``{"lora": {"r": 8}, "learning_rate": 1e-4}``:
+    dotted keys (grid axes, overrides) in the nested shape a train config takes.
+
+    Raises:
+        ConfigError: a key sets a field inside a key that also holds a value (``lora`` and ``lora.r``).
+    """
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        # a copy: a nested value (``fixed: {lora: {r: 8}}``) may get keys set inside it (``lora.alpha``)
+        _set_dotted(out, key, copy.deepcopy(value))
+    return out
+
+
 def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
@@ -205,14 +246,13 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                pass
         raise ConfigError(f"{key}: expected {_type_name(hint)}, got {value!r}")
     if origin is Literal:
         if value not in args:
@@ -266,11 +306,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
     for key, value in raw.items():
         key = ALIASES.get(key, key) if not prefix else key
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1, cutoff=0.5) or [
-                n for n in names if key.startswith(n) or n.startswith(key)
-            ]
-            hint = f" (did you mean `{prefix}{close[0]}`?)" if close else ""
-            raise ConfigError(f"unknown key `{prefix}{key}`{hint}")
+            raise ConfigError(f"unknown key `{prefix}{key}`{did_you_mean(key, names, prefix)}")
         kwargs[key] = _coerce(value, hints[key], prefix + key)
     try:
         return cls(**kwargs)
@@ -295,14 +331,10 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override `{item}` is not of the form key=value")
         key, text = item.split("=", 1)
-        value = yaml.safe_load(text) if text else None
-        node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override `{item}` conflicts with another override")
-        node[parts[-1]] = value
+        try:
+            _set_dotted(out, key.strip(), yaml.safe_load(text) if text else None)
+        except ConfigError:
+            raise ConfigError(f"override `{item}` conflicts with another override") from None
     return out
 
 

@@ -157,11 +157,11 @@ def train(
         result.total_steps = total_steps
         result.data = {"train_samples": len(data.train), "eval_samples": len(data.eval), **vars(data.stats)}
         attn = resolve_attn_implementation(config.attn_implementation, device, dtype)
-        row_tokens = config.max_tokens_per_row or (None if attn == "flash_attention_2" else config.max_length)
+        row_tokens, budget = _packing_shape(config, attn, device)
         pad_id = tokenizer.pad_token_id or 0
 
         def pack(samples):
-            return plan_micro_batches(samples, config.max_tokens_per_micro_batch, row_tokens, pad_id)
+            return plan_micro_batches(samples, budget, row_tokens, pad_id)
 
         eval_batches = pack(data.eval) if data.eval else []
 
@@ -274,6 +274,25 @@ def train(
         for sink in sinks:
             sink.close()
         _write_result(run_dir, result)
+
+
+def _packing_shape(config: TrainConfig, attn: str, device: torch.device) -> tuple[int | None, int]:
+    """(longest row, micro-batch budget) for this attention kernel and device.
+
+    Flash attention: one row per micro-batch, its varlen kernels make row length free. Otherwise
+    rows of at most ``max_length`` (the block-diagonal mask costs compute quadratic in row
+    length); on a GPU several rows share a micro-batch, on a CPU each row is its own micro-batch,
+    since padding rows to the longest costs more there than batching them gains
+    (benchmarks/README.md). ``max_tokens_per_row`` overrides both choices.
+    """
+    budget = config.max_tokens_per_micro_batch
+    if config.max_tokens_per_row is not None:
+        return config.max_tokens_per_row, budget
+    if attn == "flash_attention_2":
+        return None, budget
+    if device.type == "cpu":
+        return None, min(budget, config.max_length)
+    return config.max_length, budget
 
 
 def _log_eval(run_dir: Path, step: int, samples: int, val_loss: float | None, metrics: dict | None = None) -> None:
