@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from tunescout.analysis.dynamics import (
-    _samples_at,
     bootstrap_ci,
     dynamics_correlations,
     early_signals,
@@ -21,7 +20,7 @@ from tunescout.analysis.dynamics import (
 )
 from tunescout.analysis.replay import default_replay_rules, replay_stopping, rule_label
 from tunescout.config import ConfigError
-from tunescout.study.stopping import AshaRule, build_rule
+from tunescout.study.stopping import AshaRule, build_rule, rung_samples
 
 SPEC = {"datasets": [{"name": "sent", "metric": "accuracy"}, {"name": "lossy", "metric": "val_loss"}]}
 
@@ -103,7 +102,7 @@ def test_bootstrap_ci_needs_three_pairs() -> None:
 def test_window_rounding_is_the_stopping_rules() -> None:
     for planned in (7, 100, 333, 1001):
         for fraction in (0.07, 0.1, 0.25, 0.3):
-            assert [_samples_at(fraction, planned)] == AshaRule(rungs=[fraction]).eval_points(planned)
+            assert [rung_samples(fraction, planned)] == AshaRule(rungs=[fraction]).eval_points(planned)
 
 
 def test_early_signals_average_the_window() -> None:

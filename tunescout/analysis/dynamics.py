@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from tunescout.evaluate.metrics import get_metric
-from tunescout.study.stopping import window_stats
+from tunescout.study.stopping import rung_samples, window_start, window_stats
 
 __all__ = [
     "bootstrap_ci",
@@ -39,13 +39,6 @@ MIN_COHORT = 3
 
 
 # --- inputs ------------------------------------------------------------------------------
-
-
-def _samples_at(fraction: float, planned: int) -> int:
-    """Samples at which a fraction of training is reached, rounded exactly as the stopping rules
-    round their rungs (product rounded first, then up), so the window analysed here is the window
-    a rule at that rung judged. A test holds this equal to ``AshaRule.eval_points``."""
-    return max(1, math.ceil(round(fraction * planned, 6)))
 
 
 def _datasets(spec: Any) -> list[tuple[str, str]]:
@@ -113,8 +106,9 @@ def early_signals(
             rows.append({**row, "window_start": np.nan, "window_end": np.nan, "reached": False,
                          "grad_norm": np.nan, "loss": np.nan})
             continue
-        end = _samples_at(end_frac, planned)
-        start = max(0.0, round((end_frac - window) * planned, 6))  # as dynamics_scores places it
+        # rounded as the stopping rules place a rung's window, so this is the window a rule judged
+        end = rung_samples(end_frac, planned)
+        start = window_start(end_frac, window, planned)
         reached = bool(recs) and recs[-1]["samples"] >= end
         grad, loss = window_stats(recs, start, end) if reached else (None, None)
         rows.append({**row, "window_start": start, "window_end": end, "reached": reached,
@@ -139,7 +133,7 @@ def final_scores(trials: pd.DataFrame, results: pd.DataFrame, spec_datasets: Any
         ``score`` (NaN without a result) and ``score_samples``.
 
     Raises:
-        ValueError: a trial's dataset is not in the spec. KeyError: an unregistered metric.
+        ValueError: a trial's dataset is not in the spec, or an unregistered metric.
     """
     metric_of = dict(_datasets(spec_datasets))
     columns = ["trial_id", *COHORT, "status", "metric", "higher_is_better", "score", "score_samples"]

@@ -15,13 +15,25 @@ that have reached the same rung so far, so no run ever waits for another.
 
 from __future__ import annotations
 
-import difflib
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
-from tunescout.config import ConfigError
+from tunescout.config import ConfigError, did_you_mean
+from tunescout.study._signals import (
+    _finite,
+    _fmt,
+    _is_number,
+    _keep_count,
+    _latest_and_previous,
+    _pct,
+    _position,
+    dynamics_scores,
+    rung_samples,
+    window_start,
+    window_stats,
+)
+from tunescout.study.store import STATUSES
 
 __all__ = [
     "RULES",
@@ -32,10 +44,10 @@ __all__ = [
     "TrialProgress",
     "build_rule",
     "dynamics_scores",
+    "rung_samples",
+    "window_start",
     "window_stats",
 ]
-
-STATUSES = ("running", "completed", "stopped", "diverged", "failed", "pending")
 
 
 @dataclass
@@ -89,80 +101,12 @@ class StoppingRule(Protocol):
 # --- helpers shared by the rules ---------------------------------------------------------
 
 
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)  # YAML `true` is not a number
-
-
-def _finite(x: object) -> bool:
-    return _is_number(x) and math.isfinite(x)  # type: ignore[arg-type]
-
-
-def _mean(xs: Sequence[float]) -> float | None:
-    # fsum: a mean must not depend on summation order, or equal levels could fail to tie.
-    return math.fsum(xs) / len(xs) if xs else None
-
-
-def _rung_samples(fraction: float, planned_samples: int) -> int:
-    """Samples at which a rung is reached, rounded up. The product is rounded first so that
-    0.07 * 100 (= 7.000000000000001 in binary) is rung 7, not 8."""
-    return max(1, math.ceil(round(fraction * planned_samples, 6)))
-
-
-def _keep_count(n: int, eta: float) -> int:
-    """How many of ``n`` trials survive a rung: the best ceil(n / eta), at least one."""
-    return max(1, math.ceil(round(n / eta, 9)))
-
-
-def _latest_and_previous(telemetry: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
-    """Samples at the latest record and at the one before (0 before the first record)."""
-    now = telemetry[-1]["samples"]
-    before = telemetry[-2]["samples"] if len(telemetry) > 1 else 0
-    return now, before
-
-
 def _with_self(trial: TrialProgress, cohort: Sequence[TrialProgress]) -> list[TrialProgress]:
     """The cohort with ``trial`` as given (the driver's copy in ``cohort`` may lag a record)."""
     members = [trial if c.trial_id == trial.trial_id else c for c in cohort]
     if all(c.trial_id != trial.trial_id for c in cohort):
         members.append(trial)
     return members
-
-
-def _average_ranks(values: Mapping[str, float | None], higher_is_better: bool) -> dict[str, float]:
-    """Rank 1 = best; ties share the average of their positions; missing values tie for worst."""
-    finite = sorted((v, k) for k, v in values.items() if v is not None)
-    if higher_is_better:
-        finite.reverse()
-    ranks: dict[str, float] = {}
-    i = 0
-    while i < len(finite):
-        j = i
-        while j < len(finite) and finite[j][0] == finite[i][0]:
-            j += 1
-        for _, key in finite[i:j]:
-            ranks[key] = i + (j - i + 1) / 2  # positions i+1 .. j
-        i = j
-    missing = [k for k, v in values.items() if v is None]
-    for key in missing:
-        ranks[key] = len(finite) + (len(missing) + 1) / 2
-    return ranks
-
-
-def _position(target: str, badness: Mapping[str, float | None]) -> int:
-    """1 + the number of trials strictly better than ``target`` (lower badness, None worst).
-    Ties count in the trial's favour: stopping is the choice that cannot be undone."""
-    own = badness[target]
-    if own is None:
-        return 1 + sum(v is not None for v in badness.values())
-    return 1 + sum(v is not None and v < own for v in badness.values())
-
-
-def _pct(fraction: float) -> str:
-    return f"{round(fraction * 100, 4):g}%"
-
-
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.4g}"
 
 
 def _check_rung_params(rule: str, rungs: Sequence[float], eta: float, min_trials: int) -> tuple[float, ...]:
@@ -178,90 +122,6 @@ def _check_rung_params(rule: str, rungs: Sequence[float], eta: float, min_trials
     if isinstance(min_trials, bool) or not isinstance(min_trials, int) or min_trials < 1:
         raise ValueError(f"{rule}: min_trials must be an int >= 1, got {min_trials!r}")
     return tuple(float(r) for r in rungs)
-
-
-# --- the recipe's signals ----------------------------------------------------------------
-
-
-def window_stats(
-    telemetry: Sequence[Mapping[str, Any]], start_samples: float, end_samples: float
-) -> tuple[float | None, float | None]:
-    """Mean gradient norm and mean loss of the steps that trained on samples in the window.
-
-    A record covers the samples between the previous record and itself, so a step counts when
-    that span overlaps ``(start_samples, end_samples]``. This keeps the step that crosses the
-    end (the one a rung is judged at) even when a large batch carries it past the rung.
-
-    Args:
-        telemetry: step records in order, each with ``samples``, ``grad_norm`` and ``loss``.
-        start_samples: the window starts after this many samples (0 = from the start).
-        end_samples: the window ends at this many samples.
-
-    Returns:
-        ``(mean_grad_norm, mean_loss)``; each None when no finite value lies in the window
-        (None, NaN and inf are skipped, not averaged).
-
-    Raises:
-        ValueError: the window is empty or negative.
-    """
-    if not 0 <= start_samples < end_samples:
-        raise ValueError(f"window must satisfy 0 <= start < end, got ({start_samples}, {end_samples}]")
-    grads: list[float] = []
-    losses: list[float] = []
-    previous = 0
-    for record in telemetry:
-        if previous >= end_samples:
-            break
-        if record["samples"] > start_samples:
-            if _finite(record.get("grad_norm")):
-                grads.append(float(record["grad_norm"]))
-            if _finite(record.get("loss")):
-                losses.append(float(record["loss"]))
-        previous = record["samples"]
-    return _mean(grads), _mean(losses)
-
-
-def dynamics_scores(
-    cohort: Sequence[TrialProgress], rung_fraction: float, window: float | None = None
-) -> dict[str, float]:
-    """The recipe's early-dynamics score of every trial that reached a rung (lower is better).
-
-    Each trial gets its rank on mean gradient norm (lower is better) plus its rank on mean
-    training loss (higher is better: the recipe found runs with higher early loss end better),
-    both over its records in the window. Ties share average ranks; a trial with no finite
-    value in the window ranks worst on that signal.
-
-    Args:
-        cohort: trials of one cohort; only those whose samples reached ``rung_fraction`` of
-            their own planned samples are scored.
-        rung_fraction: where the window ends, as a fraction of planned samples, in (0, 1].
-        window: fraction of planned samples the window covers, ending at the rung; None means
-            from the start of training.
-
-    Returns:
-        ``{trial_id: score}``, a score being a sum of two ranks (2 is the best possible).
-
-    Raises:
-        ValueError: bad fractions, or two trials with the same id.
-    """
-    if not _is_number(rung_fraction) or not 0 < rung_fraction <= 1:
-        raise ValueError(f"rung_fraction must be in (0, 1], got {rung_fraction!r}")
-    if window is not None and (not _is_number(window) or not 0 < window <= rung_fraction):
-        raise ValueError(f"window must be in (0, rung_fraction={rung_fraction}], got {window!r}")
-    ids = [t.trial_id for t in cohort]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"cohort has duplicate trial ids: {sorted({i for i in ids if ids.count(i) > 1})}")
-    grads: dict[str, float | None] = {}
-    losses: dict[str, float | None] = {}
-    for t in cohort:
-        end = _rung_samples(rung_fraction, t.planned_samples)
-        if not t.telemetry or t.telemetry[-1]["samples"] < end:
-            continue
-        start = 0.0 if window is None else max(0.0, round((rung_fraction - window) * t.planned_samples, 6))
-        grads[t.trial_id], losses[t.trial_id] = window_stats(t.telemetry, start, end)
-    grad_ranks = _average_ranks(grads, higher_is_better=False)
-    loss_ranks = _average_ranks(losses, higher_is_better=True)
-    return {k: grad_ranks[k] + loss_ranks[k] for k in grads}
 
 
 # --- the rules -----------------------------------------------------------------------------
@@ -311,7 +171,7 @@ class DynamicsRule:
         now, before = _latest_and_previous(trial.telemetry)
         # One record may cross several rungs (a large batch); judge each, the earliest first.
         for index, fraction in enumerate(self.rungs, start=1):
-            if before < _rung_samples(fraction, trial.planned_samples) <= now:
+            if before < rung_samples(fraction, trial.planned_samples) <= now:
                 reason = self._judge(index, fraction, trial, cohort)
                 if reason:
                     return reason
@@ -326,8 +186,8 @@ class DynamicsRule:
         rank = _position(trial.trial_id, scores)
         if rank <= keep:
             return None
-        end = _rung_samples(fraction, trial.planned_samples)
-        start = 0.0 if self.window is None else round((fraction - self.window) * trial.planned_samples, 6)
+        end = rung_samples(fraction, trial.planned_samples)
+        start = window_start(fraction, self.window, trial.planned_samples)
         grad, loss = window_stats(trial.telemetry, start, end)
         return (
             f"dynamics rung {index} ({_pct(fraction)} of samples): rank {rank} of {n}, outside top 1/{self.eta:g} "
@@ -372,7 +232,7 @@ class AshaRule:
     def eval_points(self, planned_samples: int) -> list[int]:
         if isinstance(planned_samples, bool) or not isinstance(planned_samples, int) or planned_samples < 1:
             raise ValueError(f"planned_samples must be a positive int, got {planned_samples!r}")
-        return sorted({_rung_samples(f, planned_samples) for f in self.rungs})
+        return sorted({rung_samples(f, planned_samples) for f in self.rungs})
 
     def decide(self, trial: TrialProgress, cohort: Sequence[TrialProgress]) -> str | None:
         if not trial.telemetry:
@@ -382,7 +242,7 @@ class AshaRule:
         # not attributable to a step yet.
         current: tuple[int, float, Mapping[str, Any]] | None = None
         for index, fraction in enumerate(self.rungs, start=1):
-            ev = self._rung_eval(trial.evals, _rung_samples(fraction, trial.planned_samples), upto=now)
+            ev = self._rung_eval(trial.evals, rung_samples(fraction, trial.planned_samples), upto=now)
             if ev is not None:
                 current = (index, fraction, ev)
         if current is None:
@@ -392,7 +252,7 @@ class AshaRule:
             return None  # taken at an earlier record: this rung was judged then
         badness: dict[str, float | None] = {}
         for t in _with_self(trial, cohort):
-            e = self._rung_eval(t.evals, _rung_samples(fraction, t.planned_samples), upto=None)
+            e = self._rung_eval(t.evals, rung_samples(fraction, t.planned_samples), upto=None)
             if e is not None:
                 badness[t.trial_id] = self._badness(e)
         n = len(badness)
@@ -427,9 +287,8 @@ RULES: dict[str, type] = {"none": NoStopping, "dynamics": DynamicsRule, "asha": 
 
 def _unknown(message: str, key: object, valid: list[str]) -> ConfigError:
     """An error naming the unknown key and the closest valid one, as config errors do."""
-    close = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
-    hint = f" (did you mean `{close[0]}`?)" if close else ""
-    return ConfigError(f"{message}{hint}; valid: {', '.join(f'`{v}`' for v in valid) or 'no parameters'}")
+    valid_text = ", ".join(f"`{v}`" for v in valid) or "no parameters"
+    return ConfigError(f"{message}{did_you_mean(str(key), valid)}; valid: {valid_text}")
 
 
 def build_rule(spec: Mapping[str, Any]) -> StoppingRule:
