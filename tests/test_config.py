@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tunescout.config import ConfigError, TrainConfig, build_config, load_config, parse_overrides
+from tunescout.config import ConfigError, TrainConfig, build_config, load_config, nest_dotted, parse_overrides
 
 
 def test_yaml_with_overrides(tmp_path: Path) -> None:
@@ -83,3 +83,14 @@ def test_defaults_follow_the_recipe() -> None:
     cfg = TrainConfig()
     assert (cfg.schedule, cfg.warmup_steps, cfg.weight_decay, cfg.betas, cfg.grad_clip) == (
         "constant", 0, 0.0, (0.9, 0.95), 1.0)
+
+
+def test_nest_dotted_copies_nested_values_and_names_conflicts() -> None:
+    fixed = {"lora": {"r": 8}}
+    assert nest_dotted({**fixed, "lora.alpha": 16, "learning_rate": 1e-4}) == {
+        "lora": {"r": 8, "alpha": 16}, "learning_rate": 1e-4}
+    assert fixed == {"lora": {"r": 8}}  # the caller's mapping is left as it was
+    with pytest.raises(ConfigError, match="`lora.r` conflicts with `lora`"):
+        nest_dotted({"lora": 8, "lora.r": 8})
+    with pytest.raises(ConfigError, match="override `lora.r=8` conflicts with another override"):
+        parse_overrides(["lora=1", "lora.r=8"])

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tunescout.config import ConfigError
+from tunescout.study.export import export_store
 from tunescout.study.spec import expand_trials, load_study, trial_config
 from tunescout.study.store import SCHEMA_VERSION, Store
 
@@ -69,6 +70,28 @@ def test_study_errors(tmp_path: Path, grid: str, extra: str, message: str) -> No
         load_study(_study(tmp_path, grid, extra))
 
 
+def test_study_file_errors_are_config_errors(tmp_path: Path) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_study(path)
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping at the top level"):
+        load_study(path)
+    path.write_text("name: s\nmodels: [m]\ndatasets: [a_train.jsonl]\n")
+    with pytest.raises(ConfigError, match=r"datasets\[0\] must be a mapping"):
+        load_study(path)
+
+
+def test_grid_keys_inside_a_fixed_mapping_leave_the_spec_alone(tmp_path: Path) -> None:
+    path = _study(tmp_path, "  lora.alpha: [16, 64]\n")
+    path.write_text(path.read_text().replace("fixed: {", "fixed: {lora: {r: 4}, "))
+    spec = load_study(path)
+    configs = [trial_config(spec, t) for t in expand_trials(spec) if t.method == "lora"]
+    assert sorted((c.lora.r, c.lora.alpha) for c in configs) == [(4, 16.0), (4, 64.0)]
+    assert spec.fixed["lora"] == {"r": 4}  # what the store saves and the report shows as fixed
+
+
 def _trial_row(tid: str) -> dict:
     return {"trial_id": tid, "model": "m", "method": "full", "dataset": "a", "hparams": {"lr": 1}, "seed": 0,
             "config": {"x": 1}, "planned_samples": 100, "planned_tokens": 1000}
@@ -102,8 +125,26 @@ def test_store_is_wal_and_versioned(tmp_path: Path) -> None:
     assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     db.execute("UPDATE meta SET value='999' WHERE key='schema_version'")
     db.commit()
+    db.close()
     with pytest.raises(RuntimeError, match="schema version 999"):
         Store(tmp_path / "s.db")
+
+
+def test_store_closes_as_a_context_manager_and_reads_its_spec(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db") as store:
+        assert store.study_spec() is None and store.study_specs() == {}
+        store.upsert_study("demo", {"datasets": [{"name": "a"}]})
+        assert store.study_spec() == {"datasets": [{"name": "a"}]}
+        assert store.study_specs() == {"demo": {"datasets": [{"name": "a"}]}}
+    with pytest.raises(sqlite3.ProgrammingError):
+        store.trials()  # closed
+
+
+def test_export_rejects_an_unknown_format_before_writing(tmp_path: Path) -> None:
+    Store(tmp_path / "s.db").close()
+    with pytest.raises(ValueError, match="unknown export format"):
+        export_store(tmp_path / "s.db", tmp_path / "out", formats=["csv", "xlsx"])
+    assert not (tmp_path / "out").exists()
 
 
 def test_shipped_example_study_plans(tmp_path: Path, monkeypatch) -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import pandas as pd
 import yaml
 
 from tunescout.analysis import (dynamics_correlations, early_signals, final_scores, leave_one_out, loo_summary,
                                 rank_results, replay_stopping, split_groups)
+from tunescout.config import nest_dotted
 from tunescout.presets import load_presets
 from tunescout.report import figures
 from tunescout.report.blocks import Block, Section, StudyData, Table, fmt, fmt_rho, short_model
@@ -26,6 +26,8 @@ def _group_title(key: tuple) -> str:
 
 
 def cbs_section(d: StudyData) -> Section:
+    """CBS ranking and coverage curve per model × method (stored in ``d.rankings``), then the
+    held-out top-k validation."""
     sec = Section("cbs", "Coverage-based Search ranking",
                   f"Configurations ordered so the top-k together come close to the best on most datasets: a config "
                   f"covers a dataset at relative score ≥ τ = {d.tau:g}. Per model × method.")
@@ -97,6 +99,7 @@ def _rho_text(row: dict | None, signal: str) -> str:
 
 
 def dynamics_section(d: StudyData) -> Section:
+    """Early-window signals against final scores per cohort, and stopping rules replayed."""
     sec = Section("dynamics", "Early dynamics",
                   f"Did the early window (first {d.window:.0%} of each trial's planned samples) predict the final "
                   f"score? Spearman ρ within each cohort, oriented so ρ > 0 means the recipe's claim held "
@@ -155,18 +158,6 @@ def _replay(sec: Section, d: StudyData) -> None:
                            caption="rules that could not be replayed", scroll=len(skipped) > 12))
 
 
-def _nest(flat: dict[str, Any]) -> dict[str, Any]:
-    """``{"lora.r": 8}`` → ``{"lora": {"r": 8}}``: the shape a train config takes."""
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        head, _, rest = key.partition(".")
-        if rest:
-            out.setdefault(head, {})[rest] = value
-        else:
-            out[key] = value
-    return out
-
-
 def _presets_for(model: str, method: str) -> tuple[list, bool]:
     """Shipped presets for a model's family (matched in its name) and method; else the method's."""
     presets = [p for p in load_presets() if p.method == method]
@@ -175,6 +166,7 @@ def _presets_for(model: str, method: str) -> tuple[list, bool]:
 
 
 def recommend_section(d: StudyData) -> Section:
+    """The top configurations of each CBS ranking as train-config YAML, next to the shipped presets."""
     sec = Section("recommend", "Recommended configurations",
                   f"The top {d.top} configurations of each CBS ranking, as YAML to paste into a train config "
                   f"(add `model` and `data`), and the shipped presets for the same model family and method.")
@@ -191,7 +183,7 @@ def recommend_section(d: StudyData) -> Section:
         for row in ranking.head(d.top).itertuples():
             # the hyperparameters of one of the config's trials, exactly as the store has them
             trial = part.loc[part["config_id"] == row.config_id, "trial_ids"].iloc[0].split(",")[0]
-            config = {"method": method, **_nest(d.hparams[trial])}
+            config = {"method": method, **nest_dotted(d.hparams[trial])}
             title = (f"rank {row.rank}: {row.config_id} — the top {row.rank} cover "
                      f"{fmt(row.cumulative_coverage, '.0%')} of datasets "
                      f"(mean best relative {fmt(row.mean_best_relative, '.3f')})")

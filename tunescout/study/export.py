@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -22,18 +23,30 @@ def store_tables(store: Store) -> dict[str, pd.DataFrame]:
     return {"trials": trials, "telemetry": pd.DataFrame(store.telemetry()), "results": pd.DataFrame(store.results())}
 
 
-def export_store(store_path: str | Path, out_dir: str | Path, formats: list[str] = ("csv", "parquet")) -> list[Path]:
-    """Write every table in each format; returns the files written."""
+def export_store(store_path: str | Path, out_dir: str | Path,
+                 formats: Sequence[str] = ("csv", "parquet")) -> list[Path]:
+    """Write every table in each format (``csv``, ``parquet``) into ``out_dir``.
+
+    Returns:
+        The files written.
+
+    Raises:
+        ValueError: an unknown format (before anything is written).
+    """
+    unknown = [f for f in formats if f not in ("csv", "parquet")]
+    if unknown:
+        raise ValueError(f"unknown export format(s) {unknown}; use csv and/or parquet")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    store = Store(store_path)
-    try:
-        written = []
-        for name, frame in store_tables(store).items():
-            for fmt in formats:
-                path = out / f"{name}.{fmt}"
-                frame.to_csv(path, index=False) if fmt == "csv" else frame.to_parquet(path, index=False)
-                written.append(path)
-        return written
-    finally:
-        store.close()
+    with Store(store_path) as store:
+        tables = store_tables(store)
+    written = []
+    for name, frame in tables.items():
+        for fmt in formats:
+            path = out / f"{name}.{fmt}"
+            if fmt == "csv":
+                frame.to_csv(path, index=False)
+            else:
+                frame.to_parquet(path, index=False)
+            written.append(path)
+    return written

@@ -7,7 +7,6 @@ finished ones are found again in the store and never rerun.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import json
@@ -17,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from tunescout.config import ConfigError, TrainConfig, build_config
+from tunescout.config import ConfigError, TrainConfig, build_config, did_you_mean, nest_dotted
 
 __all__ = ["DatasetSpec", "StudySpec", "Trial", "expand_trials", "load_study"]
 
@@ -41,6 +40,8 @@ class DatasetSpec:
 
 @dataclass
 class StudySpec:
+    """A study as its YAML gives it (see :func:`load_study`), paths resolved."""
+
     name: str
     models: list[str]
     datasets: list[DatasetSpec]
@@ -58,6 +59,8 @@ class StudySpec:
 
 @dataclass(frozen=True)
 class Trial:
+    """One run of a study: a model, method, dataset, grid point (``hparams``, dotted keys) and seed."""
+
     trial_id: str
     model: str
     method: str
@@ -78,9 +81,7 @@ DATASET_KEYS = ("name", "train", "eval", "metric", "task_type", "max_new_tokens"
 def _check_keys(raw: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
     for key in raw:
         if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f" (did you mean `{close[0]}`?)" if close else ""
-            raise ConfigError(f"{where}: unknown key `{key}`{hint}")
+            raise ConfigError(f"{where}: unknown key `{key}`{did_you_mean(str(key), allowed)}")
 
 
 def _resolve(path: str, base: Path) -> str:
@@ -99,6 +100,10 @@ def load_study(path: str | Path) -> StudySpec:
         raw = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"study file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
     _check_keys(raw, STUDY_KEYS, str(path))
     base = path.resolve().parent
     for key in ("name", "models", "datasets"):
@@ -106,6 +111,8 @@ def load_study(path: str | Path) -> StudySpec:
             raise ConfigError(f"{path}: `{key}` is required")
     datasets = []
     for i, d in enumerate(raw["datasets"]):
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: datasets[{i}] must be a mapping with `name`, `train` and `eval`")
         _check_keys(d, DATASET_KEYS, f"{path}: datasets[{i}]")
         if not all(k in d for k in ("name", "train", "eval")):
             raise ConfigError(f"{path}: datasets[{i}] needs `name`, `train` and `eval`")
@@ -159,26 +166,15 @@ def expand_trials(spec: StudySpec) -> list[Trial]:
     return list(trials.values())
 
 
-def _nest(flat: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        node = out
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return out
-
-
 def trial_config(spec: StudySpec, trial: Trial) -> TrainConfig:
     """The TrainConfig of one trial: fixed settings, then its grid point, then its identity."""
     dataset = next(d for d in spec.datasets if d.name == trial.dataset)
-    raw = _nest({**spec.fixed, **trial.hparams})
-    raw.update(model=trial.model, method=trial.method, seed=trial.seed,
-               data=[{"path": dataset.train}], eval_data=[{"path": dataset.eval}],
-               output_dir=str(Path(spec.runs_dir) / trial.trial_id), progress=False)
-    raw.setdefault("checkpoint_every", 20)
     try:
+        raw = nest_dotted({**spec.fixed, **trial.hparams})
+        raw.update(model=trial.model, method=trial.method, seed=trial.seed,
+                   data=[{"path": dataset.train}], eval_data=[{"path": dataset.eval}],
+                   output_dir=str(Path(spec.runs_dir) / trial.trial_id), progress=False)
+        raw.setdefault("checkpoint_every", 20)
         return build_config(raw)
     except ConfigError as exc:
         raise ConfigError(f"study {spec.name}, trial {trial.trial_id}: {exc}") from None
