@@ -90,10 +90,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _finite(x: float) -> bool:
-    return math.isfinite(x)
-
-
 def _write_result(run_dir: Path, result: RunResult) -> None:
     data = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.__dict__.items()}
     (run_dir / "result.json").write_text(json.dumps(data, indent=2))
@@ -209,7 +205,7 @@ def train(
             # clip_grad_norm_ returns the norm *before* clipping: the early-dynamics signal.
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm=clip))
             lr = scheduler.get_last_lr()[0]
-            diverged = not (_finite(loss) and _finite(grad_norm))
+            diverged = not (math.isfinite(loss) and math.isfinite(grad_norm))
             if not diverged:
                 optimizer.step()
                 scheduler.step()

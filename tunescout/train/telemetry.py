@@ -88,10 +88,21 @@ class JsonlSink:
 
 
 def truncate_records(path: Path, step: int) -> None:
-    """Keep JSONL records up to ``step`` (a resumed run redoes the steps after its checkpoint)."""
+    """Keep JSONL records up to ``step`` (a resumed run redoes the steps after its checkpoint).
+
+    A line that does not parse is dropped: a run killed in the middle of a write leaves its
+    last line torn, and the resumed run must not fail on it.
+    """
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            record = None
+        if record is not None and record["step"] <= step:
+            kept.append(line)
     path.write_text("".join(line + "\n" for line in kept))
 
 
