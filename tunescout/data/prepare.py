@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PreparedData:
+    """Tokenized training and validation samples, the phases that order the training samples
+    (indices into ``train``), and what tokenisation did."""
+
     train: list[TokenizedSample]
     eval: list[TokenizedSample]
     phases: list[Phase]

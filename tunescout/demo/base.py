@@ -29,6 +29,7 @@ ARCH = dict(vocab_size=1024, hidden_size=96, num_layers=3, num_heads=4, num_kv_h
 
 
 def base_model_dir() -> Path:
+    """The cache folder of the demo base model (the model itself is its ``model`` subfolder)."""
     return cache_dir() / BASE_NAME
 
 

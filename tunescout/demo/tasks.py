@@ -82,6 +82,7 @@ def make_rows(task: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
 
 
 def write_jsonl(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """Write ``rows`` as JSON lines to ``path`` (parent folders created) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -20,6 +20,9 @@ HERE = Path(__file__).parent
 
 @dataclass(frozen=True)
 class Preset:
+    """One shipped configuration: train-config overrides for a method and model families, with
+    where it comes from (``provenance``, ``source``) and the YAML file that holds it."""
+
     name: str
     families: tuple[str, ...]
     method: str

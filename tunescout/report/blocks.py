@@ -132,6 +132,7 @@ class StudyData:
 
 
 def is_missing(value: Any) -> bool:
+    """None or a float NaN: a cell with no value."""
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 

@@ -29,6 +29,7 @@ def _grid_text(grid: dict) -> str:
 
 
 def summary_section(d: StudyData) -> Section:
+    """What the study ran (spec, trials by status) and what it cost (tokens, time)."""
     sec = Section("summary", "Summary", f"What study {d.name!r} ran, how far it got and what it cost.")
     if d.name.startswith("demo"):
         sec.blocks.append(Block("callout", text=DEMO_NOTE))
@@ -75,6 +76,7 @@ def _trial_info(d: StudyData) -> pd.DataFrame:
 
 
 def curves_section(d: StudyData) -> Section:
+    """Loss and gradient-norm curves per cohort, one line per trial."""
     sec = Section("curves", "Learning curves",
                   "Training loss and gradient norm against samples seen, one line per trial, per cohort "
                   "(model · dataset · method). Colour = learning rate, dash = batch size; "
@@ -97,6 +99,7 @@ def curves_section(d: StudyData) -> Section:
 
 
 def heatmap_section(d: StudyData) -> Section:
+    """Final scores on the batch size × learning rate grid, per dataset and relative across datasets."""
     sec = Section("heatmap", "Batch size × learning rate",
                   "Final scores of completed trials on the batch-size × learning-rate grid, per dataset, and the "
                   "mean over datasets of each cell's score relative to that dataset's best cell (1 = best "
@@ -140,6 +143,7 @@ def _pair_label(row: dict, columns: list[str] | tuple[str, ...]) -> str:
 
 
 def phases_section(d: StudyData) -> Section:
+    """Stacked vs phased pairs: final score, peak and samples to peak."""
     sec = Section("phases", "Stacked vs phased",
                   "Trials that differ only in `strategy`: final score and samples to peak (sample efficiency). "
                   "The SFT recipe found stacked training matches phased and peaks with fewer samples.")

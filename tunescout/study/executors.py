@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Event:
+    """What a running trial reported to the driver."""
+
     trial_id: str
     kind: str
     """``record`` (reply with a verdict) or ``done``."""
