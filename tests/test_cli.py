@@ -80,3 +80,13 @@ def test_recommend_from_a_results_table(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out.split("# rank")[1:]
     assert "learning_rate: 0.0001" in out[0] and "cover 50%" in out[0]
     assert "learning_rate: 1.0e-05" in out[1] and "cover 100%" in out[1]
+
+
+def test_status_and_analyze_of_a_store_without_a_study(tmp_path: Path, capsys) -> None:
+    from tunescout.study.store import Store
+
+    Store(tmp_path / "empty.db").close()
+    assert main(["status", str(tmp_path / "empty.db"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["trials"] == []
+    assert main(["analyze", str(tmp_path / "empty.db")]) == 2
+    assert "holds no study" in capsys.readouterr().err

@@ -73,8 +73,8 @@ def _status_rows(store) -> list[dict]:
     scores = {}
     for r in store.results():  # the last value of the trial's final metric
         scores.setdefault(r["trial_id"], {})[r["name"]] = r["value"]
-    study = store.study()
-    metric_of = {d["name"]: d.get("metric", "val_loss") for d in json.loads(study["spec"])["datasets"]} if study else {}
+    spec = store.study_spec() or {}
+    metric_of = {d["name"]: d.get("metric", "val_loss") for d in spec.get("datasets", [])}
     rows = []
     for t in store.trials():
         metric = metric_of.get(t["dataset"], "val_loss")
@@ -92,8 +92,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if not Path(args.store).exists():
         print(f"error: no store at {args.store}", file=sys.stderr)
         return 2
-    store = Store(args.store)
-    counts, rows = store.counts(), _status_rows(store)
+    with Store(args.store) as store:
+        counts, rows = store.counts(), _status_rows(store)
     if args.json:
         print(json.dumps({"counts": counts, "trials": rows}, indent=2, default=str))
         return 0
@@ -177,9 +177,10 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if not Path(args.store).exists():
         print(f"error: no store at {args.store}", file=sys.stderr)
         return 2
-    store = Store(args.store)
-    tables, spec = store_tables(store), json.loads(store.study()["spec"])
-    store.close()
+    with Store(args.store) as store:
+        tables, spec = store_tables(store), store.study_spec()
+    if spec is None:
+        raise ValueError(f"{args.store}: the store holds no study (run `tunescout sweep STUDY.yaml` first)")
     t, r, tel = tables["trials"], tables["results"], tables["telemetry"]
     rules = yaml.safe_load(Path(args.rules).read_text()) if args.rules else default_replay_rules()
     frames = {
@@ -216,19 +217,17 @@ def _nested_hparams(record: dict) -> dict:
     """
     import math
 
-    out: dict = {}
+    from tunescout.config import nest_dotted
+
+    flat: dict = {}
     for key, value in record.items():
         value = value.item() if hasattr(value, "item") else value
         if isinstance(value, float) and math.isnan(value):
             continue
         if isinstance(value, float) and value.is_integer() and value >= 1:
             value = int(value)
-        *parents, last = key.removeprefix("hp.").split(".")
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return out
+        flat[key.removeprefix("hp.")] = value
+    return nest_dotted(flat)
 
 
 def _cmd_recommend(args: argparse.Namespace) -> int:
