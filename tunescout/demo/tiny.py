@@ -14,14 +14,12 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
+from tunescout.data.tokenize import DEFAULT_CHAT_TEMPLATE
+
 __all__ = ["CHATML_TEMPLATE", "build_tiny_model", "cache_dir", "generate_corpus"]
 
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+CHATML_TEMPLATE = DEFAULT_CHAT_TEMPLATE
+"""The tiny tokenizer's chat template: ChatML, the one training falls back to."""
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 _SUBJECTS = ["the cat", "a robot", "my friend", "the teacher", "our team", "the river", "a student", "the market"]
