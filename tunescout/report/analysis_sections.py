@@ -9,6 +9,7 @@ import yaml
 
 from tunescout.analysis import (dynamics_correlations, early_signals, final_scores, leave_one_out, loo_summary,
                                 rank_results, replay_stopping, split_groups)
+from tunescout.analysis.dynamics import COHORT
 from tunescout.config import nest_dotted
 from tunescout.presets import load_presets
 from tunescout.report import figures
@@ -17,7 +18,6 @@ from tunescout.report.blocks import Block, Section, StudyData, Table, fmt, fmt_r
 __all__ = ["cbs_section", "dynamics_section", "recommend_section"]
 
 log = logging.getLogger("tunescout.report")
-COHORT = ["model", "dataset", "method"]
 
 
 def _group_title(key: tuple) -> str:

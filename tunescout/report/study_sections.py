@@ -5,13 +5,13 @@ from __future__ import annotations
 import pandas as pd
 
 from tunescout.analysis import batch_lr_table, rule_label, stacked_vs_phased
+from tunescout.analysis.dynamics import COHORT
 from tunescout.report import figures
 from tunescout.report.blocks import Block, Section, StudyData, Table, fmt, is_missing, short_model
 from tunescout.study.store import STATUSES
 
 __all__ = ["curves_section", "heatmap_section", "phases_section", "summary_section"]
 
-COHORT = ["model", "dataset", "method"]
 DEMO_NOTE = ("This is the embedded demo: a miniature of a real study (a tiny model pretrained locally and small "
              "generated datasets, minutes of CPU, where a real study tunes 1B–8B models on real data). Its numbers "
              "show what the report contains; they are not evidence for or against the studies' findings.")
