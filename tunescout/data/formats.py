@@ -90,8 +90,8 @@ def _match_shape(row: dict[str, Any], where: str) -> Example | None:
         return Example("messages", messages=tuple(messages), where=where)
     if "prompt" in row or "completion" in row:
         if "prompt" not in row or "completion" not in row:
-            missing = "completion" if "prompt" in row else "prompt"
-            raise DataError(f"{where}: has `{'prompt' if missing == 'completion' else 'completion'}` but no `{missing}`")
+            present, missing = ("prompt", "completion") if "prompt" in row else ("completion", "prompt")
+            raise DataError(f"{where}: has `{present}` but no `{missing}`")
         return Example(
             "prompt_completion",
             prompt=_check_str(row["prompt"], "prompt", where),
