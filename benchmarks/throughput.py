@@ -5,8 +5,8 @@ effective batch (samples per optimizer step) and the same number of optimizer st
 trainer turns an effective batch into tensors differs, and that is what is measured:
 
 * ``tunescout``: :func:`tunescout.train.loop.train`, samples bin-packed into rows of at most
-  ``max_length`` tokens (its default without flash attention), several rows per micro-batch under
-  a token budget (its default budget, and a budget of ``max_length``: one row per micro-batch);
+  ``max_length`` tokens (its default without flash attention; on CPU each row is its own
+  micro-batch), run with its default token budget and with a budget of ``max_length``;
 * ``hf-trainer``: ``transformers.Trainer`` with ``DataCollatorForSeq2Seq`` (right padding, labels
   padded with -100), ``per_device_train_batch_size × gradient_accumulation_steps`` = the batch;
 * ``trl-sft``: TRL ``SFTTrainer`` with its default (padding) collator;

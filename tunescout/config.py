@@ -360,19 +360,26 @@ def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> Tra
     return _build(TrainConfig, _normalise_data(merged, "eval_data"))
 
 
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """Read a YAML file whose top level is a mapping (an empty file is ``{}``).
+
+    Every YAML the user writes (run config, study) fails the same way: a ConfigError naming the
+    file, never a traceback from the parser.
+    """
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{what} file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
     """Load a YAML run config (relative data paths resolve against the YAML's folder)."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml_mapping(Path(path), "config") if path is not None else {}
     config = build_config(raw, overrides)
     if path is not None:
         base = Path(path).resolve().parent

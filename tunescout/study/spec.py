@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from tunescout.config import ConfigError, TrainConfig, build_config, did_you_mean, nest_dotted
+from tunescout.config import (ConfigError, TrainConfig, build_config, did_you_mean, nest_dotted,
+                              read_yaml_mapping)
 
 __all__ = ["DatasetSpec", "StudySpec", "Trial", "expand_trials", "load_study"]
 
@@ -96,14 +96,7 @@ def load_study(path: str | Path) -> StudySpec:
         ConfigError: unknown keys, missing fields, or a grid/fixed key that is not a train setting.
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"study file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml_mapping(path, "study")
     _check_keys(raw, STUDY_KEYS, str(path))
     base = path.resolve().parent
     for key in ("name", "models", "datasets"):
