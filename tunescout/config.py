@@ -108,8 +108,8 @@ class TrainConfig:
     max_tokens_per_row: int | None = None
     """Longest packed row. ``null``: one row per micro-batch with flash attention (its
     variable-length kernels make row length free), rows of at most ``max_length`` otherwise
-    (SDPA/eager block-diagonal masks cost attention compute quadratic in the row length), one
-    row per micro-batch on CPU."""
+    (SDPA/eager block-diagonal masks cost attention compute quadratic in the row length), with
+    the budget cut to about 1,024 tokens on CPU. Setting it keeps both values as given."""
     epochs: float = 1.0
     max_steps: int | None = None
     """Stop after this many optimizer steps (overrides epochs when smaller)."""

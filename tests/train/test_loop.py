@@ -223,3 +223,17 @@ def test_eval_data_at_sample_counts_and_task_eval(tiny_model_dir, data_files, tm
     assert result.eval_loss == pytest.approx(evals[-1]["val_loss"])
     assert result.metrics == {"calls": 3.0}
     assert result.data["eval_samples"] == 32
+
+
+@pytest.mark.parametrize(("device", "attn", "settings", "expected"), [
+    ("cpu", "sdpa", {"max_length": 128, "max_tokens_per_micro_batch": 4096}, (128, 1024)),  # short rows: ~1k tokens
+    ("cpu", "sdpa", {"max_length": 2048, "max_tokens_per_micro_batch": 16384}, (2048, 2048)),  # one long row
+    ("cpu", "sdpa", {"max_length": 128, "max_tokens_per_micro_batch": 512}, (128, 512)),  # a smaller budget stays
+    ("cuda", "sdpa", {"max_length": 128, "max_tokens_per_micro_batch": 4096}, (128, 4096)),
+    ("cuda", "flash_attention_2", {"max_length": 128, "max_tokens_per_micro_batch": 4096}, (None, 4096)),
+    ("cpu", "sdpa", {"max_length": 128, "max_tokens_per_micro_batch": 4096, "max_tokens_per_row": 512}, (512, 4096)),
+])
+def test_packing_shape_follows_kernel_and_device(device, attn, settings, expected) -> None:
+    from tunescout.train.loop import _packing_shape
+
+    assert _packing_shape(TrainConfig(**settings), attn, torch.device(device)) == expected

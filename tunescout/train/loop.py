@@ -272,22 +272,29 @@ def train(
         _write_result(run_dir, result)
 
 
+CPU_MICRO_BATCH_TOKENS = 1024
+
+
 def _packing_shape(config: TrainConfig, attn: str, device: torch.device) -> tuple[int | None, int]:
     """(longest row, micro-batch budget) for this attention kernel and device.
 
     Flash attention: one row per micro-batch, its varlen kernels make row length free. Otherwise
     rows of at most ``max_length`` (the block-diagonal mask costs compute quadratic in row
-    length); on a GPU several rows share a micro-batch, on a CPU each row is its own micro-batch,
-    since padding rows to the longest costs more there than batching them gains
-    (benchmarks/README.md). ``max_tokens_per_row`` overrides both choices.
+    length), several to a micro-batch under the budget. A CPU gains nothing from large
+    micro-batches once the per-forward overhead is paid, so there the budget is cut to about
+    ``CPU_MICRO_BATCH_TOKENS`` (or one row of ``max_length`` if longer): the demo's base model
+    with 128-token rows trains at about 23k tok/s with 1,024-token micro-batches against 12.5k
+    with one row each, while two 1k-token rows in one micro-batch ran the throughput
+    benchmark's tiny model 13% slower than one row each (benchmarks/README.md).
+    Setting ``max_tokens_per_row`` turns all of this off: rows and budget are taken as given.
     """
     budget = config.max_tokens_per_micro_batch
     if config.max_tokens_per_row is not None:
         return config.max_tokens_per_row, budget
+    if device.type == "cpu":
+        budget = min(budget, max(config.max_length, CPU_MICRO_BATCH_TOKENS))
     if attn == "flash_attention_2":
         return None, budget
-    if device.type == "cpu":
-        return None, min(budget, config.max_length)
     return config.max_length, budget
 
 
