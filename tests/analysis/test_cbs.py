@@ -100,6 +100,14 @@ def test_minmax_and_non_positive_guards() -> None:
         relative_scores(df, mode="rank")
 
 
+def test_non_positive_best_warns_once_per_dataset(caplog) -> None:
+    df = pd.DataFrame({"config_id": ["a", "b"], "dataset": ["warn-once-set"] * 2, "score": [-2.0, -1.0]})
+    with caplog.at_level("WARNING", logger="tunescout.analysis"):
+        for _ in range(3):  # held-out validation re-ranks the same table many times
+            assert relative_scores(df)["warn-once-set"].tolist() == [0.0, 1.0]
+    assert sum("warn-once-set" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_missing_cells_and_all_nan_config() -> None:
     df = _table({"aaa": [np.nan, np.nan, np.nan], "b": [1.0, np.nan, 0.5], "c": [0.5, 1.0, np.nan],
                  "d": [0.1, 0.2, 1.0]}, ["x", "y", "z"])
