@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from tunescout.config import (ConfigError, TrainConfig, build_config, did_you_mean, nest_dotted,
                               read_yaml_mapping)
 

@@ -282,10 +282,10 @@ def _packing_shape(config: TrainConfig, attn: str, device: torch.device) -> tupl
     rows of at most ``max_length`` (the block-diagonal mask costs compute quadratic in row
     length), several to a micro-batch under the budget. A CPU gains nothing from large
     micro-batches once the per-forward overhead is paid, so there the budget is cut to about
-    ``CPU_MICRO_BATCH_TOKENS`` (or one row of ``max_length`` if longer): the demo's base model
-    with 128-token rows trains at about 23k tok/s with 1,024-token micro-batches against 12.5k
-    with one row each, while two 1k-token rows in one micro-batch ran the throughput
-    benchmark's tiny model 13% slower than one row each (benchmarks/README.md).
+    ``CPU_MICRO_BATCH_TOKENS`` (or one row of ``max_length`` if longer). The demo's base model
+    (128-token rows) pretrained in 32 s that way against 82 s with one row per micro-batch
+    (``make demo``, stage 1, on a 2-core CPU); with ``max_length`` of 1,024 or more each row is
+    its own micro-batch, the plan measured in benchmarks/README.md.
     Setting ``max_tokens_per_row`` turns all of this off: rows and budget are taken as given.
     """
     budget = config.max_tokens_per_micro_batch
