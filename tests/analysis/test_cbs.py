@@ -243,6 +243,8 @@ def test_rank_results_groups_include_and_json() -> None:
     assert list(pooled) == [()]
     text = format_rankings(rankings, top=2)
     assert "model=m1 method=lora" in text and "[+d3, d4, d5]" in text and "B" not in text.split("\n\n")[0]
+    assert text.startswith("# model=m1 method=lora (top 2)")
+    assert format_rankings(rankings).startswith("# model=m1 method=lora (4 configs)")
 
 
 def test_group_keys_align_with_names_when_a_column_is_absent() -> None:

@@ -363,7 +363,8 @@ def format_rankings(rankings: Mapping[GroupKey, pd.DataFrame] | pd.DataFrame,
     blocks = []
     for key, ranking in rankings.items():
         shown = ranking if top is None else ranking.head(top)
-        lines = [f"# {_label(key, _group_names(group_by))} ({len(ranking)} configs)",
+        count = f"{len(ranking)} configs" if top is None else f"top {len(shown)}"
+        lines = [f"# {_label(key, _group_names(group_by))} ({count})",
                  f"{'rank':>4}  {'cover':>5}  {'best':>5}  config / newly covered"]
         for r in shown.itertuples():
             new = f"  [+{', '.join(r.newly_covered)}]" if r.newly_covered else ""
