@@ -38,8 +38,8 @@ log = logging.getLogger("tunescout.analysis")
 GroupKey = tuple
 GROUP_BY = ("model", "method")
 _EPS = 1e-9  # rel = 0.95 * x / x can land a hair under 0.95; a config exactly at tau covers
-_WARNED_NOT_POSITIVE: set[tuple[str, float]] = set()
 _NDIGITS = 12  # tie-breaking compares rounded means, so float noise does not pick the winner
+_WARNED_NOT_POSITIVE: set[tuple[str, float]] = set()  # (dataset, best) already warned about
 
 
 def _group_names(group_by: Sequence[str] | str | None) -> tuple[str, ...]:
@@ -106,8 +106,8 @@ def relative_scores(df: pd.DataFrame, mode: str = "ratio") -> pd.DataFrame:
             rel[d] = col.clip(lower=0) / best if hib else best / col
             continue
         if mode == "ratio" and (d, float(best)) not in _WARNED_NOT_POSITIVE:
-            # Once per dataset and process: held-out validation and the report re-rank the same
-            # table many times, and the same warning a dozen times would hide everything else.
+            # Once per dataset and best score per process: held-out validation and the report
+            # re-rank the same table many times, and a dozen copies would hide everything else.
             _WARNED_NOT_POSITIVE.add((d, float(best)))
             log.warning("dataset %s: best score %g is not positive, so a ratio is meaningless; using minmax", d, best)
         rel[d] = col.where(col.isna(), 1.0) if best == worst else (col - worst) / (best - worst)
