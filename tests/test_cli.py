@@ -83,9 +83,9 @@ def test_recommend_from_a_results_table(tmp_path: Path, capsys) -> None:
 
 
 def test_status_and_analyze_of_a_store_without_a_study(tmp_path: Path, capsys) -> None:
-    from tunescout.study.store import Store
+    from tunescout.study.store import open_store
 
-    Store(tmp_path / "empty.db").close()
+    open_store(tmp_path / "empty.db").close()
     assert main(["status", str(tmp_path / "empty.db"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["trials"] == []
     assert main(["analyze", str(tmp_path / "empty.db")]) == 2

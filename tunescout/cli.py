@@ -49,7 +49,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         log.info("no config given: training the embedded default (tiny local model, generated data)")
         config = build_config(default_config().to_dict(), overrides)
-    result = train(config, resume=args.resume or bool(args.resume_dir))
+    result = train(config, resume=args.resume or bool(args.resume_dir), restart=args.restart)
     summary = {k: getattr(result, k) for k in ("status", "reason", "steps", "samples", "tokens",
                                                 "final_loss", "eval_loss", "wall_s", "output_dir")}
     print(json.dumps(summary, indent=2))
@@ -69,46 +69,30 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status_rows(store) -> list[dict]:
-    scores = {}
-    for r in store.results():  # the last value of the trial's final metric
-        scores.setdefault(r["trial_id"], {})[r["name"]] = r["value"]
-    spec = store.study_spec() or {}
-    metric_of = {d["name"]: d.get("metric", "val_loss") for d in spec.get("datasets", [])}
-    rows = []
-    for t in store.trials():
-        metric = metric_of.get(t["dataset"], "val_loss")
-        rows.append({"trial_id": t["trial_id"], "status": t["status"], "reason": t["reason"],
-                     "model": t["model"], "method": t["method"], "dataset": t["dataset"], "config": t["hparams"],
-                     "started_at": t["started_at"], "finished_at": t["finished_at"], "samples": t["samples"],
-                     "tokens": t["tokens"], "metric": metric,
-                     "score": scores.get(t["trial_id"], {}).get(metric) if t["status"] != "pending" else None})
-    return rows
-
-
 def _cmd_status(args: argparse.Namespace) -> int:
-    from tunescout.study.store import Store
+    from tunescout.study.export import status_rows
+    from tunescout.study.store import open_store
 
-    if not Path(args.store).exists():
-        print(f"error: no store at {args.store}", file=sys.stderr)
-        return 2
-    with Store(args.store) as store:
-        counts, rows = store.counts(), _status_rows(store)
+    with open_store(args.store, readonly=True) as store:
+        counts = store.counts(args.study, args.all_versions)
+        rows = status_rows(store, args.study, args.all_versions)
     if args.json:
         print(json.dumps({"counts": counts, "trials": rows}, indent=2, default=str))
         return 0
     print("  ".join(f"{k}: {v}" for k, v in counts.items()))
     for r in rows:
         score = "-" if r["score"] is None else f"{r['score']:.4f}"
+        old = "  (superseded)" if r["superseded"] else ""
         print(f"{r['trial_id']}  {r['status']:<9} {r['method']:<4} {r['dataset']:<20} {r['metric']}={score:<8} "
-              f"samples={r['samples']:<7} {json.dumps(r['config'])}  {r['reason']}")
+              f"samples={r['samples']:<7} {json.dumps(r['config'])}  {r['reason']}{old}")
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from tunescout.study.export import export_store
 
-    for path in export_store(args.store, args.out, formats=args.format):
+    for path in export_store(args.store, args.out, formats=args.format, study=args.study,
+                             all_versions=args.all_versions):
         print(path)
     return 0
 
@@ -116,10 +100,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 
 
-def _results_table(source: str, include: str):
+def _results_table(source: str, include: str, study: str | None = None, all_versions: bool = False):
     from tunescout.analysis import load_results, results_from_store
 
-    return load_results(source) if source.endswith(TABLE_SUFFIXES) else results_from_store(source, include=include)
+    if source.endswith(TABLE_SUFFIXES):
+        return load_results(source)
+    return results_from_store(source, include=include, study=study, all_versions=all_versions)
 
 
 def _preset_config_id(name: str) -> str:
@@ -140,7 +126,7 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     from tunescout.analysis import (format_loo_summary, format_rankings, leave_one_out, loo_summary,
                                     rank_results, ranking_to_json, rankings_to_json)
 
-    table = _results_table(args.source, args.include)
+    table = _results_table(args.source, args.include, args.study, args.all_versions)
     group_by = None if args.pooled else ("model", "method")
     rankings = rank_results(table, tau=args.tau, mode=args.mode, group_by=group_by, include=args.include,
                             top=args.top)
@@ -172,13 +158,10 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from tunescout.analysis import (batch_lr_table, default_replay_rules, dynamics_correlations, replay_stopping,
                                     stacked_vs_phased)
     from tunescout.study.export import store_tables
-    from tunescout.study.store import Store
+    from tunescout.study.store import open_store
 
-    if not Path(args.store).exists():
-        print(f"error: no store at {args.store}", file=sys.stderr)
-        return 2
-    with Store(args.store) as store:
-        tables, spec = store_tables(store), store.study_spec()
+    with open_store(args.store, readonly=True) as store:
+        tables, spec = store_tables(store, args.study, args.all_versions), store.study_spec(args.study)
     if spec is None:
         raise ValueError(f"{args.store}: the store holds no study (run `tunescout sweep STUDY.yaml` first)")
     t, r, tel = tables["trials"], tables["results"], tables["telemetry"]
@@ -238,7 +221,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     if args.source:
         from tunescout.analysis import rank_results
 
-        table = _results_table(args.source, "last")
+        table = _results_table(args.source, "last", args.study)
         rankings = rank_results(table, tau=args.tau, top=args.top)
         for (model, method), ranking in rankings.items():
             if args.method and method != args.method:
@@ -273,11 +256,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from tunescout.report import build_report
 
-    if not Path(args.store).exists():
-        print(f"error: no store at {args.store}", file=sys.stderr)
-        return 2
-    print(build_report(args.store, args.out, tau=args.tau, window=args.window, top=args.top))
+    print(build_report(args.store, args.out, tau=args.tau, window=args.window, top=args.top, study=args.study,
+                       all_versions=args.all_versions))
     return 0
+
+
+def _store_options(p: argparse.ArgumentParser) -> None:
+    """``--study`` and ``--all-versions``, on every command that reads a store."""
+    p.add_argument("--study", default=None, help="the study to read when the store holds several")
+    p.add_argument("--all-versions", action="store_true",
+                   help="also show trials superseded by a later version of the study's spec")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -293,6 +281,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides (dotted keys for nested fields)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     p.add_argument("--resume-dir", metavar="RUN_DIR", help="continue the run in RUN_DIR with its saved config")
+    p.add_argument("--restart", action="store_true",
+                   help="remove the run already in output_dir (checkpoints, telemetry, model) and start over")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("sweep", help="run (or finish) a study: models x datasets x methods x HP grid")
@@ -304,12 +294,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="progress of a study store")
     p.add_argument("store", help="the study's SQLite file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    _store_options(p)
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("export", help="write a study's tables (trials, telemetry, results) for pandas")
     p.add_argument("store", help="the study's SQLite file")
     p.add_argument("-o", "--out", required=True, help="output folder")
     p.add_argument("--format", nargs="+", choices=["csv", "parquet"], default=["csv", "parquet"])
+    _store_options(p)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("rank", help="rank configurations with Coverage-based Search")
@@ -326,6 +318,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help="score this shipped preset as a held-out baseline")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-o", "--out", help="also write the JSON here")
+    _store_options(p)
     p.set_defaults(func=_cmd_rank)
 
     p = sub.add_parser("analyze", help="did early dynamics predict the final score; what would stopping save")
@@ -338,6 +331,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.add_argument("-o", "--out", help="write each table as CSV into this folder")
+    _store_options(p)
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("report", help="a self-contained HTML report of a study")
@@ -346,6 +340,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tau", type=float, default=0.95, help="CBS coverage threshold")
     p.add_argument("--window", type=float, default=0.1, help="early window for the dynamics analysis")
     p.add_argument("--top", type=int, default=5, help="configurations to recommend")
+    _store_options(p)
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("demo", help="the embedded default study end to end: train, sweep, rank, analyze, report")
@@ -358,6 +353,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=3)
     p.add_argument("--from", dest="source", default=None, help="rank this study store or results table instead")
     p.add_argument("--tau", type=float, default=0.95)
+    p.add_argument("--study", default=None, help="with --from a store: the study to rank when it holds several")
     p.set_defaults(func=_cmd_recommend)
     return parser
 
@@ -365,12 +361,13 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from tunescout.config import ConfigError
     from tunescout.data.formats import DataError
+    from tunescout.train.rundir import RunDirLocked
 
     args = _build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
         return args.func(args)
-    except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, ValueError, FileNotFoundError, RunDirLocked) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and closed early

@@ -308,14 +308,15 @@ def test_analysis_reads_the_tables_of_a_real_store(tmp_path) -> None:
     import json
 
     from tunescout.study.export import store_tables
-    from tunescout.study.store import Store
+    from tunescout.study.store import open_store
 
     specs = four({"a": 0.95, "b": 0.9, "c": 0.8, "d": 0.5}, val_loss={t: {10: 1.0} for t in "abcd"})
     trials, telemetry, results = make_tables(specs)
-    store = Store(tmp_path / "s.db")
-    store.upsert_study("s", SPEC)
-    store.add_trials("s", [{**t, "hparams": {"learning_rate": i * 1e-4}, "config": {}}
-                           for i, t in enumerate(trials.to_dict("records"))])
+    store = open_store(tmp_path / "s.db")
+    store.sync_trials("s", SPEC, [{**t, "hparams": {"learning_rate": i * 1e-4}, "config": {}}
+                                  for i, t in enumerate(trials.to_dict("records"))])
+    for t in "abcd":
+        store.mark_running(t)
     for rec in telemetry.to_dict("records"):
         val = None if math.isnan(rec["val_loss"]) else rec["val_loss"]
         store.add_telemetry(rec["trial_id"], {**rec, "val_loss": val})

@@ -10,7 +10,7 @@ import pytest
 
 from tunescout.analysis.cbs import rank_results
 from tunescout.analysis.table import config_id_of, load_results, results_from_store, validate_results
-from tunescout.study.store import Store
+from tunescout.study.store import StoreError, open_store
 
 
 def test_load_results_csv_and_parquet(tmp_path: Path) -> None:
@@ -70,13 +70,14 @@ def _trial(tid: str, dataset: str, hparams: dict, seed: int = 0) -> dict:
 @pytest.fixture()
 def store_path(tmp_path: Path) -> Path:
     path = tmp_path / "study.db"
-    store = Store(path)
-    store.upsert_study("demo", SPEC)
-    store.add_trials("demo", [
+    store = open_store(path)
+    store.sync_trials("demo", SPEC, [
         _trial("t1", "a", LOW, 0), _trial("t2", "a", LOW, 1), _trial("t3", "b", LOW),
         _trial("t4", "a", HIGH), _trial("t5", "b", HIGH), _trial("t6", "a", {"batch_size": 32}),
         _trial("t7", "b", {"batch_size": 32}),
     ])
+    for tid in ("t1", "t2", "t3", "t4", "t5", "t6"):
+        store.mark_running(tid)
     store.finish("t1", "completed", metrics={"accuracy": 0.8, "val_loss": 1.0}, totals={"samples": 32, "tokens": 300})
     store.finish("t2", "completed", metrics={"accuracy": 0.6}, totals={"samples": 32, "tokens": 340})
     store.add_telemetry("t3", {"step": 1, "samples": 8, "tokens": 80, "val_loss": 2.0})
@@ -119,9 +120,9 @@ def test_results_from_store_completed_and_per_trial(store_path: Path) -> None:
 
 
 def test_results_from_store_errors(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="study store not found"):
+    with pytest.raises(StoreError, match="no study store at"):
         results_from_store(tmp_path / "missing.db")
     assert not (tmp_path / "missing.db").exists()  # asking must not create an empty store
-    Store(tmp_path / "empty.db").close()
+    open_store(tmp_path / "empty.db").close()
     with pytest.raises(ValueError, match="holds no study"):
         results_from_store(tmp_path / "empty.db")

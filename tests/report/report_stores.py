@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tunescout.study.store import Store
+from tunescout.study.store import StudyStore, open_store
 
 PLANNED = 320  # samples per trial
 TOKENS_PER_SAMPLE = 40
@@ -65,9 +65,8 @@ def make_store(
         grid["strategy"] = list(strategies)
     if lora_r is not None and "lora" in methods:
         grid["lora.r"] = [lora_r]
-    store = Store(path)
-    store.upsert_study(name, spec_of(name, datasets, methods, grid))
-    store.add_elapsed(name, 754.0)
+    store = open_store(path)
+    rows, plan = [], []
     index = 0
     for method in methods:
         for dataset, metric in datasets:
@@ -78,32 +77,35 @@ def make_store(
                 hp = {"learning_rate": lr, "batch_size": bs, **({"strategy": strategy} if strategy else {}),
                       **({"lora.r": lora_r} if lora_r is not None and method == "lora" else {})}
                 tid = trial_id(name, method, dataset, lr, bs, strategy)
-                store.add_trials(name, [{"trial_id": tid, "model": "builtin:tiny-llama", "method": method,
-                                         "dataset": dataset, "hparams": hp, "seed": 0, "config": {**hp},
-                                         "planned_samples": PLANNED, "planned_tokens": PLANNED * TOKENS_PER_SAMPLE}])
+                rows.append({"trial_id": tid, "model": "builtin:tiny-llama", "method": method,
+                             "dataset": dataset, "hparams": hp, "seed": 0, "config": {**hp},
+                             "planned_samples": PLANNED, "planned_tokens": PLANNED * TOKENS_PER_SAMPLE})
                 forced = status(index) if status else None
                 index += 1
-                if forced == "pending":
-                    continue
-                q = qualities[(lr, bs, strategy)]
-                final = score(lr, bs, dataset, strategy) if score else (q if metric == "accuracy" else 2.5 - 2 * q)
-                stop_at = PLANNED // 4 if (lr, bs, strategy) in worst or forced == "stopped" else PLANNED
-                _train(store, tid, lr, bs, q, stop_at, metric, final, val_loss_every_step)
-                if forced == "running":
-                    continue
-                if forced in ("failed", "diverged"):
-                    store.finish(tid, forced, reason="synthetic " + forced)
-                elif stop_at < PLANNED:
-                    store.finish(tid, "stopped", reason="dynamics: outside the best 1/2 at rung 1 (25%)",
-                                 metrics={metric: final * (0.8 if metric == "accuracy" else 1.25)},
-                                 totals={"wall_s": 3.0})
-                else:
-                    store.finish(tid, "completed", metrics={metric: final}, totals={"wall_s": 12.0})
+                if forced != "pending":
+                    plan.append((tid, lr, bs, strategy, metric, dataset, qualities[(lr, bs, strategy)],
+                                 (lr, bs, strategy) in worst, forced))
+    store.sync_trials(name, spec_of(name, datasets, methods, grid), rows)
+    store.add_elapsed(name, 754.0)
+    for tid, lr, bs, strategy, metric, dataset, q, is_worst, forced in plan:
+        final = score(lr, bs, dataset, strategy) if score else (q if metric == "accuracy" else 2.5 - 2 * q)
+        stop_at = PLANNED // 4 if is_worst or forced == "stopped" else PLANNED
+        _train(store, tid, lr, bs, q, stop_at, metric, final, val_loss_every_step)
+        if forced == "running":
+            continue
+        if forced in ("failed", "diverged"):
+            store.finish(tid, forced, reason="synthetic " + forced)
+        elif stop_at < PLANNED:
+            store.finish(tid, "stopped", reason="dynamics: outside the best 1/2 at rung 1 (25%)",
+                         metrics={metric: final * (0.8 if metric == "accuracy" else 1.25)},
+                         totals={"wall_s": 3.0})
+        else:
+            store.finish(tid, "completed", metrics={metric: final}, totals={"wall_s": 12.0})
     store.close()
     return path
 
 
-def _train(store: Store, tid: str, lr: float, bs: int, q: float, stop_at: int, metric: str, final: float,
+def _train(store: StudyStore, tid: str, lr: float, bs: int, q: float, stop_at: int, metric: str, final: float,
            val_every_step: bool) -> None:
     store.mark_running(tid)
     rng = random.Random(tid)

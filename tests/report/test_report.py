@@ -17,7 +17,7 @@ from tunescout.analysis import dynamics_correlations, rank_results, results_from
 from tunescout.report import build_report
 from tunescout.report.blocks import fmt_rho
 from tunescout.study.export import store_tables
-from tunescout.study.store import Store
+from tunescout.study.store import StoreError, open_store
 
 SECTIONS = ["summary", "curves", "heatmap", "cbs", "dynamics", "phases", "recommend"]
 FIGURE_DIV = 'class="plotly-graph-div"'
@@ -59,7 +59,7 @@ def test_every_section_and_the_expected_figures(main_report: Path) -> None:
 
 def test_hover_shows_the_trial_and_stopped_trials_are_marked(main_store: Path, main_report: Path) -> None:
     curves = sections_of(main_report.read_text(encoding="utf-8"))["curves"]
-    store = Store(main_store)
+    store = open_store(main_store, readonly=True)
     trials, stopped = store.trials(), [t["trial_id"] for t in store.trials(status="stopped")]
     store.close()
     assert len(stopped) == 4
@@ -74,7 +74,7 @@ def test_numbers_are_those_of_the_analysis(main_store: Path, main_report: Path) 
     rankings = rank_results(results_from_store(main_store), tau=0.95)
     for ranking in rankings.values():
         assert f"<td>{ranking['config_id'].iloc[0]}</td>" in sections["cbs"]
-    store = Store(main_store)
+    store = open_store(main_store, readonly=True)
     tables, spec = store_tables(store), json.loads(store.study()["spec"])
     store.close()
     corr = dynamics_correlations(tables["telemetry"], tables["trials"], tables["results"], spec, window=0.1)
@@ -140,14 +140,14 @@ def test_degenerate_studies_render(case: str, tmp_path: Path) -> None:
 
 def test_empty_or_missing_store_is_a_clear_error(tmp_path: Path) -> None:
     missing = tmp_path / "nope.db"
-    with pytest.raises(FileNotFoundError, match="no study store"):
+    with pytest.raises(StoreError, match="no study store"):
         build_report(missing, tmp_path / "r.html")
     assert not missing.exists()  # the report never creates a store
-    Store(tmp_path / "empty.db").close()
+    open_store(tmp_path / "empty.db").close()
     with pytest.raises(ValueError, match="holds no study"):
         build_report(tmp_path / "empty.db", tmp_path / "r.html")
-    store = Store(tmp_path / "no-trials.db")
-    store.upsert_study("s", {"name": "s", "datasets": []})
+    store = open_store(tmp_path / "no-trials.db")
+    store.sync_trials("s", {"name": "s", "datasets": []}, [])
     store.close()
     with pytest.raises(ValueError, match="has no trials"):
         build_report(tmp_path / "no-trials.db", tmp_path / "r.html")

@@ -1,16 +1,13 @@
-"""Study spec expansion (stable ids) and the SQLite store."""
+"""Study spec expansion: trial ids from the whole result-relevant config, trial configs, errors."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from tunescout.config import ConfigError
-from tunescout.study.export import export_store
 from tunescout.study.spec import expand_trials, load_study, trial_config
-from tunescout.study.store import SCHEMA_VERSION, Store
 
 
 def _study(tmp_path: Path, grid: str, extra: str = "") -> Path:
@@ -90,61 +87,6 @@ def test_grid_keys_inside_a_fixed_mapping_leave_the_spec_alone(tmp_path: Path) -
     configs = [trial_config(spec, t) for t in expand_trials(spec) if t.method == "lora"]
     assert sorted((c.lora.r, c.lora.alpha) for c in configs) == [(4, 16.0), (4, 64.0)]
     assert spec.fixed["lora"] == {"r": 4}  # what the store saves and the report shows as fixed
-
-
-def _trial_row(tid: str) -> dict:
-    return {"trial_id": tid, "model": "m", "method": "full", "dataset": "a", "hparams": {"lr": 1}, "seed": 0,
-            "config": {"x": 1}, "planned_samples": 100, "planned_tokens": 1000}
-
-
-def test_store_lifecycle(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.db")
-    assert store.add_trials("demo", [_trial_row("t1"), _trial_row("t2")]) == 2
-    assert store.add_trials("demo", [_trial_row("t1"), _trial_row("t3")]) == 1  # t1 kept as is
-    store.mark_running("t1")
-    for step in (1, 2, 3):
-        store.add_telemetry("t1", {"step": step, "samples": 8 * step, "tokens": 80 * step, "loss": 1.0, "grad_norm": 2.0})
-    # a resumed trial rewrites step 3 and continues
-    store.add_telemetry("t1", {"step": 3, "samples": 24, "tokens": 240, "loss": 0.5, "grad_norm": 1.0, "val_loss": 0.9})
-    assert [r["loss"] for r in store.telemetry("t1")] == [1.0, 1.0, 0.5]
-    store.finish("t1", "completed", metrics={"exact_match": 0.75}, totals={"samples": 24, "tokens": 240, "wall_s": 3.0})
-    store.mark_running("t2")
-    assert store.requeue_running() == ["t2"]
-    assert store.counts()["pending"] == 2 and store.counts()["completed"] == 1
-    results = {(r["name"], r["samples"]): r["value"] for r in store.results("t1")}
-    assert results == {("val_loss", 24): 0.9, ("exact_match", 24): 0.75}
-    with pytest.raises(ValueError, match="not a final status"):
-        store.finish("t2", "running")
-    store.close()
-
-
-def test_store_is_wal_and_versioned(tmp_path: Path) -> None:
-    Store(tmp_path / "s.db").close()
-    db = sqlite3.connect(tmp_path / "s.db")
-    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
-    db.execute("UPDATE meta SET value='999' WHERE key='schema_version'")
-    db.commit()
-    db.close()
-    with pytest.raises(RuntimeError, match="schema version 999"):
-        Store(tmp_path / "s.db")
-
-
-def test_store_closes_as_a_context_manager_and_reads_its_spec(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.db") as store:
-        assert store.study_spec() is None and store.study_specs() == {}
-        store.upsert_study("demo", {"datasets": [{"name": "a"}]})
-        assert store.study_spec() == {"datasets": [{"name": "a"}]}
-        assert store.study_specs() == {"demo": {"datasets": [{"name": "a"}]}}
-    with pytest.raises(sqlite3.ProgrammingError):
-        store.trials()  # closed
-
-
-def test_export_rejects_an_unknown_format_before_writing(tmp_path: Path) -> None:
-    Store(tmp_path / "s.db").close()
-    with pytest.raises(ValueError, match="unknown export format"):
-        export_store(tmp_path / "s.db", tmp_path / "out", formats=["csv", "xlsx"])
-    assert not (tmp_path / "out").exists()
 
 
 def test_shipped_example_study_plans(tmp_path: Path, monkeypatch) -> None:

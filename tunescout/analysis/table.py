@@ -34,7 +34,8 @@ import numpy as np
 import pandas as pd
 
 from tunescout.evaluate.metrics import get_metric
-from tunescout.study.store import Store
+from tunescout.study.spec import dataset_metric
+from tunescout.study.store import FINISHED, StudyStore, open_store
 
 __all__ = ["REQUIRED_COLUMNS", "config_id_of", "load_results", "results_from_store", "validate_results"]
 
@@ -165,18 +166,18 @@ def config_id_of(hparams: dict[str, Any]) -> str:
     return ",".join(f"{k}={_format_value(hparams[k])}" for k in sorted(hparams))
 
 
-def _final_scores(store: Store) -> dict[tuple[str, str], tuple[float, int]]:
+def _final_scores(store: StudyStore, study: str | None, all_versions: bool) -> dict[tuple[str, str], tuple[float, int]]:
     """(trial_id, metric) -> (value at the largest sample count, that sample count)."""
     final: dict[tuple[str, str], tuple[float, int]] = {}
-    for r in store.results():
+    for r in store.results(study=study, all_versions=all_versions):
         key, value = (r["trial_id"], r["name"]), r["value"]
         if key not in final or r["samples"] >= final[key][1]:
             final[key] = (float("nan") if value is None else float(value), r["samples"])
     return final
 
 
-def results_from_store(store_path: str | Path | Store, include: str = "last",
-                       average_seeds: bool = True) -> pd.DataFrame:
+def results_from_store(store_path: str | Path | StudyStore, include: str = "last", average_seeds: bool = True,
+                       study: str | None = None, all_versions: bool = False) -> pd.DataFrame:
     """The results table of a study store: one row per model × method × dataset × configuration.
 
     ``score`` is a trial's final value of its dataset's metric (the metric named for that dataset
@@ -184,12 +185,14 @@ def results_from_store(store_path: str | Path | Store, include: str = "last",
     over how many scored seeds) because a ranking compares configurations, not random draws.
 
     Args:
-        store_path: path of the SQLite store, or an open :class:`Store`.
+        store_path: path of the SQLite store (opened read-only), or an open store.
         include: ``last``: trials that ended ``stopped``/``diverged``/``failed`` count with their
             last evaluated score (a stopped run's score is what stopping it bought); ``completed``:
             only completed trials have a score, the rest are missing (NaN). A trial with no score
             is missing either way. Pending and running trials are left out.
         average_seeds: false keeps one row per trial (with ``seed`` and ``trial_id``).
+        study: the study to read (None: the store's only one).
+        all_versions: also trials superseded by a later version of the study's spec.
 
     Returns:
         The results table (see module doc) plus ``metric``, ``n_seeds``, ``status`` (statuses of
@@ -197,28 +200,26 @@ def results_from_store(store_path: str | Path | Store, include: str = "last",
         ``trial_ids`` and the ``hp.*`` columns.
 
     Raises:
-        FileNotFoundError: no store at that path.
+        StoreError: no store at that path, not a store, or a store of several studies and no ``study``.
         ValueError: unknown ``include``, or a store with no study.
     """
     if include not in ("last", "completed"):
         raise ValueError(f"include must be 'last' or 'completed', got {include!r}")
-    own = not isinstance(store_path, Store)
-    if own and not Path(store_path).exists():
-        raise FileNotFoundError(f"study store not found: {store_path}")
-    store = Store(store_path) if own else store_path
+    own = isinstance(store_path, (str, Path))
+    store = open_store(store_path, readonly=True) if own else store_path
     try:
-        specs = store.study_specs()
-        if not specs:
+        spec = store.study_spec(study)
+        if spec is None:
             raise ValueError(f"{store.path}: the store holds no study")
-        tasks = {(name, d["name"]): d for name, spec in specs.items() for d in spec.get("datasets", [])}
-        final = _final_scores(store)
+        tasks = {d["name"]: d for d in spec.get("datasets", [])}
+        final = _final_scores(store, study, all_versions)
         rows, skipped = [], set()
-        for t in store.trials(status=("completed", "stopped", "diverged", "failed")):
-            task = tasks.get((t["study"], t["dataset"]))
+        for t in store.trials(study, status=FINISHED, all_versions=all_versions):
+            task = tasks.get(t["dataset"])
             if task is None:
                 skipped.add(t["dataset"])
                 continue
-            metric = task.get("metric") or "val_loss"
+            metric = dataset_metric(task)
             score = final.get((t["trial_id"], metric), (float("nan"), 0))[0]
             if include == "completed" and t["status"] != "completed":
                 score = float("nan")

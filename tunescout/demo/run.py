@@ -18,6 +18,7 @@ import yaml
 
 from tunescout.demo.base import ensure_demo_base
 from tunescout.demo.tasks import write_demo_datasets
+from tunescout.study.store import FINISHED
 
 __all__ = ["DEMO_STUDY", "N_EVAL", "N_TRAIN", "prepare_demo", "run_demo"]
 
@@ -50,7 +51,7 @@ class _SweepProgress:
 
     def __call__(self, message: str) -> None:
         word = message.split(" ", 1)[0]
-        if word in ("completed", "stopped", "diverged", "failed"):
+        if word in FINISHED:
             self.done += 1
             trial = message.split(" ")[1]
             self.say(f"    {self.done:>3}/{self.total} {word:<9} {trial}  ({time.perf_counter() - self.started:.0f}s)")
@@ -64,7 +65,7 @@ def run_demo(out_dir: str | Path = "tunescout-demo", say: Callable[[str], None] 
     from tunescout.report import build_report
     from tunescout.study.export import store_tables
     from tunescout.study.spec import expand_trials, load_study
-    from tunescout.study.store import Store
+    from tunescout.study.store import open_store
     from tunescout.study.sweep import run_sweep
 
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -87,12 +88,12 @@ def run_demo(out_dir: str | Path = "tunescout-demo", say: Callable[[str], None] 
     say(f"    {json.dumps(counts)} in {time.perf_counter() - t:.0f}s")
 
     t = _stage(4, stages, "rank (Coverage-based Search) and analyze (did early dynamics predict the winners?)", say)
-    for (_, method), ranking in rank_results(results_from_store(spec.store), tau=0.95).items():
+    for (_, method), ranking in rank_results(results_from_store(spec.store, study=spec.name), tau=0.95).items():
         top = ranking.head(3)
         say(f"    {method}: top-3 " + "; ".join(
             f"{r.config_id} (coverage {r.cumulative_coverage:.0%})" for r in top.itertuples()))
-    with Store(spec.store) as store:
-        tables, spec_json = store_tables(store), store.study_spec()
+    with open_store(spec.store, readonly=True) as store:
+        tables, spec_json = store_tables(store, spec.name), store.study_spec(spec.name)
     args = (tables["telemetry"], tables["trials"], tables["results"], spec_json)
     pooled = dynamics_correlations(*args, n_boot=500).query("level == 'pooled'")
     for row in pooled.itertuples():
@@ -106,7 +107,7 @@ def run_demo(out_dir: str | Path = "tunescout-demo", say: Callable[[str], None] 
                 f"mean regret {row.mean_regret_rel:.1%}, best kept in {row.best_kept_rate:.0%} of cohorts")
 
     t = _stage(5, stages, "report", say)
-    report = build_report(spec.store, out / "report.html")
+    report = build_report(spec.store, out / "report.html", study=spec.name)
     say(f"    report: {report.resolve()}")
     say(f"demo finished in {time.perf_counter() - begin:.0f}s")
     return report

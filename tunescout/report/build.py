@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from tunescout.report.analysis_sections import cbs_section, dynamics_section, re
 from tunescout.report.blocks import Block, Section, StudyData
 from tunescout.report.study_sections import curves_section, heatmap_section, phases_section, summary_section
 from tunescout.study.export import store_tables
-from tunescout.study.store import Store
+from tunescout.study.store import open_store
 
 __all__ = ["build_report", "load_study", "render_report"]
 
@@ -42,37 +41,33 @@ SECTIONS: tuple[tuple[str, str, Callable[[StudyData], Section]], ...] = (
 the recommendations, which read its rankings."""
 
 
-def load_study(store_path: str | Path, *, tau: float = 0.95, window: float = 0.1, top: int = 5) -> StudyData:
-    """Read a study store into the tables every section uses.
+def load_study(store_path: str | Path, *, tau: float = 0.95, window: float = 0.1, top: int = 5,
+               study: str | None = None, all_versions: bool = False) -> StudyData:
+    """Read a study store (read-only) into the tables every section uses.
+
+    Args:
+        study: which study of the store (None: its only one).
+        all_versions: include trials superseded by a later version of the spec.
 
     Raises:
-        FileNotFoundError: no file at ``store_path`` (the store is never created here).
-        ValueError: not a tunescout store, a store without a study, or a study without trials.
+        StoreError: no store at ``store_path`` (it is never created here), not a tunescout store,
+            or a store of several studies and no ``study``.
+        ValueError: a store without a study, or a study without trials.
     """
-    path = Path(store_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no study store at {path}")
-    if path.stat().st_size == 0:
-        raise ValueError(f"{path}: the file is empty, not a study store (run `tunescout sweep STUDY.yaml` first)")
-    try:
-        store = Store(path)
-    except sqlite3.DatabaseError as exc:
-        raise ValueError(f"{path}: not a tunescout study store ({exc})") from exc
-    try:
-        study = store.study()
-        if study is None:
-            raise ValueError(f"{path}: the store holds no study (run `tunescout sweep STUDY.yaml` first)")
-        tables = store_tables(store)
+    with open_store(store_path, readonly=True) as store:
+        row = store.study(study)
+        if row is None:
+            raise ValueError(f"{store_path}: the store holds no study (run `tunescout sweep STUDY.yaml` first)")
+        name = row["name"]
+        tables = store_tables(store, name, all_versions)
         if tables["trials"].empty:
-            raise ValueError(f"{path}: study {study['name']!r} has no trials; run `tunescout sweep` on its YAML first")
-        counts, tokens = store.counts(), store.tokens_trained()
-        hparams = {t["trial_id"]: t["hparams"] for t in store.trials()}
-        scores = results_from_store(store)
-    finally:
-        store.close()
-    return StudyData(name=study["name"], spec=json.loads(study["spec"]), trials=tables["trials"],
+            raise ValueError(f"{store_path}: study {name!r} has no trials; run `tunescout sweep` on its YAML first")
+        counts, tokens = store.counts(name, all_versions), store.tokens_trained(name)
+        hparams = {t["trial_id"]: t["hparams"] for t in store.trials(name, all_versions=all_versions)}
+        scores = results_from_store(store, study=name, all_versions=all_versions)
+    return StudyData(name=name, spec=json.loads(row["spec"]), trials=tables["trials"],
                      telemetry=tables["telemetry"], results=tables["results"], counts=counts, tokens_trained=tokens,
-                     elapsed_s=float(study.get("elapsed_s") or 0.0), scores=scores, hparams=hparams, tau=tau,
+                     elapsed_s=float(row.get("elapsed_s") or 0.0), scores=scores, hparams=hparams, tau=tau,
                      window=window, top=top)
 
 
@@ -100,7 +95,7 @@ def render_report(data: StudyData) -> str:
 
 
 def build_report(store_path: str | Path, out_path: str | Path, *, tau: float = 0.95, window: float = 0.1,
-                 top: int = 5) -> Path:
+                 top: int = 5, study: str | None = None, all_versions: bool = False) -> Path:
     """Write the HTML report of a study store.
 
     Args:
@@ -109,12 +104,14 @@ def build_report(store_path: str | Path, out_path: str | Path, *, tau: float = 0
         tau: CBS coverage threshold (relative score a config must reach to cover a dataset).
         window: early window for the dynamics analysis, as a fraction of planned samples.
         top: configurations recommended per model × method.
+        study: which study of the store (None: its only one).
+        all_versions: include trials superseded by a later version of the spec.
 
     Returns:
         The path written.
 
     Raises:
-        FileNotFoundError: no store at ``store_path``.
+        StoreError: no store at ``store_path``, or not a tunescout store.
         ValueError: an empty store (no study, or no trials), a file that is not a store, or bad
             ``tau``/``window``/``top``.
     """
@@ -124,7 +121,8 @@ def build_report(store_path: str | Path, out_path: str | Path, *, tau: float = 0
         raise ValueError(f"window must be in (0, 1], got {window}")
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
-    page = render_report(load_study(store_path, tau=tau, window=window, top=top))
+    page = render_report(load_study(store_path, tau=tau, window=window, top=top, study=study,
+                                  all_versions=all_versions))
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")

@@ -88,7 +88,8 @@ class LocalExecutor:
         device = next((d for d in self.devices if d not in busy or d is None), self.devices[0])
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(target=run_trial, args=(child, {**payload, "cuda_device": device,
-                                                                    "threads": self.threads}),
+                                                                    "threads": self.threads,
+                                                                    "driver_pid": os.getpid()}),
                                     name=f"trial-{trial_id}")
         process.start()
         child.close()

@@ -1,25 +1,37 @@
 """A study: models × methods × datasets × HP grid × seeds, expanded into trials with stable ids.
 
-A trial's id is a hash of what makes it that trial (model, method, dataset, hyperparameters,
-seed), so the same spec always gives the same ids and adding a grid value only adds trials:
-finished ones are found again in the store and never rerun.
+A trial's id hashes everything that can change its result: the study it belongs to, its
+dataset's name and task settings (metric, generation length, eval limit), and the run identity
+of its fully resolved training config (every ``fixed`` and grid setting, model, method, seed,
+data settings, and the content digest of each data file; see :mod:`tunescout.train.identity`
+for the few keys left out). So the same spec always gives the same ids, adding a grid value
+only adds trials, and changing ``epochs`` or regenerating a training file gives new trials
+instead of reporting old results under new settings.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from tunescout.config import (ConfigError, TrainConfig, build_config, did_you_mean, nest_dotted,
                               read_yaml_mapping)
+from tunescout.train.identity import config_hash, run_identity
 
-__all__ = ["DatasetSpec", "StudySpec", "Trial", "expand_trials", "load_study"]
+__all__ = ["COHORT", "DEFAULT_METRIC", "DatasetSpec", "StudySpec", "Trial", "dataset_metric", "expand_trials",
+           "load_study", "trial_config"]
 
 LORA_ONLY = ("lora.",)
+COHORT = ("model", "dataset", "method")
+"""Trials that differ only in hyperparameters (and seed) are compared with each other; the one
+definition of a cohort, used by the driver, the stopping rules' replays and the report."""
+DEFAULT_METRIC = "val_loss"
+"""A dataset's metric when the study names none."""
+BUDGET_KEYS = ("tokens", "wall_s")
 
 
 @dataclass(frozen=True)
@@ -29,7 +41,7 @@ class DatasetSpec:
     name: str
     train: str
     eval: str
-    metric: str = "val_loss"
+    metric: str = DEFAULT_METRIC
     """Task metric computed on ``eval`` by generation (accuracy, exact_match, f1, rougeL), or val_loss."""
     task_type: str | None = None
     max_new_tokens: int = 32
@@ -68,9 +80,15 @@ class Trial:
     seed: int
 
     @property
-    def cohort(self) -> tuple[str, str, str]:
-        """Trials that differ only in hyperparameters are compared with each other."""
-        return (self.model, self.dataset, self.method)
+    def cohort(self) -> tuple[str, ...]:
+        """The trial's :data:`COHORT` key."""
+        return tuple(getattr(self, k) for k in COHORT)
+
+
+def dataset_metric(dataset: Mapping[str, Any] | DatasetSpec) -> str:
+    """A dataset's metric, from a :class:`DatasetSpec` or the dict a store keeps of it."""
+    metric = dataset.get("metric") if isinstance(dataset, Mapping) else dataset.metric
+    return metric or DEFAULT_METRIC
 
 
 STUDY_KEYS = ("name", "store", "runs_dir", "models", "methods", "datasets", "grid", "fixed", "seeds", "stopping", "budget")
@@ -122,7 +140,22 @@ def load_study(path: str | Path) -> StudySpec:
 
 
 def validate(spec: StudySpec) -> None:
-    """Check every trial config builds (so typos fail before hours of training)."""
+    """Check the whole study before any data is tokenised: its keys and types, the stopping rule,
+    and that every trial's config builds (so a typo fails before hours of training)."""
+    from tunescout.study.stopping import build_rule
+
+    if not isinstance(spec.budget, dict):
+        raise ConfigError(f"budget: expected a mapping such as {{tokens: 1.0e+9}}, got {spec.budget!r}")
+    _check_keys(spec.budget, BUDGET_KEYS, "budget")
+    for key, value in spec.budget.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ConfigError(f"budget.{key}: expected a positive number, got {value!r}")
+    if not isinstance(spec.seeds, list) or not spec.seeds or \
+            not all(isinstance(s, int) and not isinstance(s, bool) for s in spec.seeds):
+        raise ConfigError(f"seeds: expected a non-empty list of integers, got {spec.seeds!r}")
+    if not isinstance(spec.stopping, dict):
+        raise ConfigError(f"stopping: expected a mapping such as {{rule: dynamics}}, got {spec.stopping!r}")
+    build_rule(spec.stopping)
     names = [d.name for d in spec.datasets]
     if len(set(names)) != len(names):
         raise ConfigError(f"dataset names must be unique: {names}")
@@ -140,33 +173,50 @@ def validate(spec: StudySpec) -> None:
                                  {key: spec.grid[key][0]}, spec.seeds[0]))
 
 
-def _trial_id(model: str, method: str, dataset: str, hparams: dict[str, Any], seed: int) -> str:
-    key = json.dumps({"model": model, "method": method, "dataset": dataset, "hp": hparams, "seed": seed},
-                     sort_keys=True, default=str)
-    return "t" + hashlib.sha1(key.encode()).hexdigest()[:10]
+def _dataset(spec: StudySpec, name: str) -> DatasetSpec:
+    return next(d for d in spec.datasets if d.name == name)
+
+
+def _build_trial_config(spec: StudySpec, model: str, method: str, dataset: DatasetSpec, hparams: dict[str, Any],
+                        seed: int, output_dir: str) -> TrainConfig:
+    raw = nest_dotted({**spec.fixed, **hparams})
+    raw.update(model=model, method=method, seed=seed, data=[{"path": dataset.train}],
+               eval_data=[{"path": dataset.eval}], output_dir=output_dir, progress=False)
+    raw.setdefault("checkpoint_every", 20)
+    return build_config(raw)
+
+
+def _trial_id(spec: StudySpec, dataset: DatasetSpec, config: TrainConfig) -> str:
+    """``t`` + a hash of the study, the dataset's task settings and the config's run identity."""
+    task = {k: v for k, v in dataclasses.asdict(dataset).items() if k not in ("train", "eval", "task_type")}
+    return "t" + config_hash({"study": spec.name, "task": task, "run": run_identity(config)})[:12]
 
 
 def expand_trials(spec: StudySpec) -> list[Trial]:
-    """Every model × method × dataset × grid point × seed, LoRA-only keys dropped for full FT."""
+    """Every model × method × dataset × grid point × seed, LoRA-only keys dropped for full FT.
+
+    Raises:
+        ConfigError: a trial's config does not build.
+        FileNotFoundError: a dataset's train or eval file does not exist.
+    """
     keys = sorted(spec.grid)
     trials: dict[str, Trial] = {}
     for model, method, dataset, seed in itertools.product(spec.models, spec.methods, spec.datasets, spec.seeds):
         for values in itertools.product(*(spec.grid[k] for k in keys)):
             hp = {k: v for k, v in zip(keys, values) if method == "lora" or not k.startswith(LORA_ONLY)}
-            tid = _trial_id(model, method, dataset.name, hp, seed)
+            try:
+                config = _build_trial_config(spec, model, method, dataset, hp, seed, output_dir="")
+            except ConfigError as exc:
+                raise ConfigError(f"study {spec.name}, {method} on {dataset.name} with {hp}: {exc}") from None
+            tid = _trial_id(spec, dataset, config)
             trials.setdefault(tid, Trial(tid, model, method, dataset.name, hp, seed))
     return list(trials.values())
 
 
 def trial_config(spec: StudySpec, trial: Trial) -> TrainConfig:
     """The TrainConfig of one trial: fixed settings, then its grid point, then its identity."""
-    dataset = next(d for d in spec.datasets if d.name == trial.dataset)
     try:
-        raw = nest_dotted({**spec.fixed, **trial.hparams})
-        raw.update(model=trial.model, method=trial.method, seed=trial.seed,
-                   data=[{"path": dataset.train}], eval_data=[{"path": dataset.eval}],
-                   output_dir=str(Path(spec.runs_dir) / trial.trial_id), progress=False)
-        raw.setdefault("checkpoint_every", 20)
-        return build_config(raw)
+        return _build_trial_config(spec, trial.model, trial.method, _dataset(spec, trial.dataset), trial.hparams,
+                                   trial.seed, output_dir=str(Path(spec.runs_dir) / trial.trial_id))
     except ConfigError as exc:
         raise ConfigError(f"study {spec.name}, trial {trial.trial_id}: {exc}") from None

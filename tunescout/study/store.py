@@ -1,227 +1,126 @@
-"""The study store: one SQLite file holding trials, every telemetry record, evals and results.
+"""The study store: its contract, the statuses a trial moves through, and :func:`open_store`.
 
-Only the sweep driver writes (workers report to it), so SQLite in WAL mode with one writer is
-all the concurrency we need; readers (`tunescout status`, exports, analysis) can read while a
-sweep runs. Every change is a transaction, so a killed driver leaves a consistent file.
+The contract, in the manner of Optuna's ``BaseStorage``:
+
+* **One writer.** Only the sweep driver writes (workers report to it); every reporting command
+  opens the store read-only, which never creates a file, a table or a row.
+* **Trials are immutable records plus status transitions.** A trial's identity (its id, the
+  config it trains) never changes once added; only its status and progress do, and only along
+  :data:`TRANSITIONS`: ``pending → running → completed | stopped | diverged | failed``, and
+  ``running → pending`` when a killed driver's trials are requeued. Anything else is refused.
+* **Spec versions.** Each sweep records the set of trials its spec expands to. When that set
+  changes (a result-relevant setting changed), the study's version goes up; trials of the new
+  set belong to it, and the others stay in the store as *superseded*, left out of every reader
+  unless it asks for ``all_versions``.
+* **Resume needs nothing else.** A trial's status, attempts, telemetry (each record tagged with
+  the attempt that wrote it) and results are in the store; its weights are in its run directory.
+* **Queries are keyed by study.** A store may hold several studies; every reader takes the study
+  name (``None`` means the store's only study, and is an error when it holds several).
+* **Schema version** in the ``meta`` table; an older store is upgraded when opened for writing,
+  and a newer one is refused.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
-import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
-__all__ = ["SCHEMA_VERSION", "STATUSES", "Store"]
+__all__ = ["FINISHED", "SCHEMA_VERSION", "STATUSES", "TRANSITIONS", "StoreError", "StudyStore", "SyncResult",
+           "open_store"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("pending", "running", "completed", "stopped", "diverged", "failed")
 FINISHED = ("completed", "stopped", "diverged", "failed")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS studies (
-    name TEXT PRIMARY KEY, spec TEXT NOT NULL, created_at REAL NOT NULL, elapsed_s REAL NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS trials (
-    trial_id TEXT PRIMARY KEY, study TEXT NOT NULL, model TEXT NOT NULL, method TEXT NOT NULL,
-    dataset TEXT NOT NULL, hparams TEXT NOT NULL, seed INTEGER NOT NULL, config TEXT NOT NULL,
-    planned_samples INTEGER, planned_tokens INTEGER,
-    status TEXT NOT NULL DEFAULT 'pending', reason TEXT NOT NULL DEFAULT '',
-    attempts INTEGER NOT NULL DEFAULT 0, started_at REAL, finished_at REAL,
-    steps INTEGER NOT NULL DEFAULT 0, samples INTEGER NOT NULL DEFAULT 0, tokens INTEGER NOT NULL DEFAULT 0,
-    wall_s REAL NOT NULL DEFAULT 0, run_dir TEXT);
-CREATE TABLE IF NOT EXISTS telemetry (
-    trial_id TEXT NOT NULL, step INTEGER NOT NULL, samples INTEGER NOT NULL, tokens INTEGER NOT NULL,
-    loss REAL, grad_norm REAL, lr REAL, tokens_per_s REAL, wall_s REAL, val_loss REAL, phase INTEGER,
-    PRIMARY KEY (trial_id, step));
-CREATE TABLE IF NOT EXISTS results (
-    trial_id TEXT NOT NULL, name TEXT NOT NULL, value REAL, samples INTEGER NOT NULL,
-    PRIMARY KEY (trial_id, name, samples));
-"""
-
-TELEMETRY_FIELDS = ("step", "samples", "tokens", "loss", "grad_norm", "lr", "tokens_per_s", "wall_s", "val_loss", "phase")
+"""The statuses a trial ends in; the one definition every module imports."""
+TRANSITIONS: dict[str, tuple[str, ...]] = {"pending": ("running",), "running": ("pending", *FINISHED)}
+"""Allowed status changes; finished trials never change again."""
 
 
-class Store:
-    """A study's SQLite file. Construct with the path; the schema is created or checked."""
+class StoreError(ValueError):
+    """Not a tunescout store, a missing one opened read-only, or a refused status transition."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(_SCHEMA)  # idempotent: CREATE ... IF NOT EXISTS
-            row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) != SCHEMA_VERSION:
-                raise RuntimeError(f"{self.path}: schema version {row[0]}, this tunescout reads {SCHEMA_VERSION}")
-        except BaseException:  # not a store (or another version): do not leak the connection
-            self.db.close()
-            raise
 
-    def _tx(self) -> "_Transaction":
-        return _Transaction(self.db)
+@dataclass(frozen=True)
+class SyncResult:
+    """What :meth:`StudyStore.sync_trials` did: trials added, kept, superseded, and the spec version."""
 
-    def close(self) -> None:
-        """Close the connection (the file stays consistent: every change was a committed transaction)."""
-        self.db.close()
+    new: int
+    kept: int
+    superseded: int
+    version: int
 
-    def __enter__(self) -> "Store":
-        return self
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.close()
+class StudyStore(Protocol):
+    """What the sweep driver, the reporting commands and the analysis read and write."""
 
-    # --- writing (driver only) ---
+    readonly: bool
+    path: Path | str
 
-    def upsert_study(self, name: str, spec: dict[str, Any]) -> None:
-        """Create the study's row, or replace its spec (its creation time and elapsed time are kept)."""
-        with self._tx():
-            self.db.execute(
-                "INSERT INTO studies (name, spec, created_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET spec=excluded.spec",
-                (name, json.dumps(spec, default=str), time.time()),
-            )
+    # --- writing (the driver only) ---
+    def sync_trials(self, study: str, spec: dict[str, Any], trials: Iterable[dict[str, Any]]) -> SyncResult:
+        """Record the study's spec and the trials it expands to (new ones added as ``pending``,
+        existing ones kept with their results); trials not in the set become superseded."""
 
-    def add_trials(self, study: str, trials: Iterable[dict[str, Any]]) -> int:
-        """Insert trials not yet in the store; existing ones (and their results) are kept."""
-        added = 0
-        with self._tx():
-            for t in trials:
-                cur = self.db.execute(
-                    "INSERT OR IGNORE INTO trials (trial_id, study, model, method, dataset, hparams, seed, config,"
-                    " planned_samples, planned_tokens, run_dir) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (t["trial_id"], study, t["model"], t["method"], t["dataset"], json.dumps(t["hparams"]),
-                     t["seed"], json.dumps(t["config"]), t.get("planned_samples"), t.get("planned_tokens"),
-                     t.get("run_dir")),
-                )
-                added += cur.rowcount
-        return added
+    def requeue_running(self, study: str) -> list[str]:
+        """``running`` trials of a killed driver go back to ``pending``; returns their ids."""
 
-    def requeue_running(self) -> list[str]:
-        """Trials left ``running`` by a killed driver go back to ``pending`` (they resume from checkpoints)."""
-        with self._tx():
-            ids = [r[0] for r in self.db.execute("SELECT trial_id FROM trials WHERE status='running'")]
-            self.db.execute("UPDATE trials SET status='pending' WHERE status='running'")
-        return ids
-
-    def mark_running(self, trial_id: str) -> None:
-        """A trial was launched: ``running``, one more attempt, first start time kept."""
-        with self._tx():
-            self.db.execute(
-                "UPDATE trials SET status='running', attempts=attempts+1, started_at=COALESCE(started_at, ?) "
-                "WHERE trial_id=?", (time.time(), trial_id))
+    def mark_running(self, trial_id: str) -> int:
+        """``pending → running``, one more attempt; returns the attempt number."""
 
     def add_telemetry(self, trial_id: str, record: dict[str, Any]) -> None:
-        """Store one step record (replacing a step redone after a resume), the trial's running
-        totals, and the validation loss and task metrics taken with it."""
-        with self._tx():
-            self.db.execute(
-                f"INSERT OR REPLACE INTO telemetry (trial_id, {', '.join(TELEMETRY_FIELDS)}) "
-                f"VALUES (?{', ?' * len(TELEMETRY_FIELDS)})",
-                (trial_id, *(record.get(k) for k in TELEMETRY_FIELDS)),
-            )
-            self.db.execute("UPDATE trials SET steps=?, samples=?, tokens=? WHERE trial_id=?",
-                            (record["step"], record["samples"], record["tokens"], trial_id))
-            if record.get("val_loss") is not None:
-                self._put_result(trial_id, "val_loss", record["val_loss"], record["samples"])
-            for name, value in (record.get("metrics") or {}).items():
-                self._put_result(trial_id, name, value, record["samples"])
-
-    def _put_result(self, trial_id: str, name: str, value: float | None, samples: int) -> None:
-        self.db.execute("INSERT OR REPLACE INTO results (trial_id, name, value, samples) VALUES (?,?,?,?)",
-                        (trial_id, name, value, samples))
+        """One step record of a running trial (a step redone after a resume replaces the old one)."""
 
     def finish(self, trial_id: str, status: str, reason: str = "", metrics: dict[str, float] | None = None,
                totals: dict[str, Any] | None = None) -> None:
-        """Record a trial's final status, its totals and final metrics, in one transaction."""
-        if status not in FINISHED:
-            raise ValueError(f"not a final status: {status!r}")
-        totals = totals or {}
-        with self._tx():
-            samples = totals.get("samples")
-            if samples is None:
-                samples = self.db.execute("SELECT samples FROM trials WHERE trial_id=?", (trial_id,)).fetchone()[0]
-            for name, value in (metrics or {}).items():
-                self._put_result(trial_id, name, value, samples)
-            self.db.execute(
-                "UPDATE trials SET status=?, reason=?, finished_at=?, steps=COALESCE(?, steps),"
-                " samples=COALESCE(?, samples), tokens=COALESCE(?, tokens), wall_s=COALESCE(?, wall_s)"
-                " WHERE trial_id=?",
-                (status, reason, time.time(), totals.get("steps"), totals.get("samples"), totals.get("tokens"),
-                 totals.get("wall_s"), trial_id),
-            )
+        """``running →`` a final status, with the trial's totals and final metrics."""
 
     def add_elapsed(self, study: str, seconds: float) -> None:
-        """Add driver time to the study's wall time (kept across restarts of the sweep)."""
-        with self._tx():
-            self.db.execute("UPDATE studies SET elapsed_s = elapsed_s + ? WHERE name=?", (seconds, study))
+        """Add driver time to the study's wall time."""
 
     # --- reading ---
+    def studies(self) -> list[str]:
+        """Study names in creation order."""
 
-    def trials(self, status: str | Sequence[str] | None = None) -> list[dict[str, Any]]:
-        """Trial rows in insertion order (``hparams`` and ``config`` parsed), optionally of some statuses."""
-        sql, args = "SELECT * FROM trials", ()
-        if status is not None:
-            wanted = [status] if isinstance(status, str) else list(status)
-            sql += f" WHERE status IN ({','.join('?' * len(wanted))})"
-            args = tuple(wanted)
-        rows = [dict(r) for r in self.db.execute(sql + " ORDER BY rowid", args)]
-        for r in rows:
-            r["hparams"], r["config"] = json.loads(r["hparams"]), json.loads(r["config"])
-        return rows
+    def study(self, name: str | None = None) -> dict[str, Any] | None:
+        """``name``, ``spec`` (JSON text), ``version``, ``created_at``, ``elapsed_s``; None if no study."""
 
-    def _rows(self, table: str, order: str, trial_id: str | None) -> list[dict[str, Any]]:
-        where, args = ("WHERE trial_id=?", (trial_id,)) if trial_id is not None else ("", ())
-        return [dict(r) for r in self.db.execute(f"SELECT * FROM {table} {where} ORDER BY trial_id, {order}", args)]
+    def study_spec(self, name: str | None = None) -> dict[str, Any] | None:
+        """The study's current spec, parsed."""
 
-    def telemetry(self, trial_id: str | None = None) -> list[dict[str, Any]]:
-        """Step records, of one trial or of all, in step order."""
-        return self._rows("telemetry", "step", trial_id)
+    def trials(self, study: str | None = None, status: str | Sequence[str] | None = None,
+               all_versions: bool = False) -> list[dict[str, Any]]:
+        """Trial rows (``hparams``, ``config`` parsed; ``superseded`` flag) in insertion order."""
 
-    def results(self, trial_id: str | None = None) -> list[dict[str, Any]]:
-        """Metric values (``name``, ``value``, ``samples`` seen), of one trial or of all."""
-        return self._rows("results", "name, samples", trial_id)
+    def telemetry(self, trial_id: str | None = None, study: str | None = None,
+                  all_versions: bool = False) -> list[dict[str, Any]]:
+        """Step records in step order."""
 
-    def counts(self) -> dict[str, int]:
-        """Number of trials in each status (every status listed, zeros included)."""
-        counts = {s: 0 for s in STATUSES}
-        for status, n in self.db.execute("SELECT status, COUNT(*) FROM trials GROUP BY status"):
-            counts[status] = n
-        return counts
+    def results(self, trial_id: str | None = None, study: str | None = None,
+                all_versions: bool = False) -> list[dict[str, Any]]:
+        """Metric values (``name``, ``value``, ``samples``)."""
 
-    def tokens_trained(self) -> int:
-        """Tokens trained so far, summed over every trial."""
-        return int(self.db.execute("SELECT COALESCE(SUM(tokens), 0) FROM trials").fetchone()[0])
+    def counts(self, study: str | None = None, all_versions: bool = False) -> dict[str, int]:
+        """Trials per status, every status listed."""
 
-    def study(self) -> dict[str, Any] | None:
-        """The (first) study's row: ``name``, ``spec`` (JSON text), ``created_at``, ``elapsed_s``."""
-        row = self.db.execute("SELECT * FROM studies ORDER BY created_at LIMIT 1").fetchone()
-        return dict(row) if row else None
+    def tokens_trained(self, study: str | None = None) -> int:
+        """Tokens trained by the study's current trials."""
 
-    def study_spec(self) -> dict[str, Any] | None:
-        """The (first) study's spec as the sweep saved it, parsed; None for a store without a study."""
-        study = self.study()
-        return json.loads(study["spec"]) if study else None
-
-    def study_specs(self) -> dict[str, dict[str, Any]]:
-        """Every study's spec, parsed, by study name (a store may hold several studies)."""
-        return {r["name"]: json.loads(r["spec"]) for r in self.db.execute("SELECT name, spec FROM studies")}
+    def close(self) -> None: ...
 
 
-class _Transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on error) on an autocommit connection."""
+def open_store(path: str | Path, readonly: bool = False) -> "StudyStore":
+    """Open a study store: a SQLite file, or ``:memory:`` (tests, throwaway studies).
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
+    Args:
+        path: the store's file.
+        readonly: open for reading only. The file must exist and be a tunescout store; nothing
+            is created or changed (a mistyped path is an error naming it, not a new empty store).
 
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+    Raises:
+        StoreError: ``readonly`` and no file at ``path``, or the file is not a tunescout store
+            (or is of a newer schema).
+    """
+    from tunescout.study.sqlite_store import SQLiteStore
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+    return SQLiteStore(path, readonly=readonly)

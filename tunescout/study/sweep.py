@@ -13,9 +13,9 @@ import time
 from typing import Any, Callable
 
 from tunescout.study.executors import Executor, LocalExecutor
-from tunescout.study.spec import StudySpec, expand_trials, trial_config
+from tunescout.study.spec import COHORT, StudySpec, dataset_metric, expand_trials, trial_config
 from tunescout.study.stopping import StoppingRule, TrialProgress, build_rule
-from tunescout.study.store import FINISHED, Store
+from tunescout.study.store import FINISHED, StudyStore, open_store
 
 __all__ = ["plan_study", "run_sweep"]
 
@@ -71,14 +71,14 @@ def format_plan(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _progress_from_store(store: Store, metric_of: dict[str, str]) -> dict[str, TrialProgress]:
-    """Rebuild every trial's progress (what the stopping rule sees) from the store."""
-    trials = store.trials()
+def _progress_from_store(store: StudyStore, study: str, metric_of: dict[str, str]) -> dict[str, TrialProgress]:
+    """Rebuild every current trial's progress (what the stopping rule sees) from the store."""
+    trials = store.trials(study)
     progress = {t["trial_id"]: TrialProgress(t["trial_id"], t["planned_samples"] or 1, [], [], t["status"])
                 for t in trials}
     dataset_of = {t["trial_id"]: t["dataset"] for t in trials}
-    values = {(r["trial_id"], r["samples"], r["name"]): r["value"] for r in store.results()}
-    for rec in store.telemetry():
+    values = {(r["trial_id"], r["samples"], r["name"]): r["value"] for r in store.results(study=study)}
+    for rec in store.telemetry(study=study):
         tid = rec["trial_id"]
         progress[tid].telemetry.append(rec)
         if rec.get("val_loss") is not None:
@@ -87,10 +87,10 @@ def _progress_from_store(store: Store, metric_of: dict[str, str]) -> dict[str, T
     return progress
 
 
-def _budget_left(spec: StudySpec, store: Store, elapsed: float) -> str | None:
-    """None while the budget allows launching, else why not."""
+def _budget_left(spec: StudySpec, store: StudyStore, elapsed: float) -> str | None:
+    """None while the budget allows launching, else why not (tokens count the current trials)."""
     tokens = spec.budget.get("tokens")
-    trained = store.tokens_trained() if tokens is not None else 0
+    trained = store.tokens_trained(spec.name) if tokens is not None else 0
     if tokens is not None and trained >= tokens:
         return f"token budget reached ({trained:,} >= {int(tokens):,})"
     wall = spec.budget.get("wall_s")
@@ -113,7 +113,7 @@ def run_sweep(
     """
     rows = plan_study(spec)
     rule = build_rule(spec.stopping)  # a bad rule fails before the store is touched
-    store = Store(spec.store)
+    store = open_store(spec.store)
     try:
         return _drive(spec, store, rows, rule, executor or LocalExecutor(workers),
                       on_event or (lambda msg: log.info("%s", msg)))
@@ -121,25 +121,26 @@ def run_sweep(
         store.close()
 
 
-def _drive(spec: StudySpec, store: Store, rows: list[dict[str, Any]], rule: StoppingRule, executor: Executor,
+def _drive(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], rule: StoppingRule, executor: Executor,
            say: Callable[[str], None]) -> dict[str, int]:
     """The driver loop of :func:`run_sweep` on an open store; shuts the executor down on the way out."""
-    store.upsert_study(spec.name, dataclasses.asdict(spec))
-    added = store.add_trials(spec.name, rows)
-    requeued = store.requeue_running()
-    say(f"study {spec.name}: {len(rows)} trials ({added} new, {len(requeued)} to resume), store {spec.store}")
+    sync = store.sync_trials(spec.name, dataclasses.asdict(spec), rows)
+    requeued = store.requeue_running(spec.name)
     planned = {r["trial_id"]: r for r in rows}
+    say(f"study {spec.name} (spec version {sync.version}): {len(rows)} trials, {sync.new} new, {sync.kept} kept, "
+        f"{sync.superseded} superseded by an earlier spec version, "
+        f"{sum(t in planned for t in requeued)} to resume; store {spec.store}")
     cohorts: dict[tuple, list[str]] = {}
     for r in rows:
-        cohorts.setdefault((r["model"], r["dataset"], r["method"]), []).append(r["trial_id"])
+        cohorts.setdefault(tuple(r[k] for k in COHORT), []).append(r["trial_id"])
     cohort_of = {tid: key for key, ids in cohorts.items() for tid in ids}
     task_of = {d.name: dataclasses.asdict(d) for d in spec.datasets}
-    metric_of = {d.name: d.metric for d in spec.datasets}
-    progress = _progress_from_store(store, metric_of)
+    metric_of = {d.name: dataset_metric(d) for d in spec.datasets}
+    progress = _progress_from_store(store, spec.name, metric_of)
 
-    pending = [t["trial_id"] for t in store.trials("pending") if t["trial_id"] in planned]
+    pending = [t["trial_id"] for t in store.trials(spec.name, "pending")]
     started = saved_at = time.monotonic()
-    study_row = store.study() or {}
+    study_row = store.study(spec.name) or {}
     previous = float(study_row.get("elapsed_s") or 0.0)
     halted = None
     try:
@@ -154,10 +155,11 @@ def _drive(spec: StudySpec, store: Store, rows: list[dict[str, Any]], rule: Stop
                 config = dict(row["config"])
                 config["eval_at_samples"] = sorted({*config.get("eval_at_samples", []),
                                                     *rule.eval_points(row["planned_samples"])})
-                store.mark_running(tid)
+                attempt = store.mark_running(tid)
                 progress[tid].status = "running"
-                executor.submit(tid, {"config": config, "task": task_of[row["dataset"]]})
-                say(f"start {tid} {row['method']} {row['dataset']} {row['hparams']}")
+                executor.submit(tid, {"config": config, "task": task_of[row["dataset"]], "attempt": attempt})
+                say(f"start {tid} {row['method']} {row['dataset']} {row['hparams']}"
+                    + (f" (attempt {attempt}, resuming)" if attempt > 1 else ""))
             event = executor.next_event(timeout=1.0)
             if event is None:
                 continue
@@ -190,6 +192,6 @@ def _drive(spec: StudySpec, store: Store, rows: list[dict[str, Any]], rule: Stop
     finally:
         executor.shutdown()
         store.add_elapsed(spec.name, time.monotonic() - saved_at)
-    return store.counts()
+    return store.counts(spec.name)
 
 

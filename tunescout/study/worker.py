@@ -8,6 +8,10 @@ instead of paying several seconds of imports (a study has hundreds of short tria
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
+import time
 import traceback
 from dataclasses import asdict
 from multiprocessing.connection import Connection
@@ -21,6 +25,8 @@ from tunescout.data.formats import read_examples
 from tunescout.train.loop import train
 
 __all__ = ["run_trial"]
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def _task_eval(task: dict[str, Any]):
@@ -51,6 +57,41 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+def _die_with_driver(driver_pid: int | None) -> None:
+    """End this process as soon as the sweep driver is gone, wherever training is.
+
+    A trial outliving its driver would keep a GPU busy and race the next sweep's retry of the
+    same trial. On Linux the kernel sends SIGKILL when our parent dies (the executor's fork
+    server, which exits when the driver does); everywhere, a watcher thread checks the driver
+    every half second, which also covers a parent that is not the driver. Checkpoints are
+    written atomically, so dying at any moment loses at most the steps since the last one.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+    if driver_pid is None:
+        return
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(driver_pid, 0)
+            except ProcessLookupError:
+                os.kill(os.getpid(), signal.SIGKILL)
+            except PermissionError:
+                pass  # alive, owned by someone else (cannot happen for our own driver)
+
+    threading.Thread(target=watch, name="driver-watch", daemon=True).start()
+
+
 def run_trial(conn: Connection, payload: dict[str, Any]) -> None:
     """Train one trial; send ``("record", dict)`` per step (and wait for a verdict), then ``("done", dict)``.
 
@@ -58,6 +99,7 @@ def run_trial(conn: Connection, payload: dict[str, Any]) -> None:
     raises inside the early-stop hook, which ends the run as failed; the next sweep resumes it
     from its checkpoint.
     """
+    _die_with_driver(payload.get("driver_pid"))
     _quiet_libraries()
     if payload.get("cuda_device") is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(payload["cuda_device"])

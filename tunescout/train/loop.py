@@ -12,7 +12,6 @@ import logging
 import math
 import platform
 import random
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -23,10 +22,12 @@ import numpy as np
 import torch
 import yaml
 
-from tunescout.config import TrainConfig
+from tunescout.config import ConfigError, TrainConfig
 from tunescout.data.packing import plan_micro_batches
 from tunescout.data.phases import build_schedule
 from tunescout.data.prepare import prepare_data
+from tunescout.train.identity import check_resume, record_run, run_identity
+from tunescout.train.rundir import clear_run, holds_run, lock_run_dir
 from tunescout.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from tunescout.train.loss import accumulate_gradients, evaluate_loss
 from tunescout.train.models import (
@@ -99,6 +100,7 @@ def train(
     config: TrainConfig,
     *,
     resume: bool = False,
+    restart: bool = False,
     sinks: Sequence[Sink] = (),
     early_stop: EarlyStop | None = None,
     task_eval: Callable[[torch.nn.Module, Any], dict[str, Any]] | None = None,
@@ -108,7 +110,10 @@ def train(
     Args:
         config: the run's settings.
         resume: continue from the newest checkpoint in ``config.output_dir`` (a fresh start when
-            there is none).
+            there is none). Refused, with the differing keys named, when the directory holds a
+            run of another config (see :mod:`tunescout.train.identity`).
+        restart: remove the run already in ``config.output_dir`` and start over. Without
+            ``resume`` or ``restart``, a directory that holds a run is refused.
         sinks: extra receivers of every :class:`StepRecord` (the JSONL file is always written).
         early_stop: called with each record; a truthy return ends the run as ``stopped``.
         task_eval: called with ``(model, tokenizer)`` at every validation point and after
@@ -118,17 +123,51 @@ def train(
     Returns:
         The run's :class:`RunResult` (also written to ``result.json``). A run that raises is
         recorded as ``failed`` before the exception propagates.
+
+    Raises:
+        ConfigError: the directory holds a run this call may not continue or overwrite.
+        RunDirLocked: another process is training in the directory.
     """
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    with lock_run_dir(run_dir):
+        checkpoint = _prepare_run_dir(run_dir, config, resume, restart)
+        return _train_in(run_dir, config, checkpoint, sinks, early_stop, task_eval)
+
+
+def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, restart: bool) -> Path | None:
+    """Check the directory may hold this run, record its config, and return the checkpoint to resume.
+
+    A directory that already holds a run is never overwritten silently: it is continued
+    (``resume``, only with the same identity) or explicitly started over (``restart``).
+    """
+    identity = run_identity(config)
+    if restart:
+        clear_run(run_dir)
+    elif resume:
+        check_resume(run_dir, identity)
+    elif holds_run(run_dir):
+        raise ConfigError(f"{run_dir} already holds a run: --resume continues it (same config only), "
+                          "--restart starts it over, or choose another output_dir")
     checkpoint = latest_checkpoint(run_dir) if resume else None
     if not checkpoint:
-        if resume:
+        if resume and holds_run(run_dir):
             log.info("no checkpoint in %s; starting from scratch", run_dir)
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        for stale in ("eval.jsonl", "result.json"):
-            (run_dir / stale).unlink(missing_ok=True)
+        clear_run(run_dir)  # same config and nothing to continue from: a fresh start
+    record_run(run_dir, identity)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return checkpoint
+
+
+def _train_in(
+    run_dir: Path,
+    config: TrainConfig,
+    checkpoint: Path | None,
+    sinks: Sequence[Sink],
+    early_stop: EarlyStop | None,
+    task_eval: Callable[[torch.nn.Module, Any], dict[str, Any]] | None,
+) -> RunResult:
+    """The run itself, in a prepared and locked run directory (see :func:`train`)."""
     result = RunResult(status="failed", output_dir=str(run_dir), versions=_versions())
     owned: list[Sink] = []
     try:

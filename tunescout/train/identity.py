@@ -1,0 +1,126 @@
+"""A run's identity: the part of its config that can change what it trains, and its hash.
+
+Two uses, one definition. A study trial's id hashes this identity, so changing ``epochs``, a
+schedule or the *contents* of a data file gives new trials instead of old results reported
+under new settings. And a run directory records it, so resuming a run whose config changed
+since its checkpoint is refused instead of stitching two different runs into one.
+
+Data files enter by content digest (cached, see :mod:`tunescout.data.digest`), not by path:
+moving a study folder keeps its trials; editing a file in place does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from tunescout.config import ConfigError, TrainConfig
+from tunescout.data.digest import file_digest
+
+__all__ = ["NON_RESULT_KEYS", "ResumeMismatch", "check_resume", "config_hash", "identity_diff", "record_run",
+           "recorded_identity", "run_identity"]
+
+NON_RESULT_KEYS = ("output_dir", "progress", "checkpoint_every", "save_model", "merge_lora", "eval_every",
+                   "eval_at_samples")
+"""Settings that cannot change the trained weights or the final scores, left out of the identity.
+
+Where a run is written, whether a bar is shown, how often it checkpoints and what it saves at the
+end do not touch training; nor do the extra evaluation points (evaluation runs in eval mode with
+greedy decoding and draws no random numbers; a test trains with and without them and compares
+weights bit for bit). A sweep adds evaluation points a stopping rule needs, so they must not
+make a trial a different trial. Everything else counts, numerics included (``dtype``, micro-batch
+budget, attention kernel): a different rounding is a different run.
+"""
+
+RUN_FILE = "run.json"
+
+
+class ResumeMismatch(ConfigError):
+    """A run directory holds a run of another config than the one asked to resume it."""
+
+
+def _source_identity(source: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in source.items() if k != "path"}
+    out["content"] = source["path"] if source.get("hub") else file_digest(source["path"])
+    return out
+
+
+def run_identity(config: TrainConfig) -> dict[str, Any]:
+    """The config as a plain dict, without :data:`NON_RESULT_KEYS`, data files by content digest.
+
+    Raises:
+        FileNotFoundError: a local data file that does not exist.
+    """
+    raw = config.to_dict()
+    for key in NON_RESULT_KEYS:
+        raw.pop(key)
+    for key in ("data", "eval_data"):
+        raw[key] = [_source_identity(s) for s in raw[key]]
+    raw["betas"] = list(raw["betas"])
+    return raw
+
+
+def config_hash(identity: dict[str, Any]) -> str:
+    """A short, stable hash of an identity (or of any JSON-able mapping)."""
+    text = json.dumps(identity, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+    elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
+        for i, v in enumerate(value):
+            _flatten(v, f"{prefix}[{i}]", out)
+        out.setdefault(f"{prefix}.len", len(value))
+    else:
+        out[prefix] = value
+
+
+def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, old value, new value)`` for every setting that differs (absent is None)."""
+    a: dict[str, Any] = {}
+    b: dict[str, Any] = {}
+    _flatten(old, "", a)
+    _flatten(new, "", b)
+    return [(k, a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
+
+
+def record_run(run_dir: str | Path, identity: dict[str, Any]) -> None:
+    """Write ``run.json`` (identity and hash) into a run directory, atomically."""
+    path = Path(run_dir) / RUN_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"config_hash": config_hash(identity), "identity": identity}, indent=2, default=str))
+    tmp.replace(path)
+
+
+def recorded_identity(run_dir: str | Path) -> dict[str, Any] | None:
+    """The identity a run directory recorded, or None when it has none."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())["identity"]
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"{path}: unreadable run record ({exc}); use --restart to start the run over") from None
+
+
+def check_resume(run_dir: str | Path, identity: dict[str, Any]) -> None:
+    """Refuse to continue a run directory whose recorded identity differs from ``identity``.
+
+    Raises:
+        ResumeMismatch: naming every differing key with both values.
+    """
+    old = recorded_identity(run_dir)
+    if old is None or old == identity:
+        return
+    diff = identity_diff(old, identity)
+    if not diff:
+        return
+    shown = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, a, b in diff[:12])
+    more = f" (and {len(diff) - 12} more)" if len(diff) > 12 else ""
+    raise ResumeMismatch(f"{run_dir} holds a run of a different config, so it cannot be resumed: {shown}{more}. "
+                         "Nothing was changed; use --restart to start it over, or another output_dir")
