@@ -212,7 +212,7 @@ def prepare_model(spec: ModelSpec, work: Path, seed: int) -> Path:
         import torch
         from transformers import AutoModelForCausalLM
 
-        from tunescout.demo.smollm2 import smollm2_gguf
+        from tunescout.builtins import smollm2_gguf
         from tunescout.train.models import load_model, load_tokenizer
 
         gguf = str(smollm2_gguf())

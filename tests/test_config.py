@@ -51,11 +51,29 @@ def test_yaml_scientific_notation_without_dot_is_a_float() -> None:
         ({"strategy": "phased", "data": ["a.jsonl"]}, [], r"needs a `phase` on every data entry"),
         ({}, ["eval_fraction=1.0"], r"eval_fraction must be in"),
         ({}, ["lr"], r"not of the form key=value"),
+        ({}, ["grad_clip=0"], r"grad_clip must be > 0, got 0.0; use grad_clip: null to disable clipping"),
+        ({"grad_clip": -1.0}, [], r"grad_clip must be > 0, got -1.0; use grad_clip: null"),
+        ({}, ["max_length=256", "max_tokens_per_row=128"],
+         r"max_tokens_per_row \(128\) is less than max_length \(256\)"),
+        ({}, ["dtype=float16"], r"dtype: float16 is not supported: .*gradient scaler.*use bfloat16"),
     ],
 )
 def test_config_errors_name_the_key(raw: dict, overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_config(raw, overrides)
+
+
+def test_refusals_hold_for_direct_construction_and_their_valid_neighbours_load() -> None:
+    """The checks live in ``__post_init__``, so a config built in code is refused like a YAML one."""
+    for kwargs, key in (({"grad_clip": 0.0}, "grad_clip"), ({"dtype": "float16"}, "dtype"),
+                        ({"max_length": 64, "max_tokens_per_row": 32}, "max_tokens_per_row")):
+        with pytest.raises(ConfigError, match=key):
+            TrainConfig(**kwargs)
+    assert build_config({}, ["grad_clip=null"]).grad_clip is None  # null is how clipping is turned off
+    assert build_config({}, ["grad_clip=0.5"]).grad_clip == 0.5
+    assert build_config({}, ["max_length=128", "max_tokens_per_row=128"]).max_tokens_per_row == 128
+    assert {build_config({}, [f"dtype={d}"]).dtype for d in ("auto", "bfloat16", "float32")} == {
+        "auto", "bfloat16", "float32"}
 
 
 def test_data_shorthands() -> None:

@@ -79,6 +79,7 @@ class DataSource:
 Method = Literal["full", "lora"]
 Schedule = Literal["constant", "linear", "cosine"]
 Strategy = Literal["stacked", "phased"]
+# float16 parses only to be refused in TrainConfig.__post_init__ with the reason (no gradient scaler).
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 TrainOn = Literal["completion", "all"]
 TooLong = Literal["truncate", "drop"]
@@ -124,7 +125,8 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1.0e-8
     grad_clip: float | None = 1.0
-    """Clip the global gradient norm to this value; ``null`` or 0 disables clipping."""
+    """Clip the global gradient norm to this value (> 0); ``null`` disables clipping (the norm is
+    still logged)."""
 
     # --- data processing ---
     max_length: int = 2048
@@ -145,7 +147,8 @@ class TrainConfig:
 
     # --- model and numerics ---
     dtype: DType = "auto"
-    """``auto``: bf16 on a GPU that supports it, float32 on CPU."""
+    """``auto``: bf16 on a GPU that supports it, float32 on CPU; or ``bfloat16`` / ``float32``.
+    ``float16`` is refused: training it needs a gradient scaler, which tunescout does not run."""
     mixed_precision: bool = True
     """With a half-precision ``dtype``, keep full fine-tuning weights and optimizer state in
     float32 and compute the forward pass in ``dtype`` (autocast). At recipe learning rates
@@ -176,6 +179,22 @@ class TrainConfig:
             raise ConfigError(
                 f"max_length ({self.max_length}) exceeds max_tokens_per_micro_batch "
                 f"({self.max_tokens_per_micro_batch}): one sample must fit in a micro-batch"
+            )
+        if self.max_tokens_per_row is not None and self.max_tokens_per_row < self.max_length:
+            raise ConfigError(
+                f"max_tokens_per_row ({self.max_tokens_per_row}) is less than max_length "
+                f"({self.max_length}): one sample must fit in a packed row"
+            )
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(
+                f"grad_clip must be > 0, got {self.grad_clip}; use grad_clip: null to disable clipping"
+            )
+        if self.dtype == "float16":
+            # Without a loss scaler, float16 gradients below ~6e-8 flush to zero and training
+            # silently stalls; bfloat16 has float32's exponent range and needs no scaler.
+            raise ConfigError(
+                "dtype: float16 is not supported: tunescout trains without a gradient scaler, so "
+                "float16 gradients would underflow; use bfloat16 (or float32, or auto)"
             )
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")

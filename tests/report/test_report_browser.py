@@ -2,8 +2,10 @@
 chart without a script error, shows a trial's config on hover, and leaves a screenshot.
 
 Needs Debian's ``chromium`` at /usr/bin/chromium and the playwright package (its own browser
-download is never used); skipped without them. The screenshot goes to ``$TUNESCOUT_ARTIFACTS``
-(default: the test's tmp dir) as ``report.png``.
+download is never used). Without them it is skipped on a developer's machine but fails on CI
+(``CI=true``, as GitHub Actions and most CI services set it): there a skip would pass the job
+with the browser check never run. The screenshot goes to ``$TUNESCOUT_ARTIFACTS`` (default: the
+test's tmp dir) as ``report.png``.
 """
 
 from __future__ import annotations
@@ -23,10 +25,38 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     sync_playwright = None
 
-pytestmark = [
-    pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed (pip install playwright)"),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"),
-]
+
+def _missing_browser() -> str | None:
+    """Why the browser check cannot run here, or None when it can."""
+    if sync_playwright is None:
+        return "playwright is not installed (pip install playwright)"
+    if not CHROMIUM.exists():
+        return f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    return None
+
+
+def _require_browser(missing: str | None, ci: str | None) -> None:
+    """Skip for ``missing`` locally; fail with it when ``ci`` (``$CI``) is ``true``."""
+    if missing is None:
+        return
+    if (ci or "").strip().lower() == "true":
+        pytest.fail(f"{missing}; CI=true, so the browser check must run, not skip", pytrace=False)
+    pytest.skip(missing)
+
+
+@pytest.mark.parametrize(("missing", "ci", "outcome"), [
+    (None, "true", None), (None, None, None),
+    ("no Chromium", "true", pytest.fail.Exception), ("no Chromium", "TRUE", pytest.fail.Exception),
+    ("no Chromium", None, pytest.skip.Exception), ("no Chromium", "false", pytest.skip.Exception),
+    ("no Chromium", "", pytest.skip.Exception),
+])
+def test_a_missing_browser_skips_locally_and_fails_on_ci(missing, ci, outcome) -> None:
+    if outcome is None:
+        _require_browser(missing, ci)
+        return
+    with pytest.raises(outcome, match="no Chromium"):
+        _require_browser(missing, ci)
+
 
 CHART_STATE = """() => Array.from(document.querySelectorAll('.plotly-graph-div')).map(div => ({
     id: div.id,
@@ -63,6 +93,8 @@ def _open(browser, report: Path, errors: list[str], remote: list[str]):
 
 
 def test_report_renders_in_headless_chromium(main_report: Path, strategy_store: Path, tmp_path: Path) -> None:
+    # in the test, not a fixture: on CI a missing browser is this test's failure, not a setup error
+    _require_browser(_missing_browser(), os.environ.get("CI"))
     from tunescout.report import build_report
 
     artifacts = Path(os.environ.get("TUNESCOUT_ARTIFACTS") or tmp_path)

@@ -98,3 +98,62 @@ def test_shipped_example_study_plans(tmp_path: Path, monkeypatch) -> None:
     assert len(rows) == 24 and spec.stopping["rule"] == "dynamics"
     assert all(r["planned_samples"] == 2 * 64 and r["planned_tokens"] > 0 for r in rows)
     assert format_plan(rows).splitlines()[-1].startswith("24 trials")
+
+
+def _ids(path: Path) -> set[str]:
+    return {t.trial_id for t in expand_trials(load_study(path))}
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("epochs: 1", "epochs: 2"),
+    ("max_length: 64", "max_length: 96"),
+    ("metric: exact_match", "metric: f1"),
+    ("name: demo", "name: other-study"),
+    ("fixed: {", "fixed: {schedule: cosine, "),
+])
+def test_a_result_relevant_change_gives_new_ids(tmp_path: Path, old: str, new: str) -> None:
+    path = _study(tmp_path, GRID)
+    before = _ids(path)
+    path.write_text(path.read_text().replace(old, new))
+    assert not before & _ids(path)
+
+
+def test_new_data_contents_give_new_ids_and_a_moved_study_keeps_them(tmp_path: Path) -> None:
+    (tmp_path / "here").mkdir()
+    path = _study(tmp_path / "here", GRID)
+    before = _ids(path)
+    moved = tmp_path / "there"
+    moved.mkdir()
+    for f in (tmp_path / "here").iterdir():
+        (moved / f.name).write_bytes(f.read_bytes())
+    assert _ids(moved / "study.yaml") == before
+    (moved / "a_eval.jsonl").write_text('{"prompt": "2+2=", "completion": "4"}\n')
+    assert not before & _ids(moved / "study.yaml")
+
+
+def test_settings_that_cannot_change_a_result_keep_the_ids(tmp_path: Path) -> None:
+    path = _study(tmp_path, GRID)
+    before = _ids(path)
+    path.write_text(path.read_text().replace("fixed: {", "fixed: {checkpoint_every: 5, save_model: false, "))
+    assert _ids(path) == before
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("budget: {token: 10}\n", r"budget: unknown key `token` \(did you mean `tokens`\?\)"),
+    ("budget: {wall_s: -1}\n", r"budget.wall_s: expected a positive number"),
+    ("budget: [1]\n", r"budget: expected a mapping"),
+    ("seeds: 3\n", r"seeds: expected a non-empty list of integers"),
+    ("seeds: [0, 1.5]\n", r"seeds: expected a non-empty list of integers"),
+    ("stopping: {rule: dynamic}\n", r"dynamic"),
+    ("stopping: {rule: asha, eta: 1}\n", r"eta"),
+])
+def test_study_settings_are_checked_at_load(tmp_path: Path, extra: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_study(_study(tmp_path, GRID, extra))
+
+
+def test_dry_run_refuses_a_bad_stopping_rule(tmp_path: Path, capsys) -> None:
+    from tunescout.cli import main
+
+    assert main(["sweep", str(_study(tmp_path, GRID, "stopping: {rule: nope}\n")), "--dry-run"]) == 2
+    assert "nope" in capsys.readouterr().err

@@ -18,7 +18,7 @@ import pytest
 from tunescout.cli import main
 from tunescout.demo.tasks import make_rows, write_jsonl
 from tunescout.study.spec import load_study
-from tunescout.study.store import Store
+from tunescout.study.store import open_store
 from tunescout.study.sweep import run_sweep
 
 
@@ -54,15 +54,19 @@ def finished_study(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactor
     return path
 
 
+def _store(path: Path):
+    return open_store(path, readonly=True)
+
+
 def test_sweep_runs_every_trial_and_dynamics_stops_some(finished_study: Path) -> None:
-    store = Store(finished_study.parent / "test-study.db")
+    store = _store(finished_study.parent / "test-study.db")
     counts = store.counts()
     assert counts["stopped"] >= 2 and counts["completed"] >= 4
     assert counts["completed"] + counts["stopped"] == 12
-    for t in store.trials("stopped"):
+    for t in store.trials(status="stopped"):
         assert t["reason"].startswith("dynamics rung 1") and 0 < t["samples"] < t["planned_samples"]
         assert len(store.telemetry(t["trial_id"])) == t["steps"]  # stopped runs keep their telemetry
-    for t in store.trials("completed"):
+    for t in store.trials(status="completed"):
         assert t["samples"] == t["planned_samples"]
         names = {r["name"] for r in store.results(t["trial_id"])}
         assert {"val_loss"} < names and names & {"accuracy", "exact_match"}
@@ -86,9 +90,9 @@ def test_status_json_and_export(finished_study: Path, capsys, tmp_path: Path) ->
 
 
 def test_rerun_of_a_finished_study_runs_nothing(finished_study: Path) -> None:
-    before = Store(finished_study.parent / "test-study.db").trials()
+    before = _store(finished_study.parent / "test-study.db").trials()
     run_sweep(load_study(finished_study))
-    after = Store(finished_study.parent / "test-study.db").trials()
+    after = _store(finished_study.parent / "test-study.db").trials()
     assert [(t["trial_id"], t["finished_at"], t["attempts"]) for t in before] == \
            [(t["trial_id"], t["finished_at"], t["attempts"]) for t in after]
 
@@ -110,7 +114,7 @@ def test_divergence_and_failing_trials_are_recorded_and_the_sweep_goes_on(tiny_m
     spec = load_study(path)
     spec.datasets = spec.datasets[:1]
     run_sweep(spec)
-    store = Store(spec.store)
+    store = _store(Path(spec.store))
     by = {(Path(t["model"]).name, t["hparams"]["learning_rate"]): t for t in store.trials()}
     assert by[(tiny_model_dir.name, 1e-3)]["status"] == "completed"
     assert by[(tiny_model_dir.name, 1e12)]["status"] == "diverged"
@@ -129,41 +133,127 @@ def test_budget_stops_launching(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert any("token budget reached" in m for m in messages)
 
 
-def _completed(db: Path) -> list[tuple]:
+def _query(db: Path, sql: str) -> list[tuple]:
     if not db.exists():
         return []
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
-        return con.execute("SELECT trial_id, finished_at FROM trials WHERE status='completed'").fetchall()
+        return con.execute(sql).fetchall()
     except sqlite3.OperationalError:
         return []
     finally:
         con.close()
 
 
-def test_sigkill_of_the_driver_then_resume(tiny_model_dir: Path, tmp_path: Path) -> None:
-    path = _write_study(tmp_path, tiny_model_dir, "  learning_rate: [1.0e-4, 1.0e-3, 3.0e-3]\n")
-    db = tmp_path / "test-study.db"
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _weights(run_dir: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(next((run_dir / "model").glob("*.safetensors")))
+
+
+LONG = "{epochs: 6, batch_size: 4, max_length: 64, max_tokens_per_micro_batch: 256, checkpoint_every: 7}"
+
+
+def _long_study(root: Path, model: Path) -> Path:
+    path = _write_study(root, model, "  learning_rate: [1.0e-3, 3.0e-3]\n", fixed=LONG)
+    path.write_text(path.read_text().replace("  - {name: arithmetic", "  # - {name: arithmetic"))
+    return path
+
+
+def test_driver_killed_mid_trial_ends_its_trials_and_the_resume_is_exact(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """SIGKILL the driver while a trial is between checkpoints: the trial process dies with it,
+    and the next sweep resumes that trial from its checkpoint (attempt 2) to the same weights as
+    an uninterrupted run of the same study elsewhere."""
+    path = _long_study(tmp_path / "killed", tiny_model_dir)
+    db = tmp_path / "killed" / "test-study.db"
     proc = subprocess.Popen([sys.executable, "-m", "tunescout.cli", "sweep", str(path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    deadline = time.time() + 240
-    while len(_completed(db)) < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+    deadline, at = time.time() + 240, None
+    while time.time() < deadline and proc.poll() is None:
+        rows = _query(db, "SELECT t.trial_id, t.run_dir, MAX(x.step) FROM trials t JOIN telemetry x "
+                          "USING (trial_id) WHERE t.status='running' GROUP BY t.trial_id")
+        if rows and rows[0][2] >= 9 and rows[0][2] % 7:
+            at = rows[0]
+            break
+        time.sleep(0.02)
+    assert at is not None, "the sweep never reached a step between checkpoints"
+    trial_id, run_dir, step = at
+    pid = int((Path(run_dir) / ".lock").read_text().split()[0])
+    assert _alive(pid) and pid != proc.pid
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_before = dict(_completed(db))
-    assert 2 <= len(done_before) < 6, "the kill should land mid-study"
+    deadline = time.time() + 10
+    while _alive(pid) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid), "the trial process outlived its driver"
 
-    counts = run_sweep(load_study(path))
-    assert counts["completed"] == 6 and counts["pending"] == counts["running"] == 0
-    store = Store(db)
-    for t in store.trials():
-        if t["trial_id"] in done_before:  # finished trials are neither lost nor rerun
-            assert t["finished_at"] == done_before[t["trial_id"]] and t["attempts"] == 1
-        steps = [r["step"] for r in store.telemetry(t["trial_id"])]
-        assert steps == list(range(1, t["steps"] + 1))  # no step lost or repeated
-        assert t["samples"] == t["planned_samples"]
+    messages: list[str] = []
+    counts = run_sweep(load_study(path), on_event=messages.append)
+    assert counts["completed"] == 2 and counts["running"] == counts["pending"] == 0
+    assert any(f"start {trial_id}" in m and "attempt 2" in m for m in messages)
+    with _store(db) as store:
+        trial = next(t for t in store.trials() if t["trial_id"] == trial_id)
+        records = store.telemetry(trial_id)
+    assert trial["attempts"] == 2 and trial["samples"] == trial["planned_samples"]
+    assert [r["step"] for r in records] == list(range(1, trial["steps"] + 1))  # none lost or repeated
+    resumed = [r["step"] for r in records if r["attempt"] == 2]
+    assert resumed[0] > 1 and (resumed[0] - 1) % 7 == 0  # from its checkpoint, not from scratch
+    assert resumed[0] <= step  # steps after the checkpoint were redone
+
+    clean = _long_study(tmp_path / "clean", tiny_model_dir)
+    assert run_sweep(load_study(clean))["completed"] == 2
+    a, b = _weights(Path(run_dir)), _weights(tmp_path / "clean" / "test-study.db.runs" / trial_id)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert (a[name] == b[name]).all(), name
+
+
+def test_changed_settings_train_new_trials_and_supersede_old_ones(tiny_model_dir: Path, tmp_path: Path,
+                                                                   capsys) -> None:
+    fixed = "{epochs: 1, batch_size: 8, max_length: 64, max_tokens_per_micro_batch: 256}"
+    path = _write_study(tmp_path, tiny_model_dir, "  learning_rate: [1.0e-3, 3.0e-3]\n", fixed=fixed)
+    path.write_text(path.read_text().replace("  - {name: arithmetic", "  # - {name: arithmetic"))
+    run_sweep(load_study(path))
+    with _store(tmp_path / "test-study.db") as store:
+        first = {t["trial_id"]: t["finished_at"] for t in store.trials()}
+    assert len(first) == 2
+
+    path.write_text(path.read_text().replace("epochs: 1", "epochs: 2"))
+    messages: list[str] = []
+    run_sweep(load_study(path), on_event=messages.append)
+    assert any("2 new, 0 kept, 2 superseded" in m for m in messages)
+    with _store(tmp_path / "test-study.db") as store:
+        current = store.trials()
+        every = store.trials(all_versions=True)
+    assert not set(first) & {t["trial_id"] for t in current}  # new ids, trained anew
+    assert all(t["status"] == "completed" and t["config"]["epochs"] == 2 for t in current)
+    assert {t["trial_id"]: t["finished_at"] for t in every if t["superseded"]} == first  # kept as they were
+
+    db = str(tmp_path / "test-study.db")
+    assert main(["status", db, "--json"]) == 0
+    assert {t["trial_id"] for t in json.loads(capsys.readouterr().out)["trials"]} == {t["trial_id"] for t in current}
+    assert main(["status", db, "--json", "--all-versions"]) == 0
+    shown = json.loads(capsys.readouterr().out)["trials"]
+    assert len(shown) == 4 and sum(t["superseded"] for t in shown) == 2
+    assert main(["rank", db, "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["ranking"]) == 2
+
+    # back to the first settings: the first trials count again, nothing is retrained
+    path.write_text(path.read_text().replace("epochs: 2", "epochs: 1"))
+    messages.clear()
+    run_sweep(load_study(path), on_event=messages.append)
+    assert any("0 new, 2 kept, 2 superseded" in m for m in messages)
+    with _store(tmp_path / "test-study.db") as store:
+        assert {t["trial_id"]: t["finished_at"] for t in store.trials()} == first
 
 
 def test_rank_analyze_and_recommend_on_the_study(finished_study: Path, capsys) -> None:

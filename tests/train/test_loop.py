@@ -16,6 +16,7 @@ import torch
 from tunescout.config import DataSource, TrainConfig
 from tunescout.demo.tasks import make_rows, write_jsonl
 from tunescout.train import read_telemetry, train
+from tunescout.train.checkpoint import latest_checkpoint
 
 FIELDS = {"step", "samples", "tokens", "loss", "grad_norm", "lr", "tokens_per_s", "wall_s"}
 
@@ -159,41 +160,55 @@ def test_crash_and_resume_matches_uninterrupted_run(tiny_model_dir, data_files, 
 
 
 def test_sigkill_and_resume_matches_uninterrupted_run(tiny_model_dir, data_files, tmp_path) -> None:
-    """Kill the training process for real (SIGKILL, no cleanup) and resume with the CLI."""
+    """Kill the training process for real (SIGKILL, no cleanup) between checkpoints; resume with the CLI.
+
+    The kill lands at step 5 with checkpoints every 3 steps, so the resumed run redoes steps 4
+    and 5; LoRA dropout draws from torch's RNG on every forward, so they only come out the
+    same if the checkpoint restored the generator state exactly.
+    """
     cfg_path = tmp_path / "run.yaml"
     cfg_path.write_text(textwrap.dedent(f"""
         model: {tiny_model_dir}
+        method: lora
+        lora: {{dropout: 0.1}}
         data: [{data_files['arithmetic']}, {data_files['sentiment']}]
         batch_size: 8
         max_tokens_per_micro_batch: 256
         max_length: 128
         learning_rate: 1.0e-3
-        max_steps: 9
-        checkpoint_every: 2
+        max_steps: 8
+        checkpoint_every: 3
         progress: false
     """))
+    killed = tmp_path / "killed"
     script = textwrap.dedent(f"""
         import os, signal
         from tunescout.config import load_config
         from tunescout.train import train
         def kill(record):
-            if record.step == 6:
+            if record.step == 5:
                 os.kill(os.getpid(), signal.SIGKILL)
-        train(load_config({str(cfg_path)!r}, ["output_dir={tmp_path / 'killed'}"]), early_stop=kill)
+        train(load_config({str(cfg_path)!r}, ["output_dir={killed}"]), early_stop=kill)
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert proc.returncode == -9, proc.stderr[-2000:]
-    assert not (tmp_path / "killed" / "result.json").exists()  # died without cleanup
+    assert not (killed / "result.json").exists()  # died without cleanup
+    assert latest_checkpoint(killed).name == "step-0000003"  # between checkpoints: steps 4-5 are lost
+    assert [r["step"] for r in read_telemetry(killed / "telemetry.jsonl")] == [1, 2, 3, 4, 5]
 
     from tunescout.cli import main
 
-    assert main(["train", "--resume-dir", str(tmp_path / "killed")]) == 0
+    assert main(["train", "--resume-dir", str(killed)]) == 0
     assert main(["train", str(cfg_path), f"output_dir={tmp_path / 'clean'}"]) == 0
-    a, b = _weights(tmp_path / "clean"), _weights(tmp_path / "killed")
+    a, b = _weights(tmp_path / "clean"), _weights(killed)  # the LoRA adapter: every trainable tensor
+    assert a.keys() == b.keys() and any("lora" in name for name in a)
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
-    assert len(read_telemetry(tmp_path / "killed" / "telemetry.jsonl")) == 9
+    ra, rb = (read_telemetry(d / "telemetry.jsonl") for d in (tmp_path / "clean", killed))
+    assert [r["step"] for r in rb] == list(range(1, 9))  # each step once, the redone ones included
+    assert [r["loss"] for r in ra] == [r["loss"] for r in rb]
+    assert [r["grad_norm"] for r in ra] == [r["grad_norm"] for r in rb]
 
 
 @pytest.mark.parametrize(("mixed", "weights"), [(True, torch.float32), (False, torch.bfloat16)])

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 from tunescout.evaluate.metrics import get_metric
+from tunescout.study.spec import COHORT as STUDY_COHORT
+from tunescout.study.spec import dataset_metric
 from tunescout.study.stopping import rung_samples, window_start, window_stats
 
 __all__ = [
@@ -33,7 +35,8 @@ __all__ = [
     "spearman",
 ]
 
-COHORT = ["model", "dataset", "method"]
+COHORT = list(STUDY_COHORT)
+"""The cohort key as a list of columns (pandas groups by lists); defined once in ``study.spec``."""
 MIN_COHORT = 3
 """Fewer trials than this give no meaningful rank correlation (two points always correlate ±1)."""
 
@@ -47,8 +50,7 @@ def _datasets(spec: Any) -> list[tuple[str, str]]:
     items = spec.get("datasets", []) if isinstance(spec, Mapping) else getattr(spec, "datasets", spec)
     out = []
     for d in items:
-        name, metric = (d["name"], d.get("metric", "val_loss")) if isinstance(d, Mapping) else (d.name, d.metric)
-        out.append((name, metric))
+        out.append((d["name"] if isinstance(d, Mapping) else d.name, dataset_metric(d)))
     return out
 
 

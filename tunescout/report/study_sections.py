@@ -6,6 +6,7 @@ import pandas as pd
 
 from tunescout.analysis import batch_lr_table, rule_label, stacked_vs_phased
 from tunescout.analysis.dynamics import COHORT
+from tunescout.study.spec import dataset_metric
 from tunescout.report import figures
 from tunescout.report.blocks import Block, Section, StudyData, Table, fmt, is_missing, short_model
 from tunescout.study.store import STATUSES
@@ -37,7 +38,7 @@ def summary_section(d: StudyData) -> Section:
     planned = trials["planned_tokens"] if "planned_tokens" in trials else pd.Series(dtype=float)
     planned_total, unplanned = planned.sum(skipna=True), int(planned.isna().sum())
     fraction = d.tokens_trained / planned_total if planned_total else float("nan")
-    datasets = [f"{x['name']} ({x.get('metric', 'val_loss')})" for x in spec.get("datasets", [])]
+    datasets = [f"{x['name']} ({dataset_metric(x)})" for x in spec.get("datasets", [])]
     stopping = spec.get("stopping") or {"rule": "none"}
     facts = [
         ("study", d.name),

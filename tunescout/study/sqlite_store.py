@@ -260,7 +260,7 @@ class SQLiteStore:
             clause += f" AND {alias}.spec_version = (SELECT version FROM studies WHERE name = {alias}.study)"
         return clause, (name,)
 
-    def trials(self, study: str | None = None, status: str | Sequence[str] | None = None,
+    def trials(self, study: str | None = None, *, status: str | Sequence[str] | None = None,
                all_versions: bool = False) -> list[dict[str, Any]]:
         where, args = self._where(study, all_versions)
         if status is not None:

@@ -88,7 +88,7 @@ class StudyStore(Protocol):
     def study_spec(self, name: str | None = None) -> dict[str, Any] | None:
         """The study's current spec, parsed."""
 
-    def trials(self, study: str | None = None, status: str | Sequence[str] | None = None,
+    def trials(self, study: str | None = None, *, status: str | Sequence[str] | None = None,
                all_versions: bool = False) -> list[dict[str, Any]]:
         """Trial rows (``hparams``, ``config`` parsed; ``superseded`` flag) in insertion order."""
 

@@ -138,7 +138,7 @@ def _drive(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], rule:
     metric_of = {d.name: dataset_metric(d) for d in spec.datasets}
     progress = _progress_from_store(store, spec.name, metric_of)
 
-    pending = [t["trial_id"] for t in store.trials(spec.name, "pending")]
+    pending = [t["trial_id"] for t in store.trials(spec.name, status="pending")]
     started = saved_at = time.monotonic()
     study_row = store.study(spec.name) or {}
     previous = float(study_row.get("elapsed_s") or 0.0)

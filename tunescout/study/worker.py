@@ -22,6 +22,7 @@ import transformers  # noqa: F401
 
 from tunescout.config import build_config
 from tunescout.data.formats import read_examples
+from tunescout.study.spec import DEFAULT_METRIC, dataset_metric
 from tunescout.train.loop import train
 
 __all__ = ["run_trial"]
@@ -31,7 +32,7 @@ PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 def _task_eval(task: dict[str, Any]):
     """The dataset's task metric by generation on its eval file (nothing for ``val_loss``)."""
-    if task.get("metric", "val_loss") == "val_loss":
+    if dataset_metric(task) == DEFAULT_METRIC:
         return None
 
     def evaluate(model, tokenizer) -> dict[str, Any]:

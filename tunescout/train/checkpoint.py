@@ -1,14 +1,38 @@
 """Resumable checkpoints: trainable weights, optimizer, scheduler, data position and RNG state.
 
 Only trainable tensors are saved (for LoRA that is the adapter alone); the frozen base is
-reloaded from its source on resume. A checkpoint is written to a temporary folder and renamed
-into place, so a run killed mid-write leaves the previous checkpoint intact.
+reloaded from its source on resume.
+
+The invariant: a run killed at any moment, even in the middle of a save, leaves at least one
+loadable checkpoint (the new one or the previous one), never none. The save order gives it:
+
+1. write every file into ``step-N.tmp``, each fsynced, ``state.json`` (the completion marker)
+   last;
+2. rename the folder to ``step-N`` and fsync ``checkpoints/``;
+3. replace the pointer ``checkpoints/latest`` atomically (temp file in the same folder, fsync,
+   ``os.replace``): it names either the old checkpoint or the new one, never half of either;
+4. only then delete older checkpoints, their marker first, so a half-deleted folder reads as
+   incomplete rather than as a checkpoint with files missing. The folder the pointer names is
+   never deleted.
+
+Deleting the previous checkpoint before the pointer moves (as a plain "write, then clean up"
+does) opens a window where a crash leaves nothing to resume from; renaming into place without
+fsync lets a power cut leave a folder whose files are empty. :func:`latest_checkpoint` trusts
+the pointer when it names a complete folder and otherwise falls back to the newest complete
+``step-*`` folder, ignoring ``*.tmp`` leftovers.
+
+Nothing is unpickled on load: the RNG states of Python and NumPy are JSON, every ``.pt`` file
+is read with ``torch.load(weights_only=True)`` (tensors, containers and numbers only), and a file
+that does not pass raises :class:`ValueError` naming it instead of running anything.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,21 +42,157 @@ import torch
 
 __all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint"]
 
+log = logging.getLogger("tunescout.train.checkpoint")
 
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+POINTER = "latest"
+MARKER = "state.json"
+"""Written last into a checkpoint, removed first when one is deleted: its presence means complete."""
+_STEP_DIR = re.compile(r"step-(\d+)")
+
+
+# --- durable writes ---
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` survive a power cut (a no-op where unsupported)."""
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_torch(obj: Any, path: Path) -> None:
+    with path.open("wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _write_text(text: str, path: Path) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _replace_pointer(root: Path, name: str) -> None:
+    """Point ``root/latest`` at ``name``: write a temp file beside it, fsync, ``os.replace``."""
+    tmp = root / f"{POINTER}.tmp"
+    _write_text(name + "\n", tmp)
+    os.replace(tmp, root / POINTER)
+    _fsync_dir(root)
+
+
+def _remove_checkpoint(path: Path) -> None:
+    """Delete a checkpoint folder, its marker first: a crash midway leaves it incomplete, not torn."""
+    (path / MARKER).unlink(missing_ok=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# --- finding checkpoints ---
+
+def _step_of(path: Path) -> int | None:
+    """N for a folder named ``step-N`` (a ``step-N.tmp`` or anything else gives None)."""
+    match = _STEP_DIR.fullmatch(path.name)
+    return int(match.group(1)) if match else None
+
+
+def _is_complete(path: Path) -> bool:
+    return _step_of(path) is not None and (path / MARKER).is_file()
+
+
+def _step_dirs(root: Path) -> list[Path]:
+    """Every ``step-N`` folder under ``root`` (complete or not), oldest first."""
+    dirs = [p for p in root.glob("step-*") if p.is_dir() and _step_of(p) is not None]
+    return sorted(dirs, key=_step_of)
+
+
+def _pointed(root: Path) -> Path | None:
+    """The folder the pointer names, if the pointer holds a plain ``step-N`` name."""
+    try:
+        name = (root / POINTER).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return root / name if _STEP_DIR.fullmatch(name) else None
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of a run, or None.
+
+    Args:
+        run_dir: the run directory (checkpoints live in its ``checkpoints/`` folder).
+
+    Returns:
+        The folder ``checkpoints/latest`` names when it is complete; otherwise (pointer missing,
+        unreadable, or naming a missing or incomplete folder) the complete ``step-N`` folder
+        with the largest N; None when there is no complete checkpoint.
+    """
+    root = Path(run_dir) / "checkpoints"
+    pointed = _pointed(root)
+    if pointed is not None and _is_complete(pointed):
+        return pointed
+    complete = [p for p in _step_dirs(root) if _is_complete(p)]
+    if complete:
+        log.warning("%s does not name a complete checkpoint; using %s", root / POINTER, complete[-1])
+        return complete[-1]
+    return None
+
+
+# --- RNG state without pickle ---
+
+def _unsafe(file: Path, why: str) -> ValueError:
+    return ValueError(f"{file}: not a safe tunescout checkpoint file ({why})")
+
+
+def _rng_json() -> dict[str, Any]:
+    """Python's and NumPy's global RNG states as plain JSON values."""
+    version, internal, gauss_next = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    return {
+        "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
+        "numpy": {"name": name, "keys": [int(k) for k in keys], "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+    }
+
+
+def _rng_tensors() -> dict[str, Any]:
+    """Torch's CPU and CUDA generator states: byte tensors, loadable with ``weights_only``."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def _parse_rng(plain: dict[str, Any], tensors: dict[str, Any], where: Path) -> tuple[Any, Any, Any, Any]:
+    """The four saved RNG states, each tried on a private generator so that a malformed one
+    raises here, before any global state has changed."""
+    try:
+        py, npy = plain["python"], plain["numpy"]
+        py_state = (py["version"], tuple(py["state"]), py["gauss_next"])
+        np_state = (npy["name"], np.asarray(npy["keys"], dtype=np.uint32), npy["pos"], npy["has_gauss"],
+                    npy["cached_gaussian"])
+        random.Random().setstate(py_state)
+        np.random.RandomState().set_state(np_state)
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise _unsafe(where / "rng.json", f"malformed RNG state: {exc!r}") from exc
+    try:
+        torch.Generator().set_state(tensors["torch"])
+    except (TypeError, RuntimeError) as exc:
+        raise _unsafe(where / "rng.pt", f"malformed torch RNG state: {exc!r}") from exc
+    return py_state, np_state, tensors["torch"], tensors.get("cuda")
 
+
+def _set_rng(py_state: Any, np_state: Any, torch_state: torch.Tensor, cuda_states: Any) -> None:
+    random.setstate(py_state)
+    np.random.set_state(np_state)
+    torch.set_rng_state(torch_state)
+    if cuda_states is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states)
+
+
+# --- save ---
 
 def save_checkpoint(
     run_dir: str | Path,
@@ -42,50 +202,148 @@ def save_checkpoint(
     state: dict[str, Any],
     keep: int = 1,
 ) -> Path:
-    """Write ``checkpoints/step-NNNNNNN`` under ``run_dir`` and keep the newest ``keep`` of them."""
+    """Write ``checkpoints/step-NNNNNNN`` under ``run_dir`` and keep the newest ``keep`` of them.
+
+    The write order (module docstring) leaves a loadable checkpoint after a crash at any point.
+
+    Args:
+        run_dir: the run directory.
+        model: its trainable parameters are saved.
+        optimizer: saved with its ``state_dict``.
+        scheduler: an LR scheduler, saved with its ``state_dict``.
+        state: JSON-serialisable progress; ``state["step"]`` names the checkpoint.
+        keep: how many checkpoints to keep, the new one included (at least 1).
+
+    Returns:
+        The checkpoint folder. When the newest checkpoint (the one :func:`latest_checkpoint`
+        returns) already holds this step, as when a run stopped on a checkpoint step saves
+        again at its end, that folder is returned unchanged.
+
+    Raises:
+        ValueError: ``keep`` is below 1.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, got {keep}")
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{state['step']:07d}"
-    tmp = root / (final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    current = latest_checkpoint(run_dir)
+    if current is not None and _step_of(current) == state["step"]:
+        if _pointed(root) != current:  # found by the fallback: make the pointer say so
+            _replace_pointer(root, current.name)
+        return current
+
+    tmp = root / f"{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)  # a leftover of an earlier crash
     tmp.mkdir()
     weights = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
-    torch.save(weights, tmp / "trainable.pt")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(_rng_state(), tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=2))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    (root / "latest").write_text(final.name)
-    for old in sorted(p for p in root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    _write_torch(weights, tmp / "trainable.pt")
+    _write_torch(optimizer.state_dict(), tmp / "optimizer.pt")
+    _write_torch(scheduler.state_dict(), tmp / "scheduler.pt")
+    _write_torch(_rng_tensors(), tmp / "rng.pt")
+    _write_text(json.dumps(_rng_json()), tmp / "rng.json")
+    _write_text(json.dumps(state, indent=2), tmp / MARKER)  # last: the folder is complete
+    _fsync_dir(tmp)
+
+    if final.exists():  # not the newest checkpoint (see above), e.g. left by a crash before the pointer moved
+        _remove_checkpoint(final)
+    os.rename(tmp, final)
+    _fsync_dir(root)
+    _replace_pointer(root, final.name)
+
+    # Only now is anything older deleted. Folders past this step belong to a timeline the
+    # pointer has left (written before a crash, then redone from an earlier checkpoint).
+    older = [p for p in _step_dirs(root) if _step_of(p) < state["step"] and _is_complete(p)]
+    kept = {final, *older[max(0, len(older) - (keep - 1)):]} if keep > 1 else {final}
+    for path in _step_dirs(root):
+        if path not in kept:
+            _remove_checkpoint(path)
+    for leftover in root.glob("step-*.tmp"):
+        shutil.rmtree(leftover, ignore_errors=True)
     return final
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint of a run, or None."""
-    pointer = Path(run_dir) / "checkpoints" / "latest"
-    if not pointer.exists():
-        return None
-    path = pointer.parent / pointer.read_text().strip()
-    return path if (path / "state.json").exists() else None
+# --- load ---
+
+def _load_torch(file: Path) -> Any:
+    """``torch.load`` restricted to tensors, containers and numbers; anything else raises."""
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # UnpicklingError for a forbidden global, others for a torn file
+        raise _unsafe(file, f"{type(exc).__name__}: {_torch_reason(exc)}") from exc
+
+
+def _torch_reason(exc: Exception) -> str:
+    """What torch found, without its advice to retry with ``weights_only=False``."""
+    parts = [p.strip() for p in str(exc).split("\n\n") if p.strip()]
+    if len(parts) > 2 and parts[0].startswith("Weights only load failed"):
+        return parts[1]
+    return parts[0] if parts else "unreadable"
+
+
+def _load_json(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _unsafe(file, f"not JSON: {exc}") from exc
+
+
+def _expect(ok: bool, file: Path, what: str) -> None:
+    if not ok:
+        raise _unsafe(file, f"expected {what}")
 
 
 def load_checkpoint(
     path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> dict[str, Any]:
-    """Restore a checkpoint in place and return its saved state (step, samples, tokens, ...)."""
+    """Restore a checkpoint in place and return its saved state (step, samples, tokens, ...).
+
+    Every file is read and checked before anything is restored, so a checkpoint with a bad file
+    leaves the model, optimizer, scheduler and RNGs as they were.
+
+    Args:
+        path: a checkpoint folder (e.g. from :func:`latest_checkpoint`).
+        model: receives the saved trainable parameters.
+        optimizer: receives the saved optimizer state.
+        scheduler: receives the saved scheduler state.
+
+    Returns:
+        The ``state`` dict given to :func:`save_checkpoint`.
+
+    Raises:
+        ValueError: a file holds anything but tensors, containers and numbers (e.g. a pickled
+            object), is torn or malformed, or the checkpoint lacks a trainable parameter.
+        FileNotFoundError: a file of the checkpoint is missing.
+    """
     path = Path(path)
-    weights = torch.load(path / "trainable.pt", map_location="cpu", weights_only=True)
+    files = {name: path / name for name in ("trainable.pt", "optimizer.pt", "scheduler.pt", "rng.pt")}
+    weights, optim_state, sched_state, rng_tensors = (_load_torch(f) for f in files.values())
+    rng_plain = _load_json(path / "rng.json")
+    state = _load_json(path / MARKER)
+
+    _expect(isinstance(weights, dict) and all(isinstance(t, torch.Tensor) for t in weights.values()),
+            files["trainable.pt"], "a dict of tensors")
+    _expect(isinstance(optim_state, dict) and {"state", "param_groups"} <= optim_state.keys(),
+            files["optimizer.pt"], "an optimizer state_dict")
+    _expect(isinstance(sched_state, dict), files["scheduler.pt"], "a scheduler state_dict")
+    _expect(isinstance(rng_tensors, dict) and isinstance(rng_tensors.get("torch"), torch.Tensor),
+            files["rng.pt"], "a dict with the torch RNG state tensor")
+    _expect(isinstance(rng_plain, dict) and {"python", "numpy"} <= rng_plain.keys(),
+            path / "rng.json", "python and numpy RNG states")
+    _expect(isinstance(state, dict) and isinstance(state.get("step"), int), path / MARKER, "a dict with 'step'")
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
     if missing:
         raise ValueError(f"checkpoint {path} lacks trainable parameters, e.g. {missing[:3]}")
+
+    rng = _parse_rng(rng_plain, rng_tensors, path)
+
     with torch.no_grad():
         for name, tensor in weights.items():
             params[name].copy_(tensor)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    _set_rng_state(torch.load(path / "rng.pt", weights_only=False))
-    return json.loads((path / "state.json").read_text())
+    optimizer.load_state_dict(optim_state)
+    scheduler.load_state_dict(sched_state)
+    _set_rng(*rng)
+    return state

