@@ -76,10 +76,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
     with open_store(args.store, readonly=True) as store:
         counts = store.counts(args.study, args.all_versions)
         rows = status_rows(store, args.study, args.all_versions)
+        hidden = sum(store.counts(args.study, True).values()) - sum(counts.values())
     if args.json:
         print(json.dumps({"counts": counts, "trials": rows}, indent=2, default=str))
         return 0
     print("  ".join(f"{k}: {v}" for k, v in counts.items()))
+    if not args.all_versions and hidden:
+        print(f"({hidden} trials of earlier spec versions not shown; --all-versions shows them)")
     for r in rows:
         score = "-" if r["score"] is None else f"{r['score']:.4f}"
         old = "  (superseded)" if r["superseded"] else ""

@@ -244,6 +244,8 @@ def test_changed_settings_train_new_trials_and_supersede_old_ones(tiny_model_dir
     assert main(["status", db, "--json", "--all-versions"]) == 0
     shown = json.loads(capsys.readouterr().out)["trials"]
     assert len(shown) == 4 and sum(t["superseded"] for t in shown) == 2
+    assert main(["status", db]) == 0
+    assert "2 trials of earlier spec versions not shown" in capsys.readouterr().out
     assert main(["rank", db, "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["ranking"]) == 2
 

@@ -130,6 +130,25 @@ def test_early_stop_hook_ends_the_run_as_stopped(tiny_model_dir, data_files, tmp
     assert (tmp_path / "run" / "model" / "config.json").exists()
 
 
+def test_a_checkpoint_never_gets_ahead_of_the_hook(tiny_model_dir, data_files, tmp_path) -> None:
+    """The hook (in a sweep: the record going to the driver) runs before the checkpoint of its
+    step, so a driver that dies on receiving step N leaves no checkpoint of step N, and the
+    resumed trial redoes N instead of skipping a step the store never recorded."""
+    run = tmp_path / "run"
+    seen = []
+
+    def hook(record):
+        latest = latest_checkpoint(run)
+        seen.append((record.step, latest.name if latest else None))
+        if record.step == 4:
+            raise BrokenPipeError("driver gone")
+
+    with pytest.raises(BrokenPipeError):
+        train(_config(tiny_model_dir, data_files, run, max_steps=8, checkpoint_every=2), early_stop=hook)
+    assert seen == [(1, None), (2, None), (3, "step-0000002"), (4, "step-0000002")]
+    assert latest_checkpoint(run).name == "step-0000002"
+
+
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 

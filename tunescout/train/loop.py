@@ -277,13 +277,16 @@ def _train_in(
                 result.status, result.reason = "diverged", f"non-finite loss or grad norm at step {step}"
                 log.error("run diverged at step %d (loss %s, grad_norm %s)", step, loss, grad_norm)
                 break
-            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
-                save_checkpoint(run_dir, model, optimizer, scheduler, state)
+            # The hook first, the checkpoint after: in a sweep the hook hands the record to the
+            # driver, so a checkpoint never gets ahead of the steps the store has recorded (a
+            # driver killed in between would otherwise lose them on resume).
             verdict = early_stop(record) if early_stop else None
             if verdict:
                 result.status = "stopped"
                 result.reason = verdict if isinstance(verdict, str) else f"early stop at step {step}"
                 break
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
+                save_checkpoint(run_dir, model, optimizer, scheduler, state)
 
         # --- the end: evaluate, checkpoint, save ---
         if result.status != "diverged":
