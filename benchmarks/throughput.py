@@ -487,7 +487,7 @@ def run_tunescout(job: dict[str, Any]) -> dict[str, Any]:
     )
     clock = _StepClock()
     t0 = time.perf_counter()
-    result = train(config, sinks=[clock])
+    result = train(config, sinks=[clock], restart=True)  # a rerun into the same --out starts over
     total_s = time.perf_counter() - t0
     if result.status != "completed":
         raise RuntimeError(f"tunescout run {result.status}: {result.reason}")

@@ -164,7 +164,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from tunescout.study.store import open_store
 
     with open_store(args.store, readonly=True) as store:
-        tables, spec = store_tables(store, args.study, args.all_versions), store.study_spec(args.study)
+        tables, spec = store_tables(store, args.study), store.study_spec(args.study)
     if spec is None:
         raise ValueError(f"{args.store}: the store holds no study (run `tunescout sweep STUDY.yaml` first)")
     t, r, tel = tables["trials"], tables["results"], tables["telemetry"]
@@ -259,16 +259,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from tunescout.report import build_report
 
-    print(build_report(args.store, args.out, tau=args.tau, window=args.window, top=args.top, study=args.study,
-                       all_versions=args.all_versions))
+    print(build_report(args.store, args.out, tau=args.tau, window=args.window, top=args.top, study=args.study))
     return 0
 
 
-def _store_options(p: argparse.ArgumentParser) -> None:
-    """``--study`` and ``--all-versions``, on every command that reads a store."""
+def _store_options(p: argparse.ArgumentParser, all_versions: bool = True) -> None:
+    """``--study`` on every command that reads a store; ``--all-versions`` where trials of several
+    spec versions can be shown side by side (``analyze`` and ``report`` describe one version)."""
     p.add_argument("--study", default=None, help="the study to read when the store holds several")
-    p.add_argument("--all-versions", action="store_true",
-                   help="also show trials superseded by a later version of the study's spec")
+    if all_versions:
+        p.add_argument("--all-versions", action="store_true",
+                       help="also show trials superseded by a later version of the study's spec")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -334,7 +335,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.add_argument("-o", "--out", help="write each table as CSV into this folder")
-    _store_options(p)
+    _store_options(p, all_versions=False)
     p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("report", help="a self-contained HTML report of a study")
@@ -343,7 +344,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tau", type=float, default=0.95, help="CBS coverage threshold")
     p.add_argument("--window", type=float, default=0.1, help="early window for the dynamics analysis")
     p.add_argument("--top", type=int, default=5, help="configurations to recommend")
-    _store_options(p)
+    _store_options(p, all_versions=False)
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("demo", help="the embedded default study end to end: train, sweep, rank, analyze, report")

@@ -31,7 +31,7 @@ SPEC = {"name": "demo", "datasets": [{"name": "a", "metric": "exact_match"}]}
 
 def test_lifecycle_and_resume_rewrites(store) -> None:
     sync = store.sync_trials("demo", SPEC, [_row("t1"), _row("t2")])
-    assert (sync.new, sync.kept, sync.superseded, sync.version) == (2, 0, 0, 1)
+    assert (sync.new, sync.kept, sync.superseded, sync.newly_superseded, sync.version) == (2, 0, 0, 0, 1)
     assert store.mark_running("t1") == 1
     for step in (1, 2, 3):
         store.add_telemetry("t1", {"step": step, "samples": 8 * step, "tokens": 80 * step, "loss": 1.0})
@@ -83,7 +83,7 @@ def test_spec_versions_supersede_and_restore(store) -> None:
     assert (again.new, again.kept, again.superseded, again.version) == (0, 2, 0, 1)
 
     changed = store.sync_trials("demo", {**SPEC, "fixed": {"epochs": 2}}, [_row("t2"), _row("t3")])
-    assert (changed.new, changed.kept, changed.superseded, changed.version) == (1, 1, 1, 2)
+    assert (changed.new, changed.kept, changed.superseded, changed.newly_superseded, changed.version) == (1, 1, 1, 1, 2)
     assert [t["trial_id"] for t in store.trials()] == ["t2", "t3"]
     assert store.telemetry() == [] and store.results() == []  # t1's results are not reported any more
     assert store.counts()["completed"] == 0 and store.tokens_trained("demo") == 0
@@ -92,7 +92,8 @@ def test_spec_versions_supersede_and_restore(store) -> None:
     assert len(store.results(all_versions=True)) == 2 and store.counts(all_versions=True)["completed"] == 1
 
     back = store.sync_trials("demo", SPEC, [_row("t1"), _row("t2")])  # back to the first spec: t1 counts again
-    assert (back.new, back.superseded, back.version) == (0, 1, 3)
+    assert (back.new, back.superseded, back.newly_superseded, back.version) == (0, 1, 1, 3)
+    assert store.sync_trials("demo", SPEC, [_row("t1"), _row("t2")]).newly_superseded == 0
     assert {t["trial_id"] for t in store.trials()} == {"t1", "t2"} and store.counts()["completed"] == 1
 
 
@@ -113,6 +114,18 @@ def test_several_studies_are_kept_apart(store) -> None:
         store.counts("three")
     with pytest.raises(StoreError, match="belongs to study 'one'"):
         store.sync_trials("two", SPEC, [_row("a1")])
+
+
+def test_stopped_trials_reopen_and_resume_as_a_new_attempt(store) -> None:
+    store.sync_trials("demo", SPEC, [_row("t1"), _row("t2")])
+    for tid, status in (("t1", "stopped"), ("t2", "completed")):
+        store.mark_running(tid)
+        store.add_telemetry(tid, {"step": 1, "samples": 8, "tokens": 80})
+        store.finish(tid, status, "rung 1")
+    assert store.reopen_stopped("demo") == ["t1"]
+    t1, t2 = store.trials()
+    assert (t1["status"], t1["reason"], t1["finished_at"]) == ("pending", "", None) and t2["status"] == "completed"
+    assert store.mark_running("t1") == 2 and len(store.telemetry("t1")) == 1  # its records are kept
 
 
 def test_requeue_is_per_study(store) -> None:

@@ -230,7 +230,7 @@ def test_changed_settings_train_new_trials_and_supersede_old_ones(tiny_model_dir
     path.write_text(path.read_text().replace("epochs: 1", "epochs: 2"))
     messages: list[str] = []
     run_sweep(load_study(path), on_event=messages.append)
-    assert any("2 new, 0 kept, 2 superseded" in m for m in messages)
+    assert any("2 new, 0 kept, 2 newly superseded (2 of earlier spec versions in all)" in m for m in messages)
     with _store(tmp_path / "test-study.db") as store:
         current = store.trials()
         every = store.trials(all_versions=True)
@@ -248,12 +248,19 @@ def test_changed_settings_train_new_trials_and_supersede_old_ones(tiny_model_dir
     assert "2 trials of earlier spec versions not shown" in capsys.readouterr().out
     assert main(["rank", db, "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["ranking"]) == 2
+    assert main(["rank", db, "--json", "--all-versions"]) == 0  # old configs ranked as configs of their own
+    ranked = [r["config_id"] for r in json.loads(capsys.readouterr().out)["ranking"]]
+    assert len(ranked) == 4 and sum(c.endswith("@v1") for c in ranked) == 2
+    from tunescout.report import build_report
+
+    page = build_report(db, tmp_path / "report.html").read_text()
+    assert "2 more of earlier spec versions left out" in page
 
     # back to the first settings: the first trials count again, nothing is retrained
     path.write_text(path.read_text().replace("epochs: 2", "epochs: 1"))
     messages.clear()
     run_sweep(load_study(path), on_event=messages.append)
-    assert any("0 new, 2 kept, 2 superseded" in m for m in messages)
+    assert any("0 new, 2 kept, 2 newly superseded (2 of earlier spec versions in all)" in m for m in messages)
     with _store(tmp_path / "test-study.db") as store:
         assert {t["trial_id"]: t["finished_at"] for t in store.trials()} == first
 
@@ -271,3 +278,39 @@ def test_rank_analyze_and_recommend_on_the_study(finished_study: Path, capsys) -
     assert main(["recommend", "--from", db, "--top", "2"]) == 0
     out = capsys.readouterr().out
     assert out.count("# rank") == 2 and "learning_rate" in out
+
+
+def test_a_second_driver_of_the_same_store_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from tunescout.train.rundir import RunDirLocked, hold_lock
+
+    path = _write_study(tmp_path, tiny_model_dir, "  learning_rate: [1.0e-3]\n")
+    spec = load_study(path)
+    with hold_lock(f"{spec.store}.lock", "held by {pid}"):
+        with pytest.raises(RunDirLocked, match=f"sweep driver process {os.getpid()} is running it"):
+            run_sweep(spec)
+    assert not Path(spec.runs_dir).exists()  # nothing was launched
+
+
+def test_a_changed_stopping_rule_reopens_the_trials_the_old_one_stopped(tiny_model_dir: Path,
+                                                                        tmp_path: Path) -> None:
+    fixed = "{epochs: 2, batch_size: 4, max_length: 64, max_tokens_per_micro_batch: 256, checkpoint_every: 3}"
+    path = _write_study(tmp_path, tiny_model_dir, "  learning_rate: [1.0e-4, 1.0e-3, 3.0e-3, 1.0e-2]\n",
+                        "stopping: {rule: dynamics, rungs: [0.3], eta: 2}\n", fixed=fixed)
+    path.write_text(path.read_text().replace("  - {name: arithmetic", "  # - {name: arithmetic"))
+    counts = run_sweep(load_study(path))
+    assert counts["stopped"] >= 1
+    with _store(tmp_path / "test-study.db") as store:
+        stopped = {t["trial_id"]: t["steps"] for t in store.trials(status="stopped")}
+
+    path.write_text(path.read_text().replace("stopping: {rule: dynamics, rungs: [0.3], eta: 2}", "stopping: {rule: none}"))
+    messages: list[str] = []
+    counts = run_sweep(load_study(path), on_event=messages.append)
+    assert counts["completed"] == 4 and counts["stopped"] == 0
+    assert any(f"{len(stopped)} stopped trials reopened" in m for m in messages)
+    with _store(tmp_path / "test-study.db") as store:
+        for tid, steps in stopped.items():
+            trial = next(t for t in store.trials() if t["trial_id"] == tid)
+            records = store.telemetry(tid)
+            assert trial["attempts"] == 2 and trial["samples"] == trial["planned_samples"]
+            assert [r["step"] for r in records] == list(range(1, trial["steps"] + 1))
+            assert [r["step"] for r in records if r["attempt"] == 2][0] == steps + 1  # continued where it stopped

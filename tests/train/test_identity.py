@@ -90,8 +90,17 @@ def test_evaluation_points_do_not_change_the_weights(tiny_model_dir: Path, data_
                     eval_data=[DataSource(str(held_out))], method="lora", lora=LoraConfig(dropout=0.1))
     evals = dataclasses.replace(plain, output_dir=str(tmp_path / "evals"), eval_every=1, eval_at_samples=[8])
     assert run_identity(plain) == run_identity(evals)
+    from tunescout.data.formats import read_examples
+    from tunescout.evaluate import evaluate_task
+
+    examples = read_examples(held_out)
+
+    def generate(model, tokenizer) -> dict:  # what a study trial runs at its evaluation points
+        return {"exact_match": evaluate_task(model, tokenizer, examples, "exact_match", max_new_tokens=4,
+                                             device="cpu")["score"]}
+
     train(plain)
-    assert train(evals, task_eval=lambda model, tok: {"probe": 1.0}).status == "completed"
+    assert train(evals, task_eval=generate).status == "completed"
     assert len((tmp_path / "evals" / "eval.jsonl").read_text().splitlines()) > \
         len((tmp_path / "plain" / "eval.jsonl").read_text().splitlines())
     a, b = _weights(tmp_path / "plain"), _weights(tmp_path / "evals")
@@ -159,3 +168,27 @@ def test_a_second_process_cannot_train_in_a_locked_run_dir(tiny_model_dir, data_
     holder.wait()
     time.sleep(0.1)
     assert train(_config(tiny_model_dir, data_file, run)).status == "completed"
+
+
+def test_a_run_dir_without_a_record_is_judged_by_its_config_yaml(tiny_model_dir, data_file, tmp_path) -> None:
+    run = tmp_path / "run"
+    train(_config(tiny_model_dir, data_file, run))
+    (run / "run.json").unlink()  # as written before run.json existed
+    with pytest.raises(ResumeMismatch, match="learning_rate: 0.001 in the run, 0.01 now"):
+        train(_config(tiny_model_dir, data_file, run, learning_rate=1e-2), resume=True)
+    (run / "config.yaml").write_text("learning_rat: 3\n")
+    with pytest.raises(ConfigError, match="cannot tell which run this directory holds"):
+        train(_config(tiny_model_dir, data_file, run), resume=True)
+
+
+def test_what_auto_resolved_to_must_match_on_resume(tiny_model_dir, data_file, tmp_path) -> None:
+    import json
+
+    run = tmp_path / "run"
+    train(_config(tiny_model_dir, data_file, run))
+    record = json.loads((run / "run.json").read_text())
+    assert record["resolved"]["dtype"] == "float32" and record["resolved"]["device"] == "cpu"
+    record["resolved"]["dtype"] = "bfloat16"  # as if checkpointed on a GPU
+    (run / "run.json").write_text(json.dumps(record))
+    with pytest.raises(ResumeMismatch, match="resolved.dtype: 'bfloat16' in the run, 'float32' now"):
+        train(_config(tiny_model_dir, data_file, run), resume=True)

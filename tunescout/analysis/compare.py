@@ -22,10 +22,12 @@ import numpy as np
 import pandas as pd
 
 from tunescout.analysis.dynamics import final_scores
+from tunescout.study.keys import COHORT
 
 __all__ = ["BatchLrTables", "batch_lr_table", "stacked_vs_phased"]
 
-GROUP = ["model", "method", "dataset"]
+GROUP = [COHORT[0], COHORT[2], COHORT[1]]
+"""The cohort key in the order these tables are keyed by: (model, method) first, as rankings are."""
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from tunescout.evaluate.metrics import get_metric
-from tunescout.study.spec import COHORT as STUDY_COHORT
-from tunescout.study.spec import dataset_metric
+from tunescout.study.keys import COHORT
+from tunescout.study.keys import dataset_metric
 from tunescout.study.stopping import rung_samples, window_start, window_stats
 
 __all__ = [
@@ -35,8 +35,6 @@ __all__ = [
     "spearman",
 ]
 
-COHORT = list(STUDY_COHORT)
-"""The cohort key as a list of columns (pandas groups by lists); defined once in ``study.spec``."""
 MIN_COHORT = 3
 """Fewer trials than this give no meaningful rank correlation (two points always correlate ±1)."""
 
@@ -278,7 +276,7 @@ def dynamics_correlations(
     signals = {"lowgrad": "neg_grad", "highloss": "loss"}
     rng = np.random.default_rng(seed)
     rows, boots = [], {k: [] for k in signals}
-    for key, g in data.groupby(COHORT, sort=True):
+    for key, g in data.groupby(list(COHORT), sort=True):
         row = {"level": "cohort", **dict(zip(COHORT, key)), "metric": g["metric"].iloc[0], "n": len(g), "cohorts": 1}
         for name, col in signals.items():
             rho, lo, hi = math.nan, math.nan, math.nan

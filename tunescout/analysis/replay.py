@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tunescout.analysis.dynamics import COHORT, _datasets, _planned, _records, final_scores
+from tunescout.analysis.dynamics import _datasets, _planned, _records, final_scores
+from tunescout.study.keys import COHORT
 from tunescout.study.stopping import StoppingRule, TrialProgress, build_rule
 
 __all__ = ["StoppingReplay", "default_replay_rules", "replay_stopping", "rule_label"]
@@ -168,7 +169,7 @@ def replay_stopping(
         (r["trial_id"], int(r["samples"])): r["value"] for r in results.to_dict("records")
         if r["trial_id"] in dataset_of and r["name"] == metric_of[dataset_of[r["trial_id"]]] and pd.notna(r["value"])}
     cohorts = []
-    for key, g in trials.groupby(COHORT, sort=True):
+    for key, g in trials.groupby(list(COHORT), sort=True):
         done = g[(g["status"] == "completed") & g["trial_id"].isin(records)]
         ids = sorted(done["trial_id"])
         planned = {r["trial_id"]: _planned(r, records[r["trial_id"]]) for r in done.to_dict("records")}

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from tunescout.evaluate.metrics import get_metric
-from tunescout.study.spec import dataset_metric
+from tunescout.study.keys import dataset_metric
 from tunescout.study.store import FINISHED, StudyStore, open_store
 
 __all__ = ["REQUIRED_COLUMNS", "config_id_of", "load_results", "results_from_store", "validate_results"]
@@ -166,6 +166,11 @@ def config_id_of(hparams: dict[str, Any]) -> str:
     return ",".join(f"{k}={_format_value(hparams[k])}" for k in sorted(hparams))
 
 
+def version_tag(trial: dict[str, Any]) -> str:
+    """``@v<N>`` for a trial of an earlier spec version, "" for a current one."""
+    return f"@v{trial['spec_version']}" if trial.get("superseded") else ""
+
+
 def _final_scores(store: StudyStore, study: str | None, all_versions: bool) -> dict[tuple[str, str], tuple[float, int]]:
     """(trial_id, metric) -> (value at the largest sample count, that sample count)."""
     final: dict[tuple[str, str], tuple[float, int]] = {}
@@ -192,7 +197,9 @@ def results_from_store(store_path: str | Path | StudyStore, include: str = "last
             is missing either way. Pending and running trials are left out.
         average_seeds: false keeps one row per trial (with ``seed`` and ``trial_id``).
         study: the study to read (None: the store's only one).
-        all_versions: also trials superseded by a later version of the study's spec.
+        all_versions: also trials superseded by a later version of the study's spec. Their
+            configurations are told apart from the current ones (``config_id`` ends ``@v<N>``,
+            their spec version): the same grid point under other fixed settings is another config.
 
     Returns:
         The results table (see module doc) plus ``metric``, ``n_seeds``, ``status`` (statuses of
@@ -225,7 +232,7 @@ def results_from_store(store_path: str | Path | StudyStore, include: str = "last
                 score = float("nan")
             rows.append({
                 "model": t["model"], "method": t["method"], "dataset": t["dataset"],
-                "task_type": task.get("task_type"), "config_id": config_id_of(t["hparams"]),
+                "task_type": task.get("task_type"), "config_id": config_id_of(t["hparams"]) + version_tag(t),
                 "score": score if math.isfinite(score) else float("nan"), "metric": metric,
                 "higher_is_better": _direction(metric), "seed": t["seed"], "trial_id": t["trial_id"],
                 "status": t["status"], "samples": t["samples"], "tokens": t["tokens"],

@@ -9,7 +9,7 @@ import yaml
 
 from tunescout.analysis import (dynamics_correlations, early_signals, final_scores, leave_one_out, loo_summary,
                                 rank_results, replay_stopping, split_groups)
-from tunescout.analysis.dynamics import COHORT
+from tunescout.study.keys import COHORT
 from tunescout.config import nest_dotted
 from tunescout.presets import load_presets
 from tunescout.report import figures
@@ -119,7 +119,7 @@ def dynamics_section(d: StudyData) -> Section:
                            caption="n/a: fewer than 3 completed trials with a score, or a constant signal or score"))
         points = _points(d)
         cohort_rows = {tuple(r[c] for c in COHORT): r for r in corr[corr["level"] == "cohort"].to_dict("records")}
-        for key, part in points.groupby(COHORT, sort=True):
+        for key, part in points.groupby(list(COHORT), sort=True):
             usable = part[part["score"].notna() & (part["grad_norm"].notna() | part["loss"].notna())]
             title = f"{short_model(key[0])} · {key[1]} · {key[2]}"
             if usable.empty:

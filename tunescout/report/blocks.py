@@ -98,6 +98,8 @@ class StudyData:
     tau: float = 0.95
     window: float = 0.1
     top: int = 5
+    superseded: int = 0
+    """Trials of earlier spec versions in the store, left out of every section."""
     rankings: dict[tuple, pd.DataFrame] = field(default_factory=dict)
     """CBS rankings per (model, method), filled by the CBS section, read by the recommendations."""
     rank_error: str = ""

@@ -42,12 +42,12 @@ the recommendations, which read its rankings."""
 
 
 def load_study(store_path: str | Path, *, tau: float = 0.95, window: float = 0.1, top: int = 5,
-               study: str | None = None, all_versions: bool = False) -> StudyData:
-    """Read a study store (read-only) into the tables every section uses.
+               study: str | None = None) -> StudyData:
+    """Read a study store (read-only) into the tables every section uses: the trials of the
+    study's current spec version (the summary counts the superseded ones it leaves out).
 
     Args:
         study: which study of the store (None: its only one).
-        all_versions: include trials superseded by a later version of the spec.
 
     Raises:
         StoreError: no store at ``store_path`` (it is never created here), not a tunescout store,
@@ -59,16 +59,17 @@ def load_study(store_path: str | Path, *, tau: float = 0.95, window: float = 0.1
         if row is None:
             raise ValueError(f"{store_path}: the store holds no study (run `tunescout sweep STUDY.yaml` first)")
         name = row["name"]
-        tables = store_tables(store, name, all_versions)
+        tables = store_tables(store, name)
         if tables["trials"].empty:
             raise ValueError(f"{store_path}: study {name!r} has no trials; run `tunescout sweep` on its YAML first")
-        counts, tokens = store.counts(name, all_versions), store.tokens_trained(name)
-        hparams = {t["trial_id"]: t["hparams"] for t in store.trials(name, all_versions=all_versions)}
-        scores = results_from_store(store, study=name, all_versions=all_versions)
+        counts, tokens = store.counts(name), store.tokens_trained(name)
+        superseded = sum(store.counts(name, all_versions=True).values()) - sum(counts.values())
+        hparams = {t["trial_id"]: t["hparams"] for t in store.trials(name)}
+        scores = results_from_store(store, study=name)
     return StudyData(name=name, spec=json.loads(row["spec"]), trials=tables["trials"],
                      telemetry=tables["telemetry"], results=tables["results"], counts=counts, tokens_trained=tokens,
                      elapsed_s=float(row.get("elapsed_s") or 0.0), scores=scores, hparams=hparams, tau=tau,
-                     window=window, top=top)
+                     window=window, top=top, superseded=superseded)
 
 
 def _sections(data: StudyData) -> list[Section]:
@@ -95,7 +96,7 @@ def render_report(data: StudyData) -> str:
 
 
 def build_report(store_path: str | Path, out_path: str | Path, *, tau: float = 0.95, window: float = 0.1,
-                 top: int = 5, study: str | None = None, all_versions: bool = False) -> Path:
+                 top: int = 5, study: str | None = None) -> Path:
     """Write the HTML report of a study store.
 
     Args:
@@ -105,7 +106,6 @@ def build_report(store_path: str | Path, out_path: str | Path, *, tau: float = 0
         window: early window for the dynamics analysis, as a fraction of planned samples.
         top: configurations recommended per model × method.
         study: which study of the store (None: its only one).
-        all_versions: include trials superseded by a later version of the spec.
 
     Returns:
         The path written.
@@ -121,8 +121,7 @@ def build_report(store_path: str | Path, out_path: str | Path, *, tau: float = 0
         raise ValueError(f"window must be in (0, 1], got {window}")
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
-    page = render_report(load_study(store_path, tau=tau, window=window, top=top, study=study,
-                                  all_versions=all_versions))
+    page = render_report(load_study(store_path, tau=tau, window=window, top=top, study=study))
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")

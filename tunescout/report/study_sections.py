@@ -5,10 +5,9 @@ from __future__ import annotations
 import pandas as pd
 
 from tunescout.analysis import batch_lr_table, rule_label, stacked_vs_phased
-from tunescout.analysis.dynamics import COHORT
-from tunescout.study.spec import dataset_metric
 from tunescout.report import figures
 from tunescout.report.blocks import Block, Section, StudyData, Table, fmt, is_missing, short_model
+from tunescout.study.keys import COHORT, dataset_metric
 from tunescout.study.store import STATUSES
 
 __all__ = ["curves_section", "heatmap_section", "phases_section", "summary_section"]
@@ -48,12 +47,13 @@ def summary_section(d: StudyData) -> Section:
         ("grid", _grid_text(spec.get("grid") or {})),
         ("seeds", ", ".join(str(s) for s in spec.get("seeds", [0]))),
         ("stopping rule", rule_label(stopping)),
-        ("trials", f"{len(trials)}"),
+        ("trials", f"{len(trials)}" + (f" ({d.superseded} more of earlier spec versions left out; "
+                                       "`tunescout status --all-versions` lists them)" if d.superseded else "")),
         ("tokens trained", f"{d.tokens_trained:,}"),
         ("planned tokens, full grid", f"{planned_total:,.0f}" + (f" ({unplanned} trials without a plan)"
                                                                  if unplanned else "")),
         ("compute used", "n/a (no planned tokens)" if pd.isna(fraction) else f"{fraction:.1%} of the full grid"),
-        ("study wall time", _duration(d.elapsed_s)),
+        ("study wall time (all versions)", _duration(d.elapsed_s)),
         ("trial time (sum over trials)", _duration(trials["wall_s"].sum() if "wall_s" in trials else 0.0)),
     ]
     sec.blocks.append(Block("facts", table=Table(["", ""], [[k, v] for k, v in facts])))
@@ -91,7 +91,7 @@ def curves_section(d: StudyData) -> Section:
     silent = int((~info["trial_id"].isin(d.telemetry["trial_id"])).sum())
     if silent:
         sec.note(f"{silent} trial(s) have no telemetry yet (pending, or failed before a step) and are not drawn.")
-    for key, cohort in curves.groupby(COHORT, sort=True):
+    for key, cohort in curves.groupby(list(COHORT), sort=True):
         model, dataset, method = key
         n = cohort["trial_id"].nunique()
         title = f"{short_model(model)} · {dataset} · {method} — {n} trial{'s' if n != 1 else ''}"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from tunescout.study.spec import dataset_metric
+from tunescout.study.keys import dataset_metric
 from tunescout.study.store import StudyStore, open_store
 
 __all__ = ["export_store", "status_rows", "store_tables"]

@@ -15,22 +15,17 @@ import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 from tunescout.config import (ConfigError, TrainConfig, build_config, did_you_mean, nest_dotted,
                               read_yaml_mapping)
+from tunescout.study.keys import COHORT, DEFAULT_METRIC, dataset_metric
 from tunescout.train.identity import config_hash, run_identity
 
-__all__ = ["COHORT", "DEFAULT_METRIC", "DatasetSpec", "StudySpec", "Trial", "dataset_metric", "expand_trials",
-           "load_study", "trial_config"]
+__all__ = ["BUDGET_KEYS", "COHORT", "DATASET_KEYS", "DEFAULT_METRIC", "LORA_ONLY", "STUDY_KEYS", "DatasetSpec",
+           "StudySpec", "Trial", "dataset_metric", "expand_trials", "load_study", "trial_config", "validate"]
 
 LORA_ONLY = ("lora.",)
-COHORT = ("model", "dataset", "method")
-"""Trials that differ only in hyperparameters (and seed) are compared with each other; the one
-definition of a cohort, used by the driver, the stopping rules' replays and the report."""
-DEFAULT_METRIC = "val_loss"
-"""A dataset's metric when the study names none."""
 BUDGET_KEYS = ("tokens", "wall_s")
 
 
@@ -83,12 +78,6 @@ class Trial:
     def cohort(self) -> tuple[str, ...]:
         """The trial's :data:`COHORT` key."""
         return tuple(getattr(self, k) for k in COHORT)
-
-
-def dataset_metric(dataset: Mapping[str, Any] | DatasetSpec) -> str:
-    """A dataset's metric, from a :class:`DatasetSpec` or the dict a store keeps of it."""
-    metric = dataset.get("metric") if isinstance(dataset, Mapping) else dataset.metric
-    return metric or DEFAULT_METRIC
 
 
 STUDY_KEYS = ("name", "store", "runs_dir", "models", "methods", "datasets", "grid", "fixed", "seeds", "stopping", "budget")

@@ -158,13 +158,27 @@ class SQLiteStore:
                 self.db.execute("UPDATE trials SET spec_version=? WHERE trial_id=?", (version, t["trial_id"]))
             superseded = self.db.execute("SELECT COUNT(*) FROM trials WHERE study=? AND spec_version<?",
                                          (study, version)).fetchone()[0]
-        return SyncResult(new=new, kept=len(trials) - new, superseded=superseded, version=version)
+            newly = 0
+            if row is not None and version > row["version"]:  # left behind: current until this sync
+                newly = self.db.execute("SELECT COUNT(*) FROM trials WHERE study=? AND spec_version=?",
+                                        (study, row["version"])).fetchone()[0]
+        return SyncResult(new=new, kept=len(trials) - new, superseded=superseded, newly_superseded=newly,
+                          version=version)
 
     def requeue_running(self, study: str) -> list[str]:
         with self._tx():
             ids = [r[0] for r in self.db.execute(
                 "SELECT trial_id FROM trials WHERE status='running' AND study=? ORDER BY rowid", (study,))]
             self.db.execute("UPDATE trials SET status='pending' WHERE status='running' AND study=?", (study,))
+        return ids
+
+    def reopen_stopped(self, study: str) -> list[str]:
+        where, args = self._where(study, False)
+        with self._tx():
+            ids = [r[0] for r in self.db.execute(
+                f"SELECT trial_id FROM trials t WHERE {where} AND status='stopped' ORDER BY rowid", args)]
+            self.db.executemany("UPDATE trials SET status='pending', reason='', finished_at=NULL WHERE trial_id=?",
+                                [(t,) for t in ids])
         return ids
 
     def _transition(self, trial_id: str, to: str) -> sqlite3.Row:
@@ -277,9 +291,12 @@ class SQLiteStore:
 
     def _joined(self, table: str, order: str, trial_id: str | None, study: str | None,
                 all_versions: bool) -> list[dict[str, Any]]:
-        where, args = self._where(study, all_versions)
-        if trial_id is not None:
-            where, args = where + " AND x.trial_id = ?", args + (trial_id,)
+        if trial_id is not None and study is None:  # an id names one trial in any study
+            where, args = "x.trial_id = ?", (trial_id,)
+        else:
+            where, args = self._where(study, all_versions)
+            if trial_id is not None:
+                where, args = where + " AND x.trial_id = ?", args + (trial_id,)
         return [dict(r) for r in self.db.execute(
             f"SELECT x.* FROM {table} x JOIN trials t ON t.trial_id = x.trial_id WHERE {where} "
             f"ORDER BY x.trial_id, {order}", args)]

@@ -2,12 +2,16 @@
 
 The contract, in the manner of Optuna's ``BaseStorage``:
 
-* **One writer.** Only the sweep driver writes (workers report to it); every reporting command
-  opens the store read-only, which never creates a file, a table or a row.
+* **One writer.** Only the sweep driver writes (workers report to it), and a lock beside the
+  store keeps a second driver out. Every reporting command opens the store read-only, which
+  never creates a store, a table or a row (a mistyped path is an error; SQLite may leave its
+  ``-wal``/``-shm`` sidecar files next to an existing store, as any reader of a WAL database does).
 * **Trials are immutable records plus status transitions.** A trial's identity (its id, the
   config it trains) never changes once added; only its status and progress do, and only along
-  :data:`TRANSITIONS`: ``pending → running → completed | stopped | diverged | failed``, and
-  ``running → pending`` when a killed driver's trials are requeued. Anything else is refused.
+  :data:`TRANSITIONS`: ``pending → running → completed | stopped | diverged | failed``,
+  ``running → pending`` when a killed driver's trials are requeued, and ``stopped → pending``
+  when the study's stopping rule changed (the rule that stopped it no longer applies; it
+  resumes from its checkpoint). Anything else is refused.
 * **Spec versions.** Each sweep records the set of trials its spec expands to. When that set
   changes (a result-relevant setting changed), the study's version goes up; trials of the new
   set belong to it, and the others stay in the store as *superseded*, left out of every reader
@@ -33,8 +37,10 @@ SCHEMA_VERSION = 2
 STATUSES = ("pending", "running", "completed", "stopped", "diverged", "failed")
 FINISHED = ("completed", "stopped", "diverged", "failed")
 """The statuses a trial ends in; the one definition every module imports."""
-TRANSITIONS: dict[str, tuple[str, ...]] = {"pending": ("running",), "running": ("pending", *FINISHED)}
-"""Allowed status changes; finished trials never change again."""
+TRANSITIONS: dict[str, tuple[str, ...]] = {"pending": ("running",), "running": ("pending", *FINISHED),
+                                           "stopped": ("pending",)}
+"""Allowed status changes. Completed, diverged and failed trials never change again; a stopped
+one only through :meth:`StudyStore.reopen_stopped`."""
 
 
 class StoreError(ValueError):
@@ -43,12 +49,18 @@ class StoreError(ValueError):
 
 @dataclass(frozen=True)
 class SyncResult:
-    """What :meth:`StudyStore.sync_trials` did: trials added, kept, superseded, and the spec version."""
+    """What :meth:`StudyStore.sync_trials` did."""
 
     new: int
+    """Trials of the spec not in the store before, added as ``pending``."""
     kept: int
+    """Trials of the spec already in the store, with their status and results."""
     superseded: int
+    """Trials of the study that belong to earlier spec versions, in all."""
+    newly_superseded: int
+    """Of those, the ones this sync left behind (they were current before it)."""
     version: int
+    """The study's spec version after the sync."""
 
 
 class StudyStore(Protocol):
@@ -64,6 +76,9 @@ class StudyStore(Protocol):
 
     def requeue_running(self, study: str) -> list[str]:
         """``running`` trials of a killed driver go back to ``pending``; returns their ids."""
+
+    def reopen_stopped(self, study: str) -> list[str]:
+        """The study's current ``stopped`` trials go back to ``pending`` (its stopping rule changed)."""
 
     def mark_running(self, trial_id: str) -> int:
         """``pending → running``, one more attempt; returns the attempt number."""
@@ -94,7 +109,7 @@ class StudyStore(Protocol):
 
     def telemetry(self, trial_id: str | None = None, study: str | None = None,
                   all_versions: bool = False) -> list[dict[str, Any]]:
-        """Step records in step order."""
+        """Step records in step order (of one trial, whatever its study, or of the study's trials)."""
 
     def results(self, trial_id: str | None = None, study: str | None = None,
                 all_versions: bool = False) -> list[dict[str, Any]]:
@@ -107,6 +122,10 @@ class StudyStore(Protocol):
         """Tokens trained by the study's current trials."""
 
     def close(self) -> None: ...
+
+    def __enter__(self) -> "StudyStore": ...
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None: ...
 
 
 def open_store(path: str | Path, readonly: bool = False) -> "StudyStore":

@@ -7,15 +7,20 @@ study: finished trials are kept, trials it had running resume from their last ch
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import logging
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from tunescout.study.executors import Executor, LocalExecutor
-from tunescout.study.spec import COHORT, StudySpec, dataset_metric, expand_trials, trial_config
+from tunescout.study.keys import COHORT, dataset_metric
+from tunescout.study.spec import StudySpec, expand_trials, trial_config
 from tunescout.study.stopping import StoppingRule, TrialProgress, build_rule
 from tunescout.study.store import FINISHED, StudyStore, open_store
+from tunescout.train.rundir import hold_lock
 
 __all__ = ["plan_study", "run_sweep"]
 
@@ -113,23 +118,39 @@ def run_sweep(
     """
     rows = plan_study(spec)
     rule = build_rule(spec.stopping)  # a bad rule fails before the store is touched
-    store = open_store(spec.store)
-    try:
-        return _drive(spec, store, rows, rule, executor or LocalExecutor(workers),
-                      on_event or (lambda msg: log.info("%s", msg)))
-    finally:
-        store.close()
+    with _driver_lock(spec.store):
+        store = open_store(spec.store)
+        try:
+            return _drive(spec, store, rows, rule, executor or LocalExecutor(workers),
+                          on_event or (lambda msg: log.info("%s", msg)))
+        finally:
+            store.close()
+
+
+def _driver_lock(store_path: str) -> contextlib.AbstractContextManager[None]:
+    """The store's single-writer lock (``<store>.lock``): a second driver of the same store would
+    requeue the first one's running trials and launch them again."""
+    if store_path == ":memory:":
+        return contextlib.nullcontext()
+    Path(store_path).parent.mkdir(parents=True, exist_ok=True)
+    return hold_lock(f"{store_path}.lock", f"study store {store_path} is in use: sweep driver process {{pid}} "
+                                           "is running it (wait for it, or stop it first)")
 
 
 def _drive(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], rule: StoppingRule, executor: Executor,
            say: Callable[[str], None]) -> dict[str, int]:
     """The driver loop of :func:`run_sweep` on an open store; shuts the executor down on the way out."""
-    sync = store.sync_trials(spec.name, dataclasses.asdict(spec), rows)
+    spec_doc = json.loads(json.dumps(dataclasses.asdict(spec), default=str))
+    before = store.study_spec(spec.name) if spec.name in store.studies() else None
+    sync = store.sync_trials(spec.name, spec_doc, rows)
+    # A trial stopped by a rule the study no longer has was judged by the wrong rule: reopen it.
+    reopened = store.reopen_stopped(spec.name) if before and before.get("stopping") != spec_doc["stopping"] else []
     requeued = store.requeue_running(spec.name)
     planned = {r["trial_id"]: r for r in rows}
-    say(f"study {spec.name} (spec version {sync.version}): {len(rows)} trials, {sync.new} new, {sync.kept} kept, "
-        f"{sync.superseded} superseded by an earlier spec version, "
-        f"{sum(t in planned for t in requeued)} to resume; store {spec.store}")
+    say(f"study {spec.name} (spec version {sync.version}): {len(rows)} trials: {sync.new} new, {sync.kept} kept, "
+        f"{sync.newly_superseded} newly superseded ({sync.superseded} of earlier spec versions in all); "
+        f"{len(requeued)} to resume" + (f", {len(reopened)} stopped trials reopened (the stopping rule changed)"
+                                        if reopened else "") + f"; store {spec.store}")
     cohorts: dict[tuple, list[str]] = {}
     for r in rows:
         cohorts.setdefault(tuple(r[k] for k in COHORT), []).append(r["trial_id"])

@@ -22,7 +22,7 @@ import transformers  # noqa: F401
 
 from tunescout.config import build_config
 from tunescout.data.formats import read_examples
-from tunescout.study.spec import DEFAULT_METRIC, dataset_metric
+from tunescout.study.keys import DEFAULT_METRIC, dataset_metric
 from tunescout.train.loop import train
 
 __all__ = ["run_trial"]
@@ -40,8 +40,8 @@ def _task_eval(task: dict[str, Any]):
 
         examples = read_examples(task["eval"])
         device = next(model.parameters()).device
-        out = evaluate_task(model, tokenizer, examples, task["metric"], max_new_tokens=task.get("max_new_tokens", 32),
-                            device=device, limit=task.get("eval_limit"))
+        out = evaluate_task(model, tokenizer, examples, task["metric"], max_new_tokens=task["max_new_tokens"],
+                            device=device, limit=task["eval_limit"])
         return {task["metric"]: out["score"]}
 
     return evaluate

@@ -19,8 +19,8 @@ from typing import Any
 from tunescout.config import ConfigError, TrainConfig
 from tunescout.data.digest import file_digest
 
-__all__ = ["NON_RESULT_KEYS", "ResumeMismatch", "check_resume", "config_hash", "identity_diff", "record_run",
-           "recorded_identity", "run_identity"]
+__all__ = ["NON_RESULT_KEYS", "RUN_FILE", "ResumeMismatch", "check_resume", "config_hash", "identity_diff",
+           "record_run", "recorded", "run_identity"]
 
 NON_RESULT_KEYS = ("output_dir", "progress", "checkpoint_every", "save_model", "merge_lora", "eval_every",
                    "eval_at_samples")
@@ -89,35 +89,63 @@ def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, A
     return [(k, a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
 
 
-def record_run(run_dir: str | Path, identity: dict[str, Any]) -> None:
-    """Write ``run.json`` (identity and hash) into a run directory, atomically."""
+def record_run(run_dir: str | Path, identity: dict[str, Any], resolved: dict[str, Any] | None = None) -> None:
+    """Write ``run.json`` into a run directory, atomically: the identity, its hash, and the
+    settings ``auto`` resolved to on this machine (device, dtype, attention kernel, packing)."""
     path = Path(run_dir) / RUN_FILE
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"config_hash": config_hash(identity), "identity": identity}, indent=2, default=str))
+    tmp.write_text(json.dumps({"config_hash": config_hash(identity), "identity": identity, "resolved": resolved},
+                              indent=2, default=str))
     tmp.replace(path)
 
 
-def recorded_identity(run_dir: str | Path) -> dict[str, Any] | None:
-    """The identity a run directory recorded, or None when it has none."""
+def recorded(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """``(identity, resolved)`` a run directory recorded, or None when it holds no run config.
+
+    A directory written before ``run.json`` existed is judged by its ``config.yaml``: the same
+    identity computed from it (data digests as the files are now), nothing resolved.
+
+    Raises:
+        ConfigError: the record is unreadable or describes no valid config.
+    """
     path = Path(run_dir) / RUN_FILE
-    if not path.exists():
+    if path.exists():
+        try:
+            data = json.loads(path.read_text())
+            return data["identity"], data.get("resolved")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path}: unreadable run record ({exc}); use --restart to start the run over") from None
+    legacy = Path(run_dir) / "config.yaml"
+    if not legacy.exists():
         return None
+    import yaml
+
+    from tunescout.config import build_config
+
     try:
-        return json.loads(path.read_text())["identity"]
-    except (ValueError, KeyError) as exc:
-        raise ConfigError(f"{path}: unreadable run record ({exc}); use --restart to start the run over") from None
+        return run_identity(build_config(yaml.safe_load(legacy.read_text()) or {})), None
+    except (ConfigError, FileNotFoundError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{legacy}: cannot tell which run this directory holds ({exc}); "
+                          "use --restart to start it over") from None
 
 
-def check_resume(run_dir: str | Path, identity: dict[str, Any]) -> None:
-    """Refuse to continue a run directory whose recorded identity differs from ``identity``.
+def check_resume(run_dir: str | Path, identity: dict[str, Any], resolved: dict[str, Any] | None = None) -> None:
+    """Refuse to continue a run directory whose recorded run differs from this one.
+
+    Both the identity and what ``auto`` settings resolved to must match: a run checkpointed in
+    float32 on a CPU does not continue in bfloat16 on a GPU as if it were one run.
 
     Raises:
         ResumeMismatch: naming every differing key with both values.
+        ConfigError: the directory's record is unreadable.
     """
-    old = recorded_identity(run_dir)
-    if old is None or old == identity:
+    found = recorded(run_dir)
+    if found is None:
         return
+    old, old_resolved = found
     diff = identity_diff(old, identity)
+    if old_resolved is not None and resolved is not None:
+        diff += [(f"resolved.{k}", a, b) for k, a, b in identity_diff(old_resolved, resolved)]
     if not diff:
         return
     shown = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, a, b in diff[:12])

@@ -26,9 +26,8 @@ from tunescout.config import ConfigError, TrainConfig
 from tunescout.data.packing import plan_micro_batches
 from tunescout.data.phases import build_schedule
 from tunescout.data.prepare import prepare_data
-from tunescout.train.identity import check_resume, record_run, run_identity
-from tunescout.train.rundir import clear_run, holds_run, lock_run_dir
 from tunescout.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tunescout.train.identity import check_resume, record_run, run_identity
 from tunescout.train.loss import accumulate_gradients, evaluate_loss
 from tunescout.train.models import (
     count_parameters,
@@ -39,6 +38,7 @@ from tunescout.train.models import (
     resolve_dtype,
     save_model,
 )
+from tunescout.train.rundir import clear_run, holds_run, lock_run_dir
 from tunescout.train.schedules import lr_factor
 from tunescout.train.telemetry import EarlyStop, JsonlSink, ProgressSink, Sink, StepRecord, truncate_records
 
@@ -142,10 +142,16 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, restart: 
     (``resume``, only with the same identity) or explicitly started over (``restart``).
     """
     identity = run_identity(config)
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    attn = resolve_attn_implementation(config.attn_implementation, device, dtype)
+    row_tokens, budget = _packing_shape(config, attn, device)
+    resolved = {"device": device.type, "dtype": str(dtype).removeprefix("torch."), "attn_implementation": attn,
+                "max_tokens_per_row": row_tokens, "max_tokens_per_micro_batch": budget}
     if restart:
         clear_run(run_dir)
     elif resume:
-        check_resume(run_dir, identity)
+        check_resume(run_dir, identity, resolved)
     elif holds_run(run_dir):
         raise ConfigError(f"{run_dir} already holds a run: --resume continues it (same config only), "
                           "--restart starts it over, or choose another output_dir")
@@ -154,7 +160,7 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, restart: 
         if resume and holds_run(run_dir):
             log.info("no checkpoint in %s; starting from scratch", run_dir)
         clear_run(run_dir)  # same config and nothing to continue from: a fresh start
-    record_run(run_dir, identity)
+    record_run(run_dir, identity, resolved)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     return checkpoint
 

@@ -14,39 +14,49 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["RUN_OUTPUTS", "RunDirLocked", "clear_run", "holds_run", "lock_run_dir"]
+from tunescout.train.identity import RUN_FILE
 
-RUN_OUTPUTS = ("checkpoints", "model", "telemetry.jsonl", "eval.jsonl", "result.json", "run.json", "config.yaml")
+__all__ = ["RUN_OUTPUTS", "RunDirLocked", "clear_run", "hold_lock", "holds_run", "lock_run_dir"]
+
+RUN_OUTPUTS = ("checkpoints", "model", "telemetry.jsonl", "eval.jsonl", "result.json", RUN_FILE, "config.yaml")
 """What a run writes into its directory; ``--restart`` removes exactly these."""
 
 
 class RunDirLocked(RuntimeError):
-    """Another process is training in this run directory."""
+    """Another process holds a lock: training in this run directory, or driving this study."""
 
 
 @contextlib.contextmanager
-def lock_run_dir(run_dir: str | Path) -> Iterator[None]:
-    """Hold the run directory's lock (the pid of the holder is written into ``.lock``).
+def hold_lock(path: str | Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing; the holder's pid written in it).
 
     Raises:
-        RunDirLocked: another live process holds it.
+        RunDirLocked: another live process holds it; the message is ``busy`` with ``{pid}`` filled in.
     """
     import fcntl
 
-    path = Path(run_dir) / ".lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise RunDirLocked(f"{run_dir} is in use: process {holder} is training there "
-                               "(wait for it to end, or give this run another output_dir)") from None
+            raise RunDirLocked(busy.format(pid=holder)) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def lock_run_dir(run_dir: str | Path) -> contextlib.AbstractContextManager[None]:
+    """Hold the run directory's lock (``.lock``) while a run trains in it.
+
+    Raises:
+        RunDirLocked: another live process is training there.
+    """
+    return hold_lock(Path(run_dir) / ".lock", f"{run_dir} is in use: process {{pid}} is training there "
+                                              "(wait for it to end, or give this run another output_dir)")
 
 
 def holds_run(run_dir: str | Path) -> bool:
