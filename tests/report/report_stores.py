@@ -1,4 +1,4 @@
-"""Synthetic study stores for the report tests, written with ``Store`` methods, no training.
+"""Synthetic study stores for the report tests, written through the store contract, no training.
 
 Curves follow the recipe's story so the charts look like a study: within a cohort, a better
 final score goes with a lower early gradient norm.

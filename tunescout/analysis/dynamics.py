@@ -29,9 +29,12 @@ from tunescout.study.stopping import rung_samples, window_start, window_stats
 
 __all__ = [
     "bootstrap_ci",
+    "dataset_metrics",
     "dynamics_correlations",
     "early_signals",
     "final_scores",
+    "planned_samples",
+    "records_by_trial",
     "spearman",
 ]
 
@@ -42,7 +45,7 @@ MIN_COHORT = 3
 # --- inputs ------------------------------------------------------------------------------
 
 
-def _datasets(spec: Any) -> list[tuple[str, str]]:
+def dataset_metrics(spec: Any) -> list[tuple[str, str]]:
     """``(name, metric)`` of every dataset, from a spec dict (``json.loads(store.study()['spec'])``),
     a ``StudySpec``, or the list of datasets itself (dicts or ``DatasetSpec``s)."""
     items = spec.get("datasets", []) if isinstance(spec, Mapping) else getattr(spec, "datasets", spec)
@@ -52,7 +55,7 @@ def _datasets(spec: Any) -> list[tuple[str, str]]:
     return out
 
 
-def _records(telemetry: pd.DataFrame) -> dict[str, list[dict]]:
+def records_by_trial(telemetry: pd.DataFrame) -> dict[str, list[dict]]:
     """Each trial's step records in step order, NaN turned into None as the driver's records have it."""
     if telemetry.empty:
         return {}
@@ -61,7 +64,7 @@ def _records(telemetry: pd.DataFrame) -> dict[str, list[dict]]:
     return {tid: g.to_dict("records") for tid, g in frame.groupby("trial_id", sort=False)}
 
 
-def _planned(row: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> int | None:
+def planned_samples(row: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> int | None:
     """Planned samples of a trial; for a trial without a plan, the samples its last record saw."""
     planned = row.get("planned_samples")
     if planned is not None and pd.notna(planned) and planned >= 1:
@@ -96,11 +99,11 @@ def early_signals(
     end_frac = window if rung is None else rung
     if not (0 < window <= end_frac <= 1):
         raise ValueError(f"need 0 < window <= rung <= 1, got window={window!r}, rung={rung!r}")
-    records = _records(telemetry)
+    records = records_by_trial(telemetry)
     rows = []
     for t in trials.to_dict("records"):
         recs = records.get(t["trial_id"], [])
-        planned = _planned(t, recs)
+        planned = planned_samples(t, recs)
         row = {k: t.get(k) for k in ("trial_id", *COHORT, "status")}
         if planned is None:
             rows.append({**row, "window_start": np.nan, "window_end": np.nan, "reached": False,
@@ -135,7 +138,7 @@ def final_scores(trials: pd.DataFrame, results: pd.DataFrame, spec_datasets: Any
     Raises:
         ValueError: a trial's dataset is not in the spec, or an unregistered metric.
     """
-    metric_of = dict(_datasets(spec_datasets))
+    metric_of = dict(dataset_metrics(spec_datasets))
     columns = ["trial_id", *COHORT, "status", "metric", "higher_is_better", "score", "score_samples"]
     if trials.empty:
         return pd.DataFrame(columns=columns)

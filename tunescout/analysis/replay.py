@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tunescout.analysis.dynamics import _datasets, _planned, _records, final_scores
+from tunescout.analysis.dynamics import dataset_metrics, planned_samples, records_by_trial, final_scores
 from tunescout.study.keys import COHORT
 from tunescout.study.stopping import StoppingRule, TrialProgress, build_rule
 
@@ -162,8 +162,8 @@ def replay_stopping(
     rules = default_replay_rules() if rules is None else list(rules)
     built = {rule_label(r): (dict(r), build_rule(r)) for r in rules}  # a bad spec fails before any work
     scores = final_scores(trials, results, spec).set_index("trial_id")
-    records = _records(telemetry)
-    metric_of = dict(_datasets(spec))
+    records = records_by_trial(telemetry)
+    metric_of = dict(dataset_metrics(spec))
     dataset_of = dict(zip(trials["trial_id"], trials["dataset"]))
     metric_at = {} if results.empty else {
         (r["trial_id"], int(r["samples"])): r["value"] for r in results.to_dict("records")
@@ -172,7 +172,7 @@ def replay_stopping(
     for key, g in trials.groupby(list(COHORT), sort=True):
         done = g[(g["status"] == "completed") & g["trial_id"].isin(records)]
         ids = sorted(done["trial_id"])
-        planned = {r["trial_id"]: _planned(r, records[r["trial_id"]]) for r in done.to_dict("records")}
+        planned = {r["trial_id"]: planned_samples(r, records[r["trial_id"]]) for r in done.to_dict("records")}
         cohorts.append((key, ids, planned, len(g) - len(ids)))
     cohort_rows, trial_rows = [], []
     for label, (_, rule) in built.items():
