@@ -13,7 +13,7 @@ __all__ = ["main"]
 
 log = logging.getLogger("tunescout")
 
-EXIT_CODES = {"completed": 0, "stopped": 0, "failed": 1, "diverged": 3}
+EXIT_CODES = {"completed": 0, "stopped": 0, "paused": 0, "failed": 1, "diverged": 3}
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -62,7 +62,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     spec = load_study(args.study)
     if args.dry_run:
-        print(format_plan(plan_study(spec)))
+        from tunescout.study.stopping import build_rule
+
+        print(format_plan(plan_study(spec), build_rule(spec.stopping)))
         return 0
     counts = run_sweep(spec, workers=args.workers)
     print(json.dumps({"store": spec.store, "counts": counts}, indent=2))

@@ -496,5 +496,5 @@ def test_build_rule_needs_a_mapping() -> None:
 def test_trial_progress_validates() -> None:
     with pytest.raises(ValueError, match="planned_samples must be a positive int"):
         TrialProgress("a", 0, [])
-    with pytest.raises(ValueError, match="status 'paused' is not one of"):
-        TrialProgress("a", 10, [], status="paused")
+    with pytest.raises(ValueError, match="status 'resting' is not one of"):
+        TrialProgress("a", 10, [], status="resting")

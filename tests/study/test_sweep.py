@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -314,3 +315,81 @@ def test_a_changed_stopping_rule_reopens_the_trials_the_old_one_stopped(tiny_mod
             assert trial["attempts"] == 2 and trial["samples"] == trial["planned_samples"]
             assert [r["step"] for r in records] == list(range(1, trial["steps"] + 1))
             assert [r["step"] for r in records if r["attempt"] == 2][0] == steps + 1  # continued where it stopped
+
+
+PROMOTE_GRID = "  learning_rate: [3.0e-4, 1.0e-3, 2.0e-3, 3.0e-3, 6.0e-3, 1.0e-2]\n  batch_size: [4, 8]\n"
+PROMOTE = "stopping: {rule: dynamics, mode: promote, rungs: [0.25], eta: 3}\n"
+PROMOTE_FIXED = "{epochs: 2, max_length: 64, max_tokens_per_micro_batch: 256, checkpoint_every: 50}"
+
+
+def _promote_study(root: Path, model: Path) -> Path:
+    path = _write_study(root, model, PROMOTE_GRID, PROMOTE, fixed=PROMOTE_FIXED)
+    path.write_text(path.read_text().replace("  - {name: arithmetic", "  # - {name: arithmetic"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def promoted(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("promote")
+    run_sweep(load_study(_promote_study(root, tiny_model_dir)))
+    return root / "test-study.db"
+
+
+def test_promotion_ranks_the_whole_cohort_once_and_trains_a_fraction(promoted: Path, capsys) -> None:
+    """The issue's bar: 12 trials, rung 0.25, eta 3: 8 stop at the rung, at most 55% of the tokens."""
+    with _store(promoted) as store:
+        trials, decisions = store.trials(), store.decisions()
+    by_status = {s: [t for t in trials if t["status"] == s] for s in ("completed", "stopped")}
+    assert len(by_status["stopped"]) == 8 and len(by_status["completed"]) == 4
+    assert len(decisions) == 12 and {d["rung"] for d in decisions} == {1} and sum(d["kept"] for d in decisions) == 4
+    assert sorted(d["rank"] for d in decisions) == list(range(1, 13))
+    tokens = sum(t["tokens"] for t in trials)
+    planned = sum(t["planned_tokens"] for t in trials)
+    assert tokens <= 0.55 * planned
+    for t in by_status["stopped"]:  # stopped where it paused, at the rung, without another launch
+        point = math.ceil(0.25 * t["planned_samples"])
+        assert point <= t["samples"] < point + t["hparams"]["batch_size"] and t["attempts"] == 1
+        assert t["reason"].startswith("dynamics promote rung 1 (25% of samples): rank ")
+    for t in by_status["completed"]:  # continued from its checkpoint at the rung
+        assert t["attempts"] == 2 and t["samples"] == t["planned_samples"]
+        with _store(promoted) as store:
+            steps = [(r["step"], r["attempt"]) for r in store.telemetry(t["trial_id"])]
+        assert [s for s, _ in steps] == list(range(1, t["steps"] + 1))
+        first_resumed = next(s for s, a in steps if a == 2)
+        assert first_resumed > 1 and steps[first_resumed - 2][1] == 1
+    assert main(["status", str(promoted), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["trials"]
+    assert all(len(t["decisions"]) == 1 and t["decisions"][0]["rung"] == 1 for t in shown)
+
+
+def test_dry_run_prints_the_expected_promotion_compute(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    assert main(["sweep", str(_promote_study(tmp_path, tiny_model_dir)), "--dry-run"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("promote mode (rungs [0.25], eta 3): about ") and "50% of the grid" in last
+
+
+def test_a_driver_killed_while_trials_wait_at_a_rung_decides_the_same(promoted: Path, tiny_model_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    path = _promote_study(tmp_path, tiny_model_dir)
+    db = tmp_path / "test-study.db"
+    proc = subprocess.Popen([sys.executable, "-m", "tunescout.cli", "sweep", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if len(_query(db, "SELECT trial_id FROM trials WHERE status='paused'")) >= 6:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    paused = {r[0] for r in _query(db, "SELECT trial_id FROM trials WHERE status='paused'")}
+    assert len(paused) >= 6 and not _query(db, "SELECT * FROM decisions")
+
+    run_sweep(load_study(path))
+    with _store(db) as store, _store(promoted) as reference:
+        got = {(d["trial_id"], d["rank"], d["kept"]) for d in store.decisions()}
+        want = {(d["trial_id"], d["rank"], d["kept"]) for d in reference.decisions()}
+        trials = {t["trial_id"]: t for t in store.trials()}
+    assert got == want  # the same trial ids (same study, same data) and the same decisions
+    for tid in paused:  # a paused trial was not trained again to reach its rung
+        assert trials[tid]["attempts"] == (2 if trials[tid]["status"] == "completed" else 1)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tunescout.study.stopping import TrialProgress
 
-__all__ = ["dynamics_scores", "rung_samples", "window_start", "window_stats"]
+__all__ = ["dynamics_scores", "keep_count", "rung_samples", "window_start", "window_stats"]
 
 
 # --- numbers, rungs and windows --------------------------------------------------------------
@@ -41,7 +41,7 @@ def rung_samples(fraction: float, planned_samples: int) -> int:
     return max(1, math.ceil(round(fraction * planned_samples, 6)))
 
 
-def _keep_count(n: int, eta: float) -> int:
+def keep_count(n: int, eta: float) -> int:
     """How many of ``n`` trials survive a rung: the best ceil(n / eta), at least one."""
     return max(1, math.ceil(round(n / eta, 9)))
 

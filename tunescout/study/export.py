@@ -29,13 +29,16 @@ def store_tables(store: StudyStore, study: str | None = None, all_versions: bool
 
 
 def status_rows(store: StudyStore, study: str | None = None, all_versions: bool = False) -> list[dict[str, Any]]:
-    """One row per trial for ``tunescout status``: status, config, progress and the score so far
-    (the latest value of its dataset's metric)."""
+    """One row per trial for ``tunescout status``: status, config, progress, the score so far
+    (the latest value of its dataset's metric) and its promotion decisions, rung by rung."""
     scores: dict[str, dict[str, Any]] = {}
     for r in store.results(study=study, all_versions=all_versions):  # in sample order: the last one wins
         scores.setdefault(r["trial_id"], {})[r["name"]] = r["value"]
     spec = store.study_spec(study) or {}
     metric_of = {d["name"]: dataset_metric(d) for d in spec.get("datasets", [])}
+    decided: dict[str, list[dict[str, Any]]] = {}
+    for d in store.decisions(study):
+        decided.setdefault(d["trial_id"], []).append({k: d[k] for k in ("rung", "rank", "n", "kept", "reason")})
     rows = []
     for t in store.trials(study, all_versions=all_versions):
         metric = metric_of.get(t["dataset"], dataset_metric({}))
@@ -44,7 +47,8 @@ def status_rows(store: StudyStore, study: str | None = None, all_versions: bool 
                      "model": t["model"], "method": t["method"], "dataset": t["dataset"], "config": t["hparams"],
                      "started_at": t["started_at"], "finished_at": t["finished_at"], "samples": t["samples"],
                      "tokens": t["tokens"], "metric": metric,
-                     "score": scores.get(t["trial_id"], {}).get(metric) if t["status"] != "pending" else None})
+                     "score": scores.get(t["trial_id"], {}).get(metric) if t["status"] != "pending" else None,
+                     "decisions": decided.get(t["trial_id"], [])})
     return rows
 
 

@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS telemetry (
 CREATE TABLE IF NOT EXISTS results (
     trial_id TEXT NOT NULL, name TEXT NOT NULL, value REAL, samples INTEGER NOT NULL,
     PRIMARY KEY (trial_id, name, samples));
+CREATE TABLE IF NOT EXISTS decisions (
+    trial_id TEXT NOT NULL, rung INTEGER NOT NULL, rank INTEGER NOT NULL, n INTEGER NOT NULL,
+    kept INTEGER NOT NULL, reason TEXT NOT NULL DEFAULT '', decided_at REAL NOT NULL,
+    PRIMARY KEY (trial_id, rung));
 """
 
 _ADDED_IN_V2 = {
@@ -176,9 +180,11 @@ class SQLiteStore:
         where, args = self._where(study, False)
         with self._tx():
             ids = [r[0] for r in self.db.execute(
-                f"SELECT trial_id FROM trials t WHERE {where} AND status='stopped' ORDER BY rowid", args)]
+                f"SELECT trial_id FROM trials t WHERE {where} AND status IN ('stopped', 'paused') ORDER BY rowid", args)]
             self.db.executemany("UPDATE trials SET status='pending', reason='', finished_at=NULL WHERE trial_id=?",
                                 [(t,) for t in ids])
+            self.db.execute(f"DELETE FROM decisions WHERE trial_id IN (SELECT trial_id FROM trials t WHERE {where})",
+                            args)  # the old rule's decisions
         return ids
 
     def _transition(self, trial_id: str, to: str) -> sqlite3.Row:
@@ -237,6 +243,44 @@ class SQLiteStore:
                 (status, reason, time.time(), totals.get("steps"), totals.get("samples"), totals.get("tokens"),
                  totals.get("wall_s"), trial_id),
             )
+
+    def pause(self, trial_id: str, reason: str = "", totals: dict[str, Any] | None = None) -> None:
+        totals = totals or {}
+        with self._tx():
+            self._transition(trial_id, "paused")
+            self.db.execute(
+                "UPDATE trials SET status='paused', reason=?, steps=COALESCE(?, steps), samples=COALESCE(?, samples),"
+                " tokens=COALESCE(?, tokens), wall_s=COALESCE(?, wall_s) WHERE trial_id=?",
+                (reason, totals.get("steps"), totals.get("samples"), totals.get("tokens"), totals.get("wall_s"),
+                 trial_id))
+
+    def decide_rung(self, rung: int, decisions: Sequence[dict[str, Any]], resume: Iterable[str]) -> None:
+        resume = set(resume)
+        now = time.time()
+        with self._tx():
+            for d in decisions:
+                tid, reason = d["trial_id"], d.get("reason")
+                row = self.db.execute("SELECT status FROM trials WHERE trial_id=?", (tid,)).fetchone()
+                if row is None or row["status"] != "paused":
+                    raise StoreError(f"trial {tid}: a rung decision for a trial that is not paused")
+                if self.db.execute("SELECT 1 FROM decisions WHERE trial_id=? AND rung=?", (tid, rung)).fetchone():
+                    raise StoreError(f"trial {tid}: rung {rung} is already decided")
+                self.db.execute("INSERT INTO decisions VALUES (?,?,?,?,?,?,?)",
+                                (tid, rung, d["rank"], d["n"], int(reason is None), reason or "", now))
+                if reason is not None:
+                    self.db.execute("UPDATE trials SET status='stopped', reason=?, finished_at=? WHERE trial_id=?",
+                                    (reason, now, tid))
+                elif tid in resume:
+                    self.db.execute("UPDATE trials SET status='pending', reason='' WHERE trial_id=?", (tid,))
+
+    def decisions(self, study: str | None = None) -> list[dict[str, Any]]:
+        where, args = self._where(study, False)
+        rows = [dict(r) for r in self.db.execute(
+            f"SELECT x.* FROM decisions x JOIN trials t ON t.trial_id = x.trial_id WHERE {where} "
+            "ORDER BY x.rung, x.decided_at, x.rank", args)]
+        for r in rows:
+            r["kept"] = bool(r["kept"])
+        return rows
 
     def add_elapsed(self, study: str, seconds: float) -> None:
         with self._tx():

@@ -7,10 +7,17 @@ rule. ``asha`` is the classic asynchronous successive halving on a validation si
 ``none`` is the baseline every saving is measured against.
 
 Rules hold no state that matters: the driver may be restarted and rebuild them from the spec,
-so every decision is derived from the records alone. A rung is judged once, at the record that
-first reaches it (the record before was below), which is how a rule knows "first time" without
-remembering anything. Judging is asynchronous, as in ASHA: a trial is compared with the trials
-that have reached the same rung so far, so no run ever waits for another.
+so every decision is derived from the records alone. Each rule with rungs judges in one of two
+modes:
+
+* ``async`` (as in ASHA): a rung is judged once, at the record that first reaches it (the
+  record before was below), which is how a rule knows "first time" without remembering
+  anything; a trial is compared with the trials that have reached the same rung so far, so no
+  run ever waits for another. The first trial of a cohort is never judged.
+* ``promote`` (successive halving over checkpoints): every trial pauses at the rung, and once
+  the whole cohort is there :func:`promote_rung` ranks it once; the best ceil(n/eta) continue
+  from their checkpoints to the next rung. Every trial is judged against every other; the
+  driver records each decision so a restart never re-decides.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from tunescout.study._signals import (
     _finite,
     _fmt,
     _is_number,
-    _keep_count,
+    keep_count,
     _latest_and_previous,
     _pct,
     _position,
@@ -42,8 +49,11 @@ __all__ = [
     "NoStopping",
     "StoppingRule",
     "TrialProgress",
+    "MODES",
     "build_rule",
     "dynamics_scores",
+    "keep_count",
+    "promote_rung",
     "rung_samples",
     "window_start",
     "window_stats",
@@ -109,8 +119,15 @@ def _with_self(trial: TrialProgress, cohort: Sequence[TrialProgress]) -> list[Tr
     return members
 
 
-def _check_rung_params(rule: str, rungs: Sequence[float], eta: float, min_trials: int) -> tuple[float, ...]:
+MODES = ("async", "promote")
+"""How a rule with rungs judges: on each arrival (``async``), or a whole cohort at once (``promote``)."""
+
+
+def _check_rung_params(rule: str, rungs: Sequence[float], eta: float, min_trials: int,
+                       mode: str = "async") -> tuple[float, ...]:
     """Validate what ``dynamics`` and ``asha`` share; returns the rungs as a tuple of floats."""
+    if mode not in MODES:
+        raise ValueError(f"{rule}: mode must be one of {', '.join(MODES)}, got {mode!r}")
     if isinstance(rungs, (str, bytes)) or not isinstance(rungs, Sequence) or not rungs:
         raise ValueError(f"{rule}: rungs must be a non-empty list of fractions, got {rungs!r}")
     if not all(_is_number(r) and 0 < r < 1 for r in rungs):
@@ -154,10 +171,14 @@ class DynamicsRule:
     the start. At most the first rung, so every window lies inside training."""
     min_trials: int = 2
     """No decision while fewer trials than this have reached the rung."""
+    mode: str = "async"
+    """``async``: judge each trial as it reaches a rung; ``promote``: pause the cohort there and
+    rank it once (see the module docstring)."""
     name: str = field(default="dynamics", init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "rungs", _check_rung_params(self.name, self.rungs, self.eta, self.min_trials))
+        object.__setattr__(self, "rungs", _check_rung_params(self.name, self.rungs, self.eta, self.min_trials,
+                                                             self.mode))
         object.__setattr__(self, "eta", float(self.eta))
         if self.window is not None and (not _is_number(self.window) or not 0 < self.window <= self.rungs[0]):
             raise ValueError(f"dynamics: window must be in (0, first rung={self.rungs[0]}], got {self.window!r}")
@@ -165,8 +186,19 @@ class DynamicsRule:
     def eval_points(self, planned_samples: int) -> list[int]:
         return []  # telemetry is all this rule reads
 
+    def rung_scores(self, fraction: float, cohort: Sequence[TrialProgress]) -> dict[str, float | None]:
+        """The score at a rung of every trial that reached it (lower is better)."""
+        return dict(dynamics_scores(cohort, fraction, self.window))
+
+    def describe(self, trial: TrialProgress, fraction: float) -> str:
+        """What the trial showed at the rung, for a stop reason."""
+        end = rung_samples(fraction, trial.planned_samples)
+        start = window_start(fraction, self.window, trial.planned_samples)
+        grad, loss = window_stats(trial.telemetry, start, end)
+        return f"mean grad_norm {_fmt(grad)}, mean loss {_fmt(loss)} over samples {start:g}-{end}"
+
     def decide(self, trial: TrialProgress, cohort: Sequence[TrialProgress]) -> str | None:
-        if not trial.telemetry:
+        if not trial.telemetry or self.mode == "promote":
             return None
         now, before = _latest_and_previous(trial.telemetry)
         # One record may cross several rungs (a large batch); judge each, the earliest first.
@@ -182,16 +214,13 @@ class DynamicsRule:
         n = len(scores)
         if n < self.min_trials:
             return None
-        keep = _keep_count(n, self.eta)
+        keep = keep_count(n, self.eta)
         rank = _position(trial.trial_id, scores)
         if rank <= keep:
             return None
-        end = rung_samples(fraction, trial.planned_samples)
-        start = window_start(fraction, self.window, trial.planned_samples)
-        grad, loss = window_stats(trial.telemetry, start, end)
         return (
             f"dynamics rung {index} ({_pct(fraction)} of samples): rank {rank} of {n}, outside top 1/{self.eta:g} "
-            f"(best {keep} kept; mean grad_norm {_fmt(grad)}, mean loss {_fmt(loss)} over samples {start:g}-{end})"
+            f"(best {keep} kept; {self.describe(trial, fraction)})"
         )
 
 
@@ -219,10 +248,14 @@ class AshaRule:
     """'val_loss' (lower is better) or 'metric' (direction set by ``higher_is_better``)."""
     higher_is_better: bool = True
     """Direction of ``metric``; ignored for ``val_loss``."""
+    mode: str = "async"
+    """``async``: judge each trial as it reaches a rung; ``promote``: pause the cohort there and
+    rank it once (see the module docstring)."""
     name: str = field(default="asha", init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "rungs", _check_rung_params(self.name, self.rungs, self.eta, self.min_trials))
+        object.__setattr__(self, "rungs", _check_rung_params(self.name, self.rungs, self.eta, self.min_trials,
+                                                             self.mode))
         object.__setattr__(self, "eta", float(self.eta))
         if self.signal not in ("val_loss", "metric"):
             raise ValueError(f"asha: signal must be 'val_loss' or 'metric', got {self.signal!r}")
@@ -234,8 +267,25 @@ class AshaRule:
             raise ValueError(f"planned_samples must be a positive int, got {planned_samples!r}")
         return sorted({rung_samples(f, planned_samples) for f in self.rungs})
 
+    def rung_scores(self, fraction: float, cohort: Sequence[TrialProgress]) -> dict[str, float | None]:
+        """The evaluation at a rung of every trial that reached it, oriented so lower is better
+        (None, ranked worst, for a missing or non-finite value)."""
+        out: dict[str, float | None] = {}
+        for t in cohort:
+            end = rung_samples(fraction, t.planned_samples)
+            if not t.telemetry or t.telemetry[-1]["samples"] < end:
+                continue
+            ev = self._rung_eval(t.evals, end, upto=None)
+            out[t.trial_id] = None if ev is None else self._badness(ev)
+        return out
+
+    def describe(self, trial: TrialProgress, fraction: float) -> str:
+        """What the trial showed at the rung, for a stop reason."""
+        ev = self._rung_eval(trial.evals, rung_samples(fraction, trial.planned_samples), upto=None)
+        return f"{self.signal} {_fmt(None if ev is None else ev.get(self.signal))}"
+
     def decide(self, trial: TrialProgress, cohort: Sequence[TrialProgress]) -> str | None:
-        if not trial.telemetry:
+        if not trial.telemetry or self.mode == "promote":
             return None
         now, before = _latest_and_previous(trial.telemetry)
         # The rung to judge is the highest whose eval exists; evals past the latest record are
@@ -258,7 +308,7 @@ class AshaRule:
         n = len(badness)
         if n < self.min_trials:
             return None
-        keep = _keep_count(n, self.eta)
+        keep = keep_count(n, self.eta)
         rank = _position(trial.trial_id, badness)
         if rank <= keep:
             return None
@@ -279,6 +329,29 @@ class AshaRule:
         if not _finite(value):
             return None
         return -float(value) if self.signal == "metric" and self.higher_is_better else float(value)
+
+
+def promote_rung(rule: DynamicsRule | AshaRule, index: int,
+                 cohort: Sequence[TrialProgress]) -> list[tuple[str, int, int, str | None]]:
+    """Successive halving at rung ``index`` (1-based): rank the trials of ``cohort`` that reached
+    it, once, and keep the best ceil(n / eta).
+
+    Ties on the score are broken by trial id, a hash of the trial's config: deterministic, and
+    unrelated to where the trial sits in the grid or to which trial arrived first.
+
+    Returns:
+        ``(trial_id, rank, n, reason)`` best first, for each trial that reached the rung: reason
+        None for the ones that continue, a reason naming the rung and the rank for the others.
+    """
+    fraction = rule.rungs[index - 1]
+    scores = rule.rung_scores(fraction, cohort)
+    order = sorted(scores, key=lambda t: (scores[t] is None, scores[t] if scores[t] is not None else 0.0, t))
+    n, keep = len(order), keep_count(len(order), rule.eta)
+    by_id = {t.trial_id: t for t in cohort}
+    return [(tid, rank, n, None if rank <= keep else (
+        f"{rule.name} promote rung {index} ({_pct(fraction)} of samples): rank {rank} of {n}, outside top "
+        f"1/{rule.eta:g} (best {keep} continue; {rule.describe(by_id[tid], fraction)})"))
+        for rank, tid in enumerate(order, start=1)]
 
 
 RULES: dict[str, type] = {"none": NoStopping, "dynamics": DynamicsRule, "asha": AshaRule}

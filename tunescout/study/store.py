@@ -11,7 +11,12 @@ The contract, in the manner of Optuna's ``BaseStorage``:
   :data:`TRANSITIONS`: ``pending → running → completed | stopped | diverged | failed``,
   ``running → pending`` when a killed driver's trials are requeued, and ``stopped → pending``
   when the study's stopping rule changed (the rule that stopped it no longer applies; it
-  resumes from its checkpoint). Anything else is refused.
+  resumes from its checkpoint). In ``promote`` mode a trial also goes ``running → paused`` at a
+  rung, and leaves ``paused`` only by the cohort's recorded decision there (``→ pending`` to
+  continue, ``→ stopped``). Anything else is refused.
+* **Decisions are recorded.** A promotion decision (trial, rung, rank, kept or not) is written
+  in the same transaction as the status changes it makes, so a restarted driver finds every
+  rung it decided and never decides one again.
 * **Spec versions.** Each sweep records the set of trials its spec expands to. When that set
   changes (a result-relevant setting changed), the study's version goes up; trials of the new
   set belong to it, and the others stay in the store as *superseded*, left out of every reader
@@ -34,13 +39,14 @@ __all__ = ["FINISHED", "SCHEMA_VERSION", "STATUSES", "TRANSITIONS", "StoreError"
            "open_store"]
 
 SCHEMA_VERSION = 2
-STATUSES = ("pending", "running", "completed", "stopped", "diverged", "failed")
+STATUSES = ("pending", "running", "paused", "completed", "stopped", "diverged", "failed")
 FINISHED = ("completed", "stopped", "diverged", "failed")
 """The statuses a trial ends in; the one definition every module imports."""
-TRANSITIONS: dict[str, tuple[str, ...]] = {"pending": ("running",), "running": ("pending", *FINISHED),
-                                           "stopped": ("pending",)}
+TRANSITIONS: dict[str, tuple[str, ...]] = {"pending": ("running",), "running": ("pending", "paused", *FINISHED),
+                                           "paused": ("pending", "stopped"), "stopped": ("pending",)}
 """Allowed status changes. Completed, diverged and failed trials never change again; a stopped
-one only through :meth:`StudyStore.reopen_stopped`."""
+one only through :meth:`StudyStore.reopen_stopped`; a paused one (waiting at a rung, with a
+checkpoint) only through :meth:`StudyStore.decide_rung`."""
 
 
 class StoreError(ValueError):
@@ -78,7 +84,8 @@ class StudyStore(Protocol):
         """``running`` trials of a killed driver go back to ``pending``; returns their ids."""
 
     def reopen_stopped(self, study: str) -> list[str]:
-        """The study's current ``stopped`` trials go back to ``pending`` (its stopping rule changed)."""
+        """The study's stopping rule changed: its current ``stopped`` and ``paused`` trials go back
+        to ``pending`` and the old rule's promotion decisions are dropped; returns the ids."""
 
     def mark_running(self, trial_id: str) -> int:
         """``pending → running``, one more attempt; returns the attempt number."""
@@ -89,6 +96,18 @@ class StudyStore(Protocol):
     def finish(self, trial_id: str, status: str, reason: str = "", metrics: dict[str, float] | None = None,
                totals: dict[str, Any] | None = None) -> None:
         """``running →`` a final status, with the trial's totals and final metrics."""
+
+    def pause(self, trial_id: str, reason: str = "", totals: dict[str, Any] | None = None) -> None:
+        """``running → paused`` at a rung, its checkpoint written."""
+
+    def decide_rung(self, rung: int, decisions: Sequence[dict[str, Any]], resume: Iterable[str]) -> None:
+        """Record a promotion decision at ``rung`` (1-based) for the paused trials of one cohort,
+        each ``{trial_id, rank, n, reason}``: a reason of None keeps the trial, a reason stops it
+        (``paused → stopped``); the kept ones in ``resume`` go ``paused → pending`` (the others
+        stay paused: they are already past the next rung)."""
+
+    def decisions(self, study: str | None = None) -> list[dict[str, Any]]:
+        """Recorded promotion decisions: ``trial_id, rung, rank, n, kept, reason, decided_at``."""
 
     def add_elapsed(self, study: str, seconds: float) -> None:
         """Add driver time to the study's wall time."""

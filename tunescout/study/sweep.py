@@ -17,10 +17,12 @@ from typing import Any, Callable
 
 from tunescout.study.executors import Executor, LocalExecutor
 from tunescout.study.keys import COHORT, dataset_metric
+from tunescout.study.promotion import decide_ready, expected_fraction, fair_order, pause_point, promotes
 from tunescout.study.spec import StudySpec, expand_trials, trial_config
 from tunescout.study.stopping import StoppingRule, TrialProgress, build_rule
 from tunescout.study.store import FINISHED, StudyStore, open_store
 from tunescout.train.rundir import hold_lock
+from tunescout.train.telemetry import Pause
 
 __all__ = ["plan_study", "run_sweep"]
 
@@ -61,8 +63,9 @@ def plan_study(spec: StudySpec) -> list[dict[str, Any]]:
     return rows
 
 
-def format_plan(rows: list[dict[str, Any]]) -> str:
-    """The dry-run table: one line per trial and the planned compute."""
+def format_plan(rows: list[dict[str, Any]], rule: StoppingRule | None = None) -> str:
+    """The dry-run table: one line per trial and the planned compute (and, for a rule in
+    ``promote`` mode, the compute successive halving is expected to train)."""
     keys = sorted({k for r in rows for k in r["hparams"]})
     head = ["trial_id", "model", "method", "dataset", *keys, "seed", "steps", "samples", "tokens"]
     table = [[r["trial_id"], r["model"].rsplit("/", 1)[-1], r["method"], r["dataset"],
@@ -73,6 +76,14 @@ def format_plan(rows: list[dict[str, Any]]) -> str:
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in table]
     total = sum(r["planned_tokens"] for r in rows)
     lines.append(f"{len(rows)} trials, {total:,} tokens planned if every trial runs to the end")
+    if rule is not None and promotes(rule):
+        cohorts: dict[tuple, list[int]] = {}
+        for r in rows:
+            cohorts.setdefault(tuple(r[k] for k in COHORT), []).append(r["planned_tokens"])
+        expected = sum(sum(t) * expected_fraction(len(t), rule.rungs, rule.eta) for t in cohorts.values())
+        lines.append(f"promote mode (rungs {list(rule.rungs)}, eta {rule.eta:g}): about {expected:,.0f} tokens expected, "
+                     f"{expected / max(total, 1):.0%} of the grid (every trial to the first rung, the best "
+                     f"ceil(n/eta) of each cohort on from each rung)")
     return "\n".join(lines)
 
 
@@ -158,8 +169,36 @@ def _drive(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], rule:
     task_of = {d.name: dataclasses.asdict(d) for d in spec.datasets}
     metric_of = {d.name: dataset_metric(d) for d in spec.datasets}
     progress = _progress_from_store(store, spec.name, metric_of)
+    promote = promotes(rule)
+    decided: dict[str, int] = {}
+    for d in store.decisions(spec.name):
+        decided[d["trial_id"]] = max(decided.get(d["trial_id"], 0), d["rung"])
 
-    pending = [t["trial_id"] for t in store.trials(spec.name, status="pending")]
+    def decide(key: tuple) -> list[str]:
+        """Rank a cohort at every rung it is ready for (recorded with its status changes in one
+        transaction each); returns the trials to launch again."""
+        resumed: list[str] = []
+        members = [progress[t] for t in cohorts[key]]
+        while (decision := decide_ready(rule, members, decided)) is not None:
+            store.decide_rung(decision.rung, decision.rows, decision.resume)
+            for row in decision.rows:
+                tid = row["trial_id"]
+                decided[tid] = decision.rung
+                if row["reason"] is not None:
+                    progress[tid].status = "stopped"
+                    say(f"stopped {tid} {row['reason']}")
+                elif tid in decision.resume:
+                    progress[tid].status = "pending"
+                    resumed.append(tid)
+            kept = sum(r["reason"] is None for r in decision.rows)
+            say(f"promote {'/'.join(str(k).rsplit('/', 1)[-1] for k in key)} rung {decision.rung}: "
+                f"{kept} of {len(decision.rows)} continue")
+        return resumed
+
+    pending = fair_order([t["trial_id"] for t in store.trials(spec.name, status="pending")], cohort_of, spec.name)
+    if promote:  # a driver killed after the last trial of a cohort paused, before it ranked them
+        for key in cohorts:
+            pending = decide(key) + pending
     started = saved_at = time.monotonic()
     study_row = store.study(spec.name) or {}
     previous = float(study_row.get("elapsed_s") or 0.0)
@@ -184,32 +223,43 @@ def _drive(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], rule:
             event = executor.next_event(timeout=1.0)
             if event is None:
                 continue
-            tp = progress[event.trial_id]
+            tid, tp = event.trial_id, progress[event.trial_id]
             if event.kind == "record":
                 rec = event.data
-                store.add_telemetry(event.trial_id, rec)
+                store.add_telemetry(tid, rec)
                 # A resumed trial repeats the steps after its checkpoint: replace them.
                 tp.telemetry = [r for r in tp.telemetry if r["step"] < rec["step"]] + [rec]
                 tp.evals = [e for e in tp.evals if e["samples"] < rec["samples"]]
                 if rec.get("val_loss") is not None or rec.get("metrics"):
-                    metric = (rec.get("metrics") or {}).get(metric_of[planned[event.trial_id]["dataset"]])
+                    metric = (rec.get("metrics") or {}).get(metric_of[planned[tid]["dataset"]])
                     tp.evals.append({"samples": rec["samples"], "val_loss": rec.get("val_loss"), "metric": metric})
-                cohort = [progress[t] for t in cohorts[cohort_of[event.trial_id]]]
-                executor.reply(event.trial_id, rule.decide(tp, cohort))
+                if promote:
+                    point = pause_point(rule, tp.planned_samples, decided.get(tid, 0))
+                    reached = point is not None and rec["samples"] >= point
+                    executor.reply(tid, Pause(f"rung {decided.get(tid, 0) + 1}") if reached else None)
+                else:
+                    executor.reply(tid, rule.decide(tp, [progress[t] for t in cohorts[cohort_of[tid]]]))
+                continue
+            data = event.data
+            totals = {k: data.get(k) for k in ("steps", "samples", "tokens", "wall_s")}
+            status = data.get("status", "failed")
+            if status == "paused":
+                store.pause(tid, f"waiting at {data.get('reason', 'a rung')} for its cohort", totals)
+                tp.status = "paused"
+                say(f"paused {tid} at {data.get('reason', '')}")
             else:
-                data = event.data
-                status = data.get("status", "failed")
                 status = status if status in FINISHED else "failed"
                 metrics = dict(data.get("metrics") or {})
                 if data.get("eval_loss") is not None:
                     metrics["val_loss"] = data["eval_loss"]
-                store.finish(event.trial_id, status, data.get("reason", ""), metrics,
-                             {k: data.get(k) for k in ("steps", "samples", "tokens", "wall_s")})
+                store.finish(tid, status, data.get("reason", ""), metrics, totals)
                 tp.status = status
-                now = time.monotonic()  # persist study time as we go: a killed driver keeps it
-                store.add_elapsed(spec.name, now - saved_at)
-                saved_at = now
-                say(f"{status} {event.trial_id} {data.get('reason', '')} {metrics}".rstrip())
+                say(f"{status} {tid} {data.get('reason', '')} {metrics}".rstrip())
+            if promote:  # a pause or an end may complete the cohort at its rung
+                pending = decide(cohort_of[tid]) + pending
+            now = time.monotonic()  # persist study time as we go: a killed driver keeps it
+            store.add_elapsed(spec.name, now - saved_at)
+            saved_at = now
     finally:
         executor.shutdown()
         store.add_elapsed(spec.name, time.monotonic() - saved_at)

@@ -40,7 +40,7 @@ from tunescout.train.models import (
 )
 from tunescout.train.rundir import clear_run, holds_run, lock_run_dir
 from tunescout.train.schedules import lr_factor
-from tunescout.train.telemetry import EarlyStop, JsonlSink, ProgressSink, Sink, StepRecord, truncate_records
+from tunescout.train.telemetry import EarlyStop, JsonlSink, Pause, ProgressSink, Sink, StepRecord, truncate_records
 
 __all__ = ["RunResult", "train"]
 
@@ -52,7 +52,7 @@ class RunResult:
     """What ``result.json`` holds."""
 
     status: str
-    """``completed``, ``stopped``, ``diverged`` or ``failed``."""
+    """``completed``, ``stopped``, ``diverged``, ``failed``, or ``paused`` (checkpointed to be resumed)."""
     reason: str = ""
     steps: int = 0
     total_steps: int = 0
@@ -115,7 +115,9 @@ def train(
         restart: remove the run already in ``config.output_dir`` and start over. Without
             ``resume`` or ``restart``, a directory that holds a run is refused.
         sinks: extra receivers of every :class:`StepRecord` (the JSONL file is always written).
-        early_stop: called with each record; a truthy return ends the run as ``stopped``.
+        early_stop: called with each record; a :class:`~tunescout.train.telemetry.Pause`
+            checkpoints the run and ends it as ``paused`` (resume continues it), another truthy
+            return ends it as ``stopped``.
         task_eval: called with ``(model, tokenizer)`` at every validation point and after
             training (not after divergence), e.g. a task metric by generation; its dicts go on
             the step records (``metrics``) and, the last one, into ``result.metrics``.
@@ -287,6 +289,9 @@ def _train_in(
             # driver, so a checkpoint never gets ahead of the steps the store has recorded (a
             # driver killed in between would otherwise lose them on resume).
             verdict = early_stop(record) if early_stop else None
+            if isinstance(verdict, Pause):
+                result.status, result.reason = "paused", verdict.reason
+                break
             if verdict:
                 result.status = "stopped"
                 result.reason = verdict if isinstance(verdict, str) else f"early stop at step {step}"
@@ -294,8 +299,10 @@ def _train_in(
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
                 save_checkpoint(run_dir, model, optimizer, scheduler, state)
 
-        # --- the end: evaluate, checkpoint, save ---
-        if result.status != "diverged":
+        # --- the end: evaluate, checkpoint, save (a paused run only checkpoints: it goes on later) ---
+        if result.status == "paused":
+            save_checkpoint(run_dir, model, optimizer, scheduler, state)
+        elif result.status != "diverged":
             if eval_batches:
                 result.eval_loss = evaluate_loss(model, eval_batches, device, autocast)
             if task_eval is not None:

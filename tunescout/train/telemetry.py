@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, runtime_checkable
 
-__all__ = ["EarlyStop", "JsonlSink", "ProgressSink", "Sink", "StepRecord", "read_telemetry", "truncate_records"]
+__all__ = ["EarlyStop", "JsonlSink", "Pause", "ProgressSink", "Sink", "StepRecord", "read_telemetry",
+           "truncate_records"]
 
 log = logging.getLogger("tunescout.train")
 
@@ -65,8 +66,17 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-EarlyStop = Callable[[StepRecord], "str | bool | None"]
-"""Called after every step; a truthy return ends the run as ``stopped`` (a string is the reason)."""
+@dataclass(frozen=True)
+class Pause:
+    """An early-stop hook's verdict to pause: checkpoint now and end as ``paused``, to be
+    resumed later (a study in ``promote`` mode pauses every trial at each rung)."""
+
+    reason: str
+
+
+EarlyStop = Callable[[StepRecord], "str | bool | Pause | None"]
+"""Called after every step; :class:`Pause` pauses the run, another truthy return ends it as
+``stopped`` (a string is the reason)."""
 
 
 class JsonlSink:

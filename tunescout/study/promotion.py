@@ -1,0 +1,100 @@
+"""Successive halving over checkpoints (``mode: promote``): where trials pause, when a cohort is
+ready to be ranked at a rung, what that costs, and a fair launch order.
+
+Pure functions over :class:`~tunescout.study.stopping.TrialProgress`; the sweep driver applies
+what they return and records it in the store, so a restarted driver recomputes the same thing
+from the same records.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+
+from tunescout.study.stopping import AshaRule, DynamicsRule, TrialProgress, keep_count, promote_rung, rung_samples
+
+__all__ = ["RungDecision", "decide_ready", "expected_fraction", "fair_order", "pause_point", "promotes"]
+
+
+def promotes(rule: object) -> bool:
+    """Whether a rule judges in ``promote`` mode."""
+    return getattr(rule, "mode", "async") == "promote"
+
+
+def pause_point(rule: DynamicsRule | AshaRule, planned_samples: int, decided: int) -> int | None:
+    """Samples at which a trial with ``decided`` rungs behind it pauses next (None: past the last)."""
+    if decided >= len(rule.rungs):
+        return None
+    return rung_samples(rule.rungs[decided], planned_samples)
+
+
+@dataclass(frozen=True)
+class RungDecision:
+    """One cohort ranked at one rung: each trial's rank and fate, and who resumes now."""
+
+    rung: int
+    rows: tuple[dict, ...]
+    """``{trial_id, rank, n, reason}`` best first; reason None = continues."""
+    resume: frozenset[str]
+    """Kept trials to launch again (kept ones already past the next rung stay paused)."""
+
+
+def decide_ready(rule: DynamicsRule | AshaRule, members: Sequence[TrialProgress],
+                 decided: Mapping[str, int]) -> RungDecision | None:
+    """The decision a cohort is ready for, or None while any of it is still training.
+
+    A cohort is ready at rung k when none of its trials is pending or running and its paused
+    trials have k - 1 rungs decided: each reached rung k, and the trials that ended before it
+    (diverged, failed) are not ranked. The decision is :func:`promote_rung` over the paused ones.
+    """
+    if any(t.status in ("pending", "running") for t in members):
+        return None
+    paused = [t for t in members if t.status == "paused"]
+    if not paused:
+        return None
+    rung = min(decided.get(t.trial_id, 0) for t in paused) + 1
+    candidates = [t for t in paused if decided.get(t.trial_id, 0) == rung - 1]
+    rows = tuple({"trial_id": tid, "rank": rank, "n": n, "reason": reason}
+                 for tid, rank, n, reason in promote_rung(rule, rung, candidates))
+    by_id = {t.trial_id: t for t in candidates}
+    resume = set()
+    for row in rows:
+        if row["reason"] is None:
+            t = by_id[row["trial_id"]]
+            nxt = pause_point(rule, t.planned_samples, rung)
+            if nxt is None or not t.telemetry or t.telemetry[-1]["samples"] < nxt:
+                resume.add(t.trial_id)
+    return RungDecision(rung, rows, frozenset(resume))
+
+
+def expected_fraction(n: int, rungs: Sequence[float], eta: float) -> float:
+    """The share of a cohort's full-grid compute that promotion trains, for n trials of equal size:
+    every trial to the first rung, then the kept ceil(n_k / eta) from each rung to the next, and
+    the last survivors to the end."""
+    if n < 1:
+        return 0.0
+    total, alive, previous = 0.0, n, 0.0
+    for fraction in rungs:
+        total += alive * (fraction - previous)
+        alive, previous = keep_count(alive, eta), fraction
+    total += alive * (1.0 - previous)
+    return total / n
+
+
+def fair_order(trial_ids: Sequence[str], cohort_of: Mapping[str, Hashable], seed: str) -> list[str]:
+    """Launch order: shuffled within each cohort (seeded, so a rerun keeps it) and interleaved
+    across cohorts, so no grid position is systematically first to reach a rung."""
+    rng = random.Random(seed)
+    groups: dict[Hashable, list[str]] = {}
+    for tid in trial_ids:
+        groups.setdefault(cohort_of[tid], []).append(tid)
+    for key in sorted(groups, key=repr):
+        rng.shuffle(groups[key])
+    queues = [groups[k] for k in sorted(groups, key=repr)]
+    order: list[str] = []
+    while any(queues):
+        for q in queues:
+            if q:
+                order.append(q.pop(0))
+    return order
