@@ -161,7 +161,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     import yaml
 
     from tunescout.analysis import (batch_lr_table, default_replay_rules, dynamics_correlations, replay_stopping,
-                                    stacked_vs_phased)
+                                    signal_directions, signals_advice, stacked_vs_phased,
+                                    suggest_signals)
     from tunescout.study.export import store_tables
     from tunescout.study.store import open_store
 
@@ -171,16 +172,21 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.store}: the store holds no study (run `tunescout sweep STUDY.yaml` first)")
     t, r, tel = tables["trials"], tables["results"], tables["telemetry"]
     rules = yaml.safe_load(Path(args.rules).read_text()) if args.rules else default_replay_rules()
+    correlations = dynamics_correlations(tel, t, r, spec, window=args.window, rung=args.rung,
+                                         only_completed=not args.all_statuses, n_boot=args.boot, seed=args.seed)
+    directions = signal_directions(correlations)
+    suggested = suggest_signals(directions)
     frames = {
-        "dynamics": dynamics_correlations(tel, t, r, spec, window=args.window, rung=args.rung,
-                                          only_completed=not args.all_statuses, n_boot=args.boot, seed=args.seed),
+        "dynamics": correlations,
+        "signals": directions,
         "stopping_replay": replay_stopping(tel, t, r, spec, rules).summary,
         "batch_lr": batch_lr_table(t, r, spec).long,
     }
     stacked = stacked_vs_phased(t, r, spec)
     frames["stacked_vs_phased"] = stacked
     if args.json:
-        print(json.dumps({k: v.to_dict(orient="records") for k, v in frames.items()}, indent=2, default=str))
+        doc = {k: v.to_dict(orient="records") for k, v in frames.items()}
+        print(json.dumps({**doc, "suggested_signals": suggested}, indent=2, default=str))
     else:
         with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 200):
             for name, frame in frames.items():
@@ -188,6 +194,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
                 reason = frame.attrs.get("reason")
                 print(reason if frame.empty and reason else frame.to_string(index=False))
                 print()
+            print(signals_advice(suggested))
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

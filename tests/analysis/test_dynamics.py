@@ -331,3 +331,25 @@ def test_analysis_reads_the_tables_of_a_real_store(tmp_path) -> None:
     pd.testing.assert_frame_equal(replay.cohorts, expected.cohorts)
     corr = dynamics_correlations(tables["telemetry"], tables["trials"], tables["results"], spec, n_boot=50)
     assert corr.iloc[0]["n"] == 4 and corr.iloc[0]["rho_lowgrad_better"] == pytest.approx(0.8)
+
+
+def test_signal_directions_say_which_direction_held_and_suggest_the_next_signals() -> None:
+    from tunescout.analysis import signal_directions, signals_advice, suggest_signals
+
+    corr = pd.DataFrame([
+        {"level": "cohort", "model": "m", "dataset": "a", "method": "full", "n": 6,
+         "rho_lowgrad_better": 0.8, "lowgrad_ci_lo": 0.3, "lowgrad_ci_hi": 0.95,
+         "rho_highloss_better": -0.7, "highloss_ci_lo": -0.9, "highloss_ci_hi": -0.2},
+        {"level": "pooled", "model": "all", "dataset": "all", "method": "all", "n": 12,
+         "rho_lowgrad_better": 0.1, "lowgrad_ci_lo": -0.3, "lowgrad_ci_hi": 0.5,
+         "rho_highloss_better": -0.6, "highloss_ci_lo": -0.8, "highloss_ci_hi": -0.3},
+    ])
+    d = signal_directions(corr).set_index(["level", "signal"])["held"].to_dict()
+    assert d == {("cohort", "grad_norm"): "lower", ("cohort", "loss"): "lower",
+                 ("pooled", "grad_norm"): "unclear", ("pooled", "loss"): "lower"}
+    suggested = suggest_signals(signal_directions(corr))
+    assert suggested == {"loss": "lower"}
+    assert signals_advice(suggested).endswith("stopping: {rule: dynamics, signals: {loss: lower}}")
+    nan = corr.assign(lowgrad_ci_lo=float("nan"), lowgrad_ci_hi=float("nan"),
+                      highloss_ci_lo=float("nan"), highloss_ci_hi=float("nan"))
+    assert suggest_signals(signal_directions(nan)) is None and "no early signal" in signals_advice(None)

@@ -20,6 +20,8 @@ from tunescout.study.stopping import (
     TrialProgress,
     build_rule,
     dynamics_scores,
+    parse_signals,
+    window_means,
     window_stats,
 )
 
@@ -172,9 +174,16 @@ def level_cohort(**kwargs) -> list[TrialProgress]:
     return [make_trial(tid, g, lv, **kwargs) for tid, (g, lv) in LEVELS.items()]
 
 
-def test_dynamics_scores_add_the_grad_norm_and_loss_ranks() -> None:
+def norm(rank_sums: dict[str, float]) -> dict[str, float]:
+    """Rank sums over the recipe's two signals → the score: the mean of the normalised ranks."""
+    n = len(rank_sums)
+    return pytest.approx({k: (v - 2) / (2 * (n - 1)) for k, v in rank_sums.items()})
+
+
+def test_dynamics_scores_average_the_normalised_grad_norm_and_loss_ranks() -> None:
     # grad ranks: t0 1, t2 2, t1 3, t4 4, t3 5, t5 6; loss ranks (higher better): t1 1, t2 2, t3 3, t0 4, t4 5, t5 6
-    assert dynamics_scores(level_cohort(), 0.1) == {"t0": 5.0, "t1": 4.0, "t2": 4.0, "t3": 8.0, "t4": 9.0, "t5": 12.0}
+    assert dynamics_scores(level_cohort(), 0.1) == norm({"t0": 5, "t1": 4, "t2": 4, "t3": 8, "t4": 9, "t5": 12})
+    assert dynamics_scores(level_cohort(), 0.1)["t0"] == pytest.approx(0.3)
 
 
 def test_dynamics_keeps_the_best_third_at_the_first_rung() -> None:
@@ -215,7 +224,7 @@ def test_dynamics_judges_each_rung_on_its_own_window_in_one_step() -> None:
         make_trial(f"o{i}", lambda s: 5.0 if s <= 100 else 1.0, lambda s: 1.0 if s <= 100 else 3.0) for i in range(3)
     ]
     jumper = make_trial("big", grad=2.0, loss=2.0, batch=300)
-    assert dynamics_scores([*others, jumper], 0.1, window=0.1)["big"] == 2.0
+    assert dynamics_scores([*others, jumper], 0.1, window=0.1)["big"] == 0.0
     verdict = rule.decide(upto(jumper, 1), [*others, jumper])
     assert verdict is not None and verdict.startswith("dynamics rung 2 (25% of samples): rank 4 of 4")
 
@@ -258,16 +267,18 @@ def test_dynamics_uses_the_trial_over_a_stale_copy_in_the_cohort() -> None:
     assert rule.decide(upto(bad, 2), [good]) == expected  # no copy at all
 
 
-def test_dynamics_ties_share_ranks_and_favour_the_trial() -> None:
+def test_dynamics_ties_share_ranks_and_are_broken_by_trial_id() -> None:
     rule = DynamicsRule(rungs=[0.1], eta=3)  # 3 trials: best 1 kept
-    cohort = [make_trial("a", 1.0, 2.0), make_trial("b", 1.0, 2.0), make_trial("c", 2.0, 1.0)]
-    assert dynamics_scores(cohort, 0.1) == {"a": 3.0, "b": 3.0, "c": 6.0}
-    assert rule.decide(upto(cohort[0], 2), cohort) is None
-    assert rule.decide(upto(cohort[1], 2), cohort) is None  # tied for first: both kept
+    cohort = [make_trial("b", 1.0, 2.0), make_trial("a", 1.0, 2.0), make_trial("c", 2.0, 1.0)]
+    assert dynamics_scores(cohort, 0.1) == norm({"a": 3, "b": 3, "c": 6})
+    assert rule.decide(upto(cohort[1], 2), cohort) is None  # a: tied for first, first by id
+    # b: the same score, second by id: a tie no longer keeps every tied trial (it kept both,
+    # so a cohort of equals was never thinned)
+    assert "rank 2 of 3" in rule.decide(upto(cohort[0], 2), cohort)
     assert "rank 3 of 3" in rule.decide(upto(cohort[2], 2), cohort)
     # A tie on one signal only: average rank 1.5 on loss.
     mixed = [make_trial("x", 1.0, 2.0), make_trial("y", 2.0, 2.0), make_trial("z", 3.0, 1.0)]
-    assert dynamics_scores(mixed, 0.1) == {"x": 2.5, "y": 3.5, "z": 6.0}
+    assert dynamics_scores(mixed, 0.1) == norm({"x": 2.5, "y": 3.5, "z": 6.0})
 
 
 def test_window_stats_skips_missing_and_non_finite_values() -> None:
@@ -299,7 +310,7 @@ def test_dynamics_missing_values_rank_worst() -> None:
         make_trial("n2", lambda s: math.nan, None),  # nothing finite: worst on both
     ]
     # grad ranks: g 1, h 2, n1 & n2 tie at 3.5; loss ranks: n1 1, g 2, h 3, n2 4
-    assert dynamics_scores(cohort, 0.1) == {"g": 3.0, "h": 5.0, "n1": 4.5, "n2": 7.5}
+    assert dynamics_scores(cohort, 0.1) == norm({"g": 3.0, "h": 5.0, "n1": 4.5, "n2": 7.5})
     rule = DynamicsRule(rungs=[0.1], eta=2)
     verdicts = {t.trial_id: rule.decide(upto(t, 2), cohort) for t in cohort}
     assert {k for k, v in verdicts.items() if v} == {"h", "n2"}
@@ -312,16 +323,52 @@ def test_dynamics_window_restricts_the_records_that_count() -> None:
     others = [make_trial("o1", 2.0, 2.0), make_trial("o2", 2.5, 1.9), make_trial("o3", 3.0, 1.5)]
     cohort = [*others, w]
     # From the start: w means (5.5, 1.75) → grad rank 4 + loss rank 3 = 7, third of four.
-    assert dynamics_scores(cohort, 0.2) == {"o1": 2.0, "o2": 4.0, "o3": 7.0, "w": 7.0}
+    assert dynamics_scores(cohort, 0.2) == norm({"o1": 2.0, "o2": 4.0, "o3": 7.0, "w": 7.0})
     # Window (100, 200]: w means (1.0, 3.0) → best on both.
-    assert dynamics_scores(cohort, 0.2, window=0.1) == {"o1": 4.0, "o2": 6.0, "o3": 8.0, "w": 2.0}
+    assert dynamics_scores(cohort, 0.2, window=0.1) == norm({"o1": 4.0, "o2": 6.0, "o3": 8.0, "w": 2.0})
 
     without = DynamicsRule(rungs=[0.2], eta=2).decide(upto(w, 4), cohort)
-    assert without is not None and "rank 3 of 4" in without
-    windowed = DynamicsRule(rungs=[0.2], eta=2, window=0.1)
+    assert without is not None and "rank 4 of 4" in without  # tied with o3, after it by id
+    windowed = DynamicsRule(rungs=[0.2], eta=2, window=0.1, min_steps=1)
     assert windowed.decide(upto(w, 4), cohort) is None
     verdict = windowed.decide(upto(others[1], 4), cohort)
     assert verdict is not None and "rank 3 of 4" in verdict and "over samples 100-200" in verdict
+
+
+def test_a_window_holds_at_least_min_steps_steps() -> None:
+    tel = [{"step": i, "samples": 100 * i, "grad_norm": float(i), "loss": 1.0} for i in range(1, 6)]
+    assert window_means(tel, 250, 300, ["grad_norm"]) == {"grad_norm": 3.0}  # one step in the window
+    assert window_means(tel, 250, 300, ["grad_norm"], min_steps=3) == {"grad_norm": 2.0}  # steps 1-3
+    assert window_means(tel, 0, 100, ["grad_norm"], min_steps=3) == {"grad_norm": 1.0}  # nothing before
+    # A large-batch trial reaches the rung in one step; with min_steps its early steps count too.
+    rule = DynamicsRule(rungs=[0.2], eta=2, window=0.05, min_steps=3)
+    big = make_trial("big", lambda s: 9.0 if s <= 150 else 1.0, 2.0, batch=50)
+    small = make_trial("small", 2.0, 2.0, batch=50)
+    assert "mean grad_norm 6.333" in rule.describe(big, 0.2)  # (9 + 9 + 1) / 3 over samples 150-200
+    # equal losses tie (0.5 each); on grad norm big leads with one step, trails with three
+    assert DynamicsRule(rungs=[0.2], eta=2, window=0.05, min_steps=1).rung_scores(0.2, [big, small])["big"] == 0.25
+    assert rule.rung_scores(0.2, [big, small])["big"] == 0.75
+
+
+def test_signals_any_subset_direction_and_weight() -> None:
+    cohort = level_cohort()
+    by_grad = dynamics_scores(cohort, 0.1, signals=parse_signals({"grad_norm": "lower"}))
+    assert min(by_grad, key=by_grad.get) == "t0" and by_grad["t5"] == 1.0
+    low_loss = dynamics_scores(cohort, 0.1, signals=parse_signals({"loss": "lower"}))
+    assert min(low_loss, key=low_loss.get) == "t5"  # the reversed direction
+    weighted = dynamics_scores(cohort, 0.1, signals=parse_signals(
+        {"grad_norm": {"direction": "lower", "weight": 3}, "loss": "higher"}))
+    # t0: grad rank 1 (0.0), loss rank 4 (0.6) → (3 * 0 + 0.6) / 4
+    assert weighted["t0"] == pytest.approx(0.15)
+    rule = build_rule({"rule": "dynamics", "signals": {"loss": "lower"}, "rungs": [0.1]})
+    assert rule.signals == (("loss", "lower", 1.0),) and rule == build_rule(
+        {"rule": "dynamics", "signals": {"loss": "lower"}, "rungs": [0.1]})
+    hash(rule)
+    for bad, message in (({"val_loss": "lower"}, "unknown signal"), ({"loss": "up"}, "must be `lower` or `higher`"),
+                         ({"loss": {"direction": "lower", "weight": 0}}, "weight must be a positive"),
+                         ({}, "non-empty mapping"), ({"loss": {"dir": "lower"}}, "takes `direction` and `weight`")):
+        with pytest.raises(ConfigError, match=message):
+            build_rule({"rule": "dynamics", "signals": bad})
 
 
 def test_dynamics_rungs_follow_each_trials_own_planned_samples() -> None:

@@ -35,7 +35,10 @@ __all__ = [
     "final_scores",
     "planned_samples",
     "records_by_trial",
+    "signal_directions",
+    "signals_advice",
     "spearman",
+    "suggest_signals",
 ]
 
 MIN_COHORT = 3
@@ -311,3 +314,49 @@ def dynamics_correlations(
     columns = ["level", *COHORT, "metric", "n", "cohorts", "rho_lowgrad_better", "lowgrad_ci_lo", "lowgrad_ci_hi",
                "rho_highloss_better", "highloss_ci_lo", "highloss_ci_hi"]
     return pd.DataFrame([*rows, pooled], columns=columns)
+
+
+_SIGNAL_COLUMNS = {"grad_norm": ("lowgrad", "lower", "higher"), "loss": ("highloss", "higher", "lower")}
+"""signal → (its column stem in :func:`dynamics_correlations`, the direction a positive rho means,
+the direction a negative one means)."""
+
+
+def signal_directions(correlations: pd.DataFrame) -> pd.DataFrame:
+    """Which direction of each early signal went with a better final score, per cohort and pooled.
+
+    A direction *held* when the bootstrap interval of its rho excludes zero; otherwise it is
+    ``unclear``. This is what a study teaches the next one about its ``dynamics`` signals.
+
+    Args:
+        correlations: the frame of :func:`dynamics_correlations`.
+
+    Returns:
+        One row per row of ``correlations`` and signal: ``level, model, dataset, method, n,
+        signal, rho`` (positive: lower is better for ``grad_norm``, higher for ``loss``, as in
+        the recipe), ``ci_lo, ci_hi, held`` (``lower``, ``higher`` or ``unclear``).
+    """
+    rows = []
+    for r in correlations.to_dict("records"):
+        for signal, (stem, positive, negative) in _SIGNAL_COLUMNS.items():
+            rho, lo, hi = r[f"rho_{stem}_better"], r[f"{stem}_ci_lo"], r[f"{stem}_ci_hi"]
+            held = positive if lo > 0 else negative if hi < 0 else "unclear"  # NaN compares False: unclear
+            rows.append({"level": r["level"], **{k: r[k] for k in COHORT}, "n": r["n"], "signal": signal,
+                         "rho": rho, "ci_lo": lo, "ci_hi": hi, "held": held})
+    return pd.DataFrame(rows, columns=["level", *COHORT, "n", "signal", "rho", "ci_lo", "ci_hi", "held"])
+
+
+def suggest_signals(directions: pd.DataFrame) -> dict[str, str] | None:
+    """The ``signals:`` of a ``dynamics`` rule for the next study: each signal whose direction held
+    when pooled over this study's cohorts; None when none did (keep the recipe's, or stop by
+    evaluations with ``asha``)."""
+    pooled = directions[(directions["level"] == "pooled") & (directions["held"] != "unclear")]
+    return {r["signal"]: r["held"] for r in pooled.to_dict("records")} or None
+
+
+def signals_advice(suggested: dict[str, str] | None) -> str:
+    """One line for ``tunescout analyze``: the stopping rule to try next, as YAML flow."""
+    if not suggested:
+        return ("suggested for the next study: no early signal's direction held when pooled; keep the recipe's "
+                "signals, or judge on evaluations (rule: asha)")
+    shown = ", ".join(f"{k}: {v}" for k, v in suggested.items())
+    return f"suggested for the next study: stopping: {{rule: dynamics, signals: {{{shown}}}}}"

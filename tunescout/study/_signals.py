@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tunescout.study.stopping import TrialProgress
 
-__all__ = ["dynamics_scores", "keep_count", "rung_samples", "window_start", "window_stats"]
+__all__ = ["RECIPE_SIGNALS", "SIGNALS", "dynamics_scores", "keep_count", "parse_signals", "rung_samples",
+           "window_means", "window_start", "window_stats"]
 
 
 # --- numbers, rungs and windows --------------------------------------------------------------
@@ -83,12 +84,15 @@ def _average_ranks(values: Mapping[str, float | None], higher_is_better: bool) -
 
 
 def _position(target: str, badness: Mapping[str, float | None]) -> int:
-    """1 + the number of trials strictly better than ``target`` (lower badness, None worst).
-    Ties count in the trial's favour: stopping is the choice that cannot be undone."""
-    own = badness[target]
-    if own is None:
-        return 1 + sum(v is not None for v in badness.values())
-    return 1 + sum(v is not None and v < own for v in badness.values())
+    """``target``'s place, 1 = best: lower badness first, None last, and equal badness in trial-id
+    order. A trial id is a hash of the config, so a tie is broken deterministically, neither by
+    grid position nor always in the judged trial's favour (which kept every tied trial)."""
+    def key(tid: str) -> tuple:
+        value = badness[tid]
+        return (value is None, 0.0 if value is None else value, tid)
+
+    own = key(target)
+    return 1 + sum(key(tid) < own for tid in badness)
 
 
 def _pct(fraction: float) -> str:
@@ -102,53 +106,97 @@ def _fmt(x: float | None) -> str:
 # --- the recipe's signals ----------------------------------------------------------------
 
 
-def window_stats(
-    telemetry: Sequence[Mapping[str, Any]], start_samples: float, end_samples: float
-) -> tuple[float | None, float | None]:
-    """Mean gradient norm and mean loss of the steps that trained on samples in the window.
+SIGNALS = ("grad_norm", "loss")
+"""Step-record fields the ``dynamics`` rule can judge on."""
+RECIPE_SIGNALS = {"grad_norm": "lower", "loss": "higher"}
+"""The SFT recipe's finding: within a cohort, a lower early gradient norm and a *higher* early
+training loss predict a better final score."""
+
+
+def parse_signals(spec: Mapping[str, Any] | None) -> tuple[tuple[str, str, float], ...]:
+    """``{grad_norm: lower, loss: {direction: higher, weight: 0.5}}`` → ``((name, direction,
+    weight), ...)`` sorted by name; None gives the recipe's signals, equally weighted.
+
+    Raises:
+        ValueError: an unknown signal or direction, a weight that is not a positive number, or
+            no signal at all.
+    """
+    spec = RECIPE_SIGNALS if spec is None else spec
+    if not isinstance(spec, Mapping) or not spec:
+        raise ValueError(f"dynamics: signals must be a non-empty mapping such as {RECIPE_SIGNALS}, got {spec!r}")
+    out = []
+    for name, value in spec.items():
+        if name not in SIGNALS:
+            raise ValueError(f"dynamics: unknown signal {name!r}; signals: {', '.join(SIGNALS)}")
+        direction, weight = (value, 1.0) if not isinstance(value, Mapping) else (
+            value.get("direction"), value.get("weight", 1.0))
+        if isinstance(value, Mapping) and set(value) - {"direction", "weight"}:
+            raise ValueError(f"dynamics: signals.{name} takes `direction` and `weight`, got {sorted(value)}")
+        if direction not in ("lower", "higher"):
+            raise ValueError(f"dynamics: signals.{name} must be `lower` or `higher` (is better), got {direction!r}")
+        if not _is_number(weight) or not weight > 0:
+            raise ValueError(f"dynamics: signals.{name}.weight must be a positive number, got {weight!r}")
+        out.append((str(name), str(direction), float(weight)))
+    return tuple(sorted(out))
+
+
+def window_means(
+    telemetry: Sequence[Mapping[str, Any]], start_samples: float, end_samples: float,
+    names: Sequence[str] = SIGNALS, min_steps: int = 1,
+) -> dict[str, float | None]:
+    """Mean of each named field over the steps that trained on samples in the window.
 
     A record covers the samples between the previous record and itself, so a step counts when
     that span overlaps ``(start_samples, end_samples]``. This keeps the step that crosses the
-    end (the one a rung is judged at) even when a large batch carries it past the rung.
-
-    Args:
-        telemetry: step records in order, each with ``samples``, ``grad_norm`` and ``loss``.
-        start_samples: the window starts after this many samples (0 = from the start).
-        end_samples: the window ends at this many samples.
+    end (the one a rung is judged at) even when a large batch carries it past the rung. When
+    fewer than ``min_steps`` steps lie in the window, it reaches back to the ``min_steps`` steps
+    ending with its last one: a large batch takes few steps to a rung, and a mean of one or two
+    steps would judge it on noise.
 
     Returns:
-        ``(mean_grad_norm, mean_loss)``; each None when no finite value lies in the window
-        (None, NaN and inf are skipped, not averaged).
+        ``{name: mean}``; None when no finite value lies in the window (None, NaN and inf are
+        skipped, not averaged).
 
     Raises:
         ValueError: the window is empty or negative.
     """
     if not 0 <= start_samples < end_samples:
         raise ValueError(f"window must satisfy 0 <= start < end, got ({start_samples}, {end_samples}]")
-    grads: list[float] = []
-    losses: list[float] = []
+    picked: list[int] = []
     previous = 0
-    for record in telemetry:
+    for i, record in enumerate(telemetry):
         if previous >= end_samples:
             break
         if record["samples"] > start_samples:
-            if _finite(record.get("grad_norm")):
-                grads.append(float(record["grad_norm"]))
-            if _finite(record.get("loss")):
-                losses.append(float(record["loss"]))
+            picked.append(i)
         previous = record["samples"]
-    return _mean(grads), _mean(losses)
+    if picked and len(picked) < min_steps:
+        picked = list(range(max(0, picked[-1] - min_steps + 1), picked[-1] + 1))
+    out: dict[str, float | None] = {}
+    for name in names:
+        values = [float(telemetry[i][name]) for i in picked if _finite(telemetry[i].get(name))]
+        out[name] = _mean(values)
+    return out
+
+
+def window_stats(
+    telemetry: Sequence[Mapping[str, Any]], start_samples: float, end_samples: float, min_steps: int = 1
+) -> tuple[float | None, float | None]:
+    """``(mean grad_norm, mean loss)`` over the window (see :func:`window_means`)."""
+    means = window_means(telemetry, start_samples, end_samples, ("grad_norm", "loss"), min_steps)
+    return means["grad_norm"], means["loss"]
 
 
 def dynamics_scores(
-    cohort: Sequence[TrialProgress], rung_fraction: float, window: float | None = None
+    cohort: Sequence[TrialProgress], rung_fraction: float, window: float | None = None,
+    signals: Sequence[tuple[str, str, float]] | None = None, min_steps: int = 1,
 ) -> dict[str, float]:
-    """The recipe's early-dynamics score of every trial that reached a rung (lower is better).
+    """The early-dynamics score of every trial that reached a rung (0 is best, 1 worst).
 
-    Each trial gets its rank on mean gradient norm (lower is better) plus its rank on mean
-    training loss (higher is better: the recipe found runs with higher early loss end better),
-    both over its records in the window. Ties share average ranks; a trial with no finite
-    value in the window ranks worst on that signal.
+    Per signal, each trial gets its rank among the trials at the rung (ties share the average
+    rank; a trial with no finite value ranks worst), normalised to [0, 1] as
+    ``(rank - 1) / (n - 1)``; the score is the weighted mean over the signals. With the recipe's
+    two signals, equally weighted, it orders trials as the sum of their two ranks does.
 
     Args:
         cohort: trials of one cohort; only those whose samples reached ``rung_fraction`` of
@@ -156,9 +204,11 @@ def dynamics_scores(
         rung_fraction: where the window ends, as a fraction of planned samples, in (0, 1].
         window: fraction of planned samples the window covers, ending at the rung; None means
             from the start of training.
+        signals: ``(name, direction, weight)`` triples (:func:`parse_signals`); None = the recipe's.
+        min_steps: the fewest steps a window averages (see :func:`window_means`).
 
     Returns:
-        ``{trial_id: score}``, a score being a sum of two ranks (2 is the best possible).
+        ``{trial_id: score}``.
 
     Raises:
         ValueError: bad fractions, or two trials with the same id.
@@ -170,14 +220,20 @@ def dynamics_scores(
     ids = [t.trial_id for t in cohort]
     if len(set(ids)) != len(ids):
         raise ValueError(f"cohort has duplicate trial ids: {sorted({i for i in ids if ids.count(i) > 1})}")
-    grads: dict[str, float | None] = {}
-    losses: dict[str, float | None] = {}
+    signals = parse_signals(None) if signals is None else signals
+    names = [name for name, _, _ in signals]
+    means: dict[str, dict[str, float | None]] = {}
     for t in cohort:
         end = rung_samples(rung_fraction, t.planned_samples)
         if not t.telemetry or t.telemetry[-1]["samples"] < end:
             continue
         start = window_start(rung_fraction, window, t.planned_samples)
-        grads[t.trial_id], losses[t.trial_id] = window_stats(t.telemetry, start, end)
-    grad_ranks = _average_ranks(grads, higher_is_better=False)
-    loss_ranks = _average_ranks(losses, higher_is_better=True)
-    return {k: grad_ranks[k] + loss_ranks[k] for k in grads}
+        means[t.trial_id] = window_means(t.telemetry, start, end, names, min_steps)
+    n = len(means)
+    total_weight = math.fsum(w for _, _, w in signals)
+    scores = {tid: 0.0 for tid in means}
+    for name, direction, weight in signals:
+        ranks = _average_ranks({tid: m[name] for tid, m in means.items()}, higher_is_better=direction == "higher")
+        for tid in means:
+            scores[tid] += weight * ((ranks[tid] - 1) / (n - 1) if n > 1 else 0.0)
+    return {tid: round(score / total_weight, 12) for tid, score in scores.items()}

@@ -28,22 +28,28 @@ from typing import Any, Protocol, runtime_checkable
 
 from tunescout.config import ConfigError, did_you_mean
 from tunescout.study._signals import (
+    RECIPE_SIGNALS,
+    SIGNALS,
     _finite,
     _fmt,
     _is_number,
-    keep_count,
     _latest_and_previous,
     _pct,
     _position,
     dynamics_scores,
+    keep_count,
+    parse_signals,
     rung_samples,
+    window_means,
     window_start,
     window_stats,
 )
 from tunescout.study.store import STATUSES
 
 __all__ = [
+    "RECIPE_SIGNALS",
     "RULES",
+    "SIGNALS",
     "AshaRule",
     "DynamicsRule",
     "NoStopping",
@@ -53,8 +59,10 @@ __all__ = [
     "build_rule",
     "dynamics_scores",
     "keep_count",
+    "parse_signals",
     "promote_rung",
     "rung_samples",
+    "window_means",
     "window_start",
     "window_stats",
 ]
@@ -159,8 +167,14 @@ class NoStopping:
 
 @dataclass(frozen=True)
 class DynamicsRule:
-    """The SFT recipe's rule: at each rung, stop the trials whose early dynamics (high gradient
-    norm, low loss) rank outside the best 1/eta of the trials that have reached that rung."""
+    """The SFT recipe's rule: at each rung, stop the trials whose early dynamics rank outside the
+    best 1/eta of the trials that have reached that rung.
+
+    The score (:func:`dynamics_scores`) is the weighted mean, over ``signals``, of each trial's
+    normalised rank on that signal's window mean; the recipe's signals (lower gradient norm,
+    higher loss) are the default, but a study whose own analysis shows another direction held
+    (``tunescout analyze`` suggests one) can set any subset, direction and weight.
+    """
 
     rungs: Sequence[float] = (0.1, 0.25)
     """Fractions of planned samples at which trials are judged, strictly increasing in (0, 1)."""
@@ -174,12 +188,23 @@ class DynamicsRule:
     mode: str = "async"
     """``async``: judge each trial as it reaches a rung; ``promote``: pause the cohort there and
     rank it once (see the module docstring)."""
+    signals: Any = None
+    """``{grad_norm: lower, loss: higher}`` (the default), any subset or direction, each as
+    ``lower``/``higher`` or ``{direction: ..., weight: ...}``; kept as sorted triples."""
+    min_steps: int = 3
+    """The fewest optimizer steps a judged window averages (a large batch reaches a rung in few)."""
     name: str = field(default="dynamics", init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rungs", _check_rung_params(self.name, self.rungs, self.eta, self.min_trials,
                                                              self.mode))
         object.__setattr__(self, "eta", float(self.eta))
+        signals = self.signals
+        if isinstance(signals, tuple) and all(isinstance(x, tuple) and len(x) == 3 for x in signals):
+            signals = {name: {"direction": d, "weight": w} for name, d, w in signals}
+        object.__setattr__(self, "signals", parse_signals(signals))
+        if isinstance(self.min_steps, bool) or not isinstance(self.min_steps, int) or self.min_steps < 1:
+            raise ValueError(f"dynamics: min_steps must be an int >= 1, got {self.min_steps!r}")
         if self.window is not None and (not _is_number(self.window) or not 0 < self.window <= self.rungs[0]):
             raise ValueError(f"dynamics: window must be in (0, first rung={self.rungs[0]}], got {self.window!r}")
 
@@ -188,14 +213,15 @@ class DynamicsRule:
 
     def rung_scores(self, fraction: float, cohort: Sequence[TrialProgress]) -> dict[str, float | None]:
         """The score at a rung of every trial that reached it (lower is better)."""
-        return dict(dynamics_scores(cohort, fraction, self.window))
+        return dict(dynamics_scores(cohort, fraction, self.window, self.signals, self.min_steps))
 
     def describe(self, trial: TrialProgress, fraction: float) -> str:
         """What the trial showed at the rung, for a stop reason."""
         end = rung_samples(fraction, trial.planned_samples)
         start = window_start(fraction, self.window, trial.planned_samples)
-        grad, loss = window_stats(trial.telemetry, start, end)
-        return f"mean grad_norm {_fmt(grad)}, mean loss {_fmt(loss)} over samples {start:g}-{end}"
+        means = window_means(trial.telemetry, start, end, [n for n, _, _ in self.signals], self.min_steps)
+        shown = ", ".join(f"mean {name} {_fmt(value)}" for name, value in means.items())
+        return f"{shown} over samples {start:g}-{end}"
 
     def decide(self, trial: TrialProgress, cohort: Sequence[TrialProgress]) -> str | None:
         if not trial.telemetry or self.mode == "promote":
@@ -210,7 +236,7 @@ class DynamicsRule:
         return None
 
     def _judge(self, index: int, fraction: float, trial: TrialProgress, cohort: Sequence[TrialProgress]) -> str | None:
-        scores = dynamics_scores(_with_self(trial, cohort), fraction, self.window)
+        scores = self.rung_scores(fraction, _with_self(trial, cohort))
         n = len(scores)
         if n < self.min_trials:
             return None
