@@ -160,8 +160,8 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     import pandas as pd
     import yaml
 
-    from tunescout.analysis import (batch_lr_table, default_replay_rules, dynamics_correlations, replay_stopping,
-                                    signal_directions, signals_advice, stacked_vs_phased,
+    from tunescout.analysis import (batch_lr_table, default_replay_rules, dynamics_correlations, promotion_agreement,
+                                    replay_stopping, signal_directions, signals_advice, stacked_vs_phased,
                                     suggest_signals)
     from tunescout.study.export import store_tables
     from tunescout.study.store import open_store
@@ -181,18 +181,22 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         "signals": directions,
         "stopping_replay": replay_stopping(tel, t, r, spec, rules).summary,
         "batch_lr": batch_lr_table(t, r, spec).long,
+        "promotion": promotion_agreement(tables["decisions"], t, r, spec),
     }
     stacked = stacked_vs_phased(t, r, spec)
     frames["stacked_vs_phased"] = stacked
     if args.json:
         doc = {k: v.to_dict(orient="records") for k, v in frames.items()}
-        print(json.dumps({**doc, "suggested_signals": suggested}, indent=2, default=str))
+        notes = {k: v.attrs["note"] for k, v in frames.items() if v.attrs.get("note")}
+        print(json.dumps({**doc, "suggested_signals": suggested, "notes": notes}, indent=2, default=str))
     else:
         with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_rows", 200):
             for name, frame in frames.items():
                 print(f"== {name} ==")
                 reason = frame.attrs.get("reason")
                 print(reason if frame.empty and reason else frame.to_string(index=False))
+                if frame.attrs.get("note"):
+                    print(frame.attrs["note"])
                 print()
             print(signals_advice(suggested))
     if args.out:

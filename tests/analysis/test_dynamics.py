@@ -353,3 +353,31 @@ def test_signal_directions_say_which_direction_held_and_suggest_the_next_signals
     nan = corr.assign(lowgrad_ci_lo=float("nan"), lowgrad_ci_hi=float("nan"),
                       highloss_ci_lo=float("nan"), highloss_ci_hi=float("nan"))
     assert suggest_signals(signal_directions(nan)) is None and "no early signal" in signals_advice(None)
+
+
+def test_promote_replay_ranks_the_whole_cohort_at_each_rung_and_is_exact_on_full_curves() -> None:
+    # six trials, grad norm 1..6 (lower is better), equal losses; final scores in the same order
+    specs = [{"id": f"t{i}", "score": 1.0 - 0.1 * i, "grad": 1.0 + i} for i in range(6)]
+    trials, telemetry, results = make_tables(specs)
+    rule = {"rule": "dynamics", "mode": "promote", "rungs": [0.3, 0.6], "eta": 3, "signals": {"grad_norm": "lower"}}
+    replay = replay_stopping(telemetry, trials, results, {**SPEC, "stopping": {"rule": "none"}}, [rule])
+    per_trial = replay.trials.set_index("trial_id")
+    # rung 1 (30 samples): the best ceil(6/3) = 2 continue; rung 2: ceil(2/3) = 1 continues
+    assert per_trial["stopped"].to_dict() == {"t0": False, "t1": True, "t2": True, "t3": True, "t4": True, "t5": True}
+    assert per_trial.loc[["t2", "t3", "t4", "t5"], "stop_samples"].tolist() == [30] * 4
+    assert per_trial.at["t1", "stop_samples"] == 60
+    row = replay.summary.iloc[0]
+    assert row["token_fraction"] == pytest.approx((6 * 30 + 2 * 30 + 1 * 40) / 600)
+    assert row["mean_regret_rel"] == 0 and row["best_kept_rate"] == 1.0
+    assert replay.summary.attrs["note"] == ""  # a full grid: nothing left out
+
+
+def test_replays_and_correlations_say_when_they_only_see_survivors() -> None:
+    specs = [{"id": f"t{i}", "score": 1.0 - 0.1 * i, "grad": 1.0 + i} for i in range(5)]
+    specs.append({"id": "gone", "score": None, "grad": 9.0, "status": "stopped", "upto": 30})
+    trials, telemetry, results = make_tables(specs)
+    spec = {**SPEC, "stopping": {"rule": "dynamics", "rungs": [0.3], "eta": 2}}
+    note = replay_stopping(telemetry, trials, results, spec, [{"rule": "none"}]).summary.attrs["note"]
+    assert "this study ran with stopping rule" in note and "1 trials" in note and "`stopping: none`" in note
+    corr = dynamics_correlations(telemetry, trials, results, spec, n_boot=20)
+    assert "These correlations use only the trials that ran to the end" in corr.attrs["note"]

@@ -240,4 +240,4 @@ def test_export_is_read_only_and_rejects_unknown_formats(tmp_path: Path) -> None
         export_store(tmp_path / "s.db", tmp_path / "out", formats=["csv", "xlsx"])
     assert not (tmp_path / "out").exists()
     written = export_store(tmp_path / "s.db", tmp_path / "out", formats=["csv"])
-    assert sorted(p.name for p in written) == ["results.csv", "telemetry.csv", "trials.csv"]
+    assert sorted(p.name for p in written) == ["decisions.csv", "results.csv", "telemetry.csv", "trials.csv"]

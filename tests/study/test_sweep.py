@@ -360,6 +360,12 @@ def test_promotion_ranks_the_whole_cohort_once_and_trains_a_fraction(promoted: P
     assert main(["status", str(promoted), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)["trials"]
     assert all(len(t["decisions"]) == 1 and t["decisions"][0]["rung"] == 1 for t in shown)
+    assert main(["analyze", str(promoted), "--json", "--boot", "50"]) == 0
+    analysis = json.loads(capsys.readouterr().out)
+    (agreement,) = analysis["promotion"]
+    assert (agreement["n_ranked"], agreement["n_kept"], agreement["n_finished"]) == (12, 4, 4)
+    assert math.isnan(agreement["rho"]) or -1.0 <= agreement["rho"] <= 1.0  # NaN: the kept scored alike
+    assert "ran with stopping rule" in analysis["notes"]["dynamics"]
 
 
 def test_dry_run_prints_the_expected_promotion_compute(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "signals_advice",
     "spearman",
     "suggest_signals",
+    "survivor_note",
 ]
 
 MIN_COHORT = 3
@@ -313,7 +314,11 @@ def dynamics_correlations(
         pooled.update({f"rho_{name}_better": rho, f"{name}_ci_lo": lo, f"{name}_ci_hi": hi})
     columns = ["level", *COHORT, "metric", "n", "cohorts", "rho_lowgrad_better", "lowgrad_ci_lo", "lowgrad_ci_hi",
                "rho_highloss_better", "highloss_ci_lo", "highloss_ci_hi"]
-    return pd.DataFrame([*rows, pooled], columns=columns)
+    frame = pd.DataFrame([*rows, pooled], columns=columns)
+    if only_completed:
+        left_out = int((trials["status"] != "completed").sum()) if "status" in trials else 0
+        frame.attrs["note"] = survivor_note(spec, left_out, "correlations")
+    return frame
 
 
 _SIGNAL_COLUMNS = {"grad_norm": ("lowgrad", "lower", "higher"), "loss": ("highloss", "higher", "lower")}
@@ -360,3 +365,16 @@ def signals_advice(suggested: dict[str, str] | None) -> str:
                 "signals, or judge on evaluations (rule: asha)")
     shown = ", ".join(f"{k}: {v}" for k, v in suggested.items())
     return f"suggested for the next study: stopping: {{rule: dynamics, signals: {{{shown}}}}}"
+
+
+def survivor_note(spec: Any, excluded: int, what: str) -> str:
+    """What a replay or a correlation over completed trials cannot see, in one sentence ('' if
+    nothing): a study run with a stopping rule has full curves only for the trials it kept."""
+    rule = (spec.get("stopping") if isinstance(spec, Mapping) else getattr(spec, "stopping", None)) or {"rule": "none"}
+    if rule.get("rule", "none") == "none" and not excluded:
+        return ""
+    shown = ", ".join(f"{k}: {v}" for k, v in rule.items())
+    ran = f"ran with stopping rule `{{{shown}}}`" if rule.get("rule", "none") != "none" else "has unfinished trials"
+    return (f"These {what} use only the trials that ran to the end: this study {ran}, so {excluded} trials "
+            "(stopped, diverged, failed or unfinished) are left out and the results describe the survivors; "
+            "they are exact only on a study run with `stopping: none`.")

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tunescout.analysis.dynamics import dataset_metrics, planned_samples, records_by_trial, final_scores
+from tunescout.analysis.dynamics import dataset_metrics, final_scores, planned_samples, records_by_trial, survivor_note
 from tunescout.study.keys import COHORT
-from tunescout.study.stopping import StoppingRule, TrialProgress, build_rule
+from tunescout.study.promotion import promotes
+from tunescout.study.stopping import StoppingRule, TrialProgress, build_rule, promote_rung, rung_samples
 
 __all__ = ["StoppingReplay", "default_replay_rules", "replay_stopping", "rule_label"]
 
@@ -121,6 +122,29 @@ def _simulate(rule: StoppingRule, ids: Sequence[str], recs: Mapping[str, list[di
     return stopped
 
 
+def _simulate_promote(rule: StoppingRule, ids: Sequence[str], recs: Mapping[str, list[dict]],
+                      planned: Mapping[str, int], metric_at: Mapping[tuple[str, int], float]) -> dict[str, tuple[int, str]]:
+    """Successive halving on full curves, as ``mode: promote`` runs it: at each rung every trial
+    still in is cut at the record that first reaches the rung (where it would have paused), the
+    cohort is ranked once, and the ones outside the best ceil(n/eta) stop there. Resumes are
+    exact, so this is what the real run does on the same curves."""
+    alive, stopped = list(ids), {}
+    for index, fraction in enumerate(rule.rungs, start=1):
+        cut, progress = {}, []
+        for t in alive:
+            point = rung_samples(fraction, planned[t])
+            k = next(i for i, r in enumerate(recs[t]) if r["samples"] >= point)
+            cut[t] = k
+            tel = recs[t][:k + 1]
+            evals = [ev for r in tel if (ev := _eval_of(r, metric_at.get((t, r["samples"])))) is not None]
+            progress.append(TrialProgress(t, planned[t], tel, evals, "paused"))
+        for tid, _, _, reason in promote_rung(rule, index, progress):
+            if reason is not None:
+                stopped[tid] = (cut[tid], reason)
+                alive.remove(tid)
+    return stopped
+
+
 def replay_stopping(
     telemetry: pd.DataFrame,
     trials: pd.DataFrame,
@@ -182,7 +206,8 @@ def replay_stopping(
             if reason:
                 cohort_rows.append({**row, "replayable": False, "reason": reason})
                 continue
-            stopped = _simulate(rule, ids, records, planned, metric_at, order)
+            stopped = (_simulate_promote(rule, ids, records, planned, metric_at) if promotes(rule)
+                       else _simulate(rule, ids, records, planned, metric_at, order))
             for t in ids:
                 k, why = stopped.get(t, (len(records[t]) - 1, ""))
                 trial_rows.append({"rule": label, "trial_id": t, **dict(zip(COHORT, key)), "stopped": t in stopped,
@@ -199,7 +224,9 @@ def replay_stopping(
                            columns=SUMMARY_COLUMNS)
     trial_frame = pd.DataFrame(trial_rows, columns=["rule", "trial_id", *COHORT, "stopped", "stop_step", "stop_samples",
                                                     "tokens_used", "tokens_full", "score", "reason"])
+    summary.attrs["note"] = survivor_note(spec, sum(excluded for *_, excluded in cohorts), "replays")
     return StoppingReplay(summary, cohort_frame, trial_frame)
+
 
 
 def _cohort_outcome(ids: Sequence[str], stopped: Mapping[str, Any], records: Mapping[str, list[dict]],

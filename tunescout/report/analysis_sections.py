@@ -7,13 +7,15 @@ import logging
 import pandas as pd
 import yaml
 
-from tunescout.analysis import (dynamics_correlations, early_signals, final_scores, leave_one_out, loo_summary,
-                                rank_results, replay_stopping, split_groups)
-from tunescout.study.keys import COHORT
+from tunescout.analysis import (
+    dynamics_correlations, early_signals, final_scores, leave_one_out, loo_summary, promotion_agreement,
+    rank_results, replay_stopping, signal_directions, signals_advice, split_groups, suggest_signals,
+)
 from tunescout.config import nest_dotted
 from tunescout.presets import load_presets
 from tunescout.report import figures
 from tunescout.report.blocks import Block, Section, StudyData, Table, fmt, fmt_rho, short_model
+from tunescout.study.keys import COHORT
 
 __all__ = ["cbs_section", "dynamics_section", "recommend_section"]
 
@@ -117,6 +119,9 @@ def dynamics_section(d: StudyData) -> Section:
                                   "lowgrad": "lower grad norm → better: ρ [CI]",
                                   "highloss": "higher loss → better: ρ [CI]"},
                            caption="n/a: fewer than 3 completed trials with a score, or a constant signal or score"))
+        if corr.attrs.get("note"):
+            sec.note(corr.attrs["note"])
+        sec.note(signals_advice(suggest_signals(signal_directions(corr))))
         points = _points(d)
         cohort_rows = {tuple(r[c] for c in COHORT): r for r in corr[corr["level"] == "cohort"].to_dict("records")}
         for key, part in points.groupby(list(COHORT), sort=True):
@@ -131,8 +136,26 @@ def dynamics_section(d: StudyData) -> Section:
             fig = figures.early_signal_scatter(usable, title, panels, str(usable["metric"].iloc[0]),
                                                bool(usable["higher_is_better"].iloc[0]))
             sec.blocks.append(d.figure(fig, "dynamics"))
+    _promotion(sec, d)
     _replay(sec, d)
     return sec
+
+
+def _promotion(sec: Section, d: StudyData) -> None:
+    """In promote mode: did each rung's ranking agree with the final scores of the trials it kept?"""
+    agreement = promotion_agreement(d.decisions, d.trials, d.results, d.spec)
+    if agreement.empty:
+        return
+    sec.heading("Promotion: the rung's ranking against the final one")
+    sec.note("Every trial trained to the first rung, so its early signals are known; the kept ones ran on. "
+             "ρ compares the rung's ranking with the final scores of the kept trials that finished "
+             "(+1: the same order).")
+    agreement = agreement.assign(cohort=[f"{short_model(r.model)} · {r.dataset} · {r.method}"
+                                         for r in agreement.itertuples()])
+    sec.table(Table.of(agreement, {"cohort": "cohort", "rung": ("rung", "d"), "n_ranked": ("ranked", "d"),
+                                   "n_kept": ("kept", "d"), "n_finished": ("finished", "d"), "rho": ("ρ", ".2f"),
+                                   "top_kept_is_best": "rung's first is the best"},
+                       caption="ρ n/a: fewer than 3 kept trials finished"))
 
 
 def _replay(sec: Section, d: StudyData) -> None:
@@ -142,6 +165,8 @@ def _replay(sec: Section, d: StudyData) -> None:
              "best final score, relative).")
     replay = replay_stopping(d.telemetry, d.trials, d.results, d.spec)
     summary = replay.summary
+    if summary.attrs.get("note"):
+        sec.note(summary.attrs["note"])
     done, skipped = summary[summary["replayable"]], summary[~summary["replayable"]]
     if done.empty:
         sec.note("No rule could be replayed on this study (see the reasons below).")

@@ -100,6 +100,8 @@ class StudyData:
     top: int = 5
     superseded: int = 0
     """Trials of earlier spec versions in the store, left out of every section."""
+    decisions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Promotion decisions (``trial_id, rung, rank, n, kept, reason``); empty without promotion."""
     rankings: dict[tuple, pd.DataFrame] = field(default_factory=dict)
     """CBS rankings per (model, method), filled by the CBS section, read by the recommendations."""
     rank_error: str = ""

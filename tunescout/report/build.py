@@ -69,7 +69,7 @@ def load_study(store_path: str | Path, *, tau: float = 0.95, window: float = 0.1
     return StudyData(name=name, spec=json.loads(row["spec"]), trials=tables["trials"],
                      telemetry=tables["telemetry"], results=tables["results"], counts=counts, tokens_trained=tokens,
                      elapsed_s=float(row.get("elapsed_s") or 0.0), scores=scores, hparams=hparams, tau=tau,
-                     window=window, top=top, superseded=superseded)
+                     window=window, top=top, superseded=superseded, decisions=tables["decisions"])
 
 
 def _sections(data: StudyData) -> list[Section]:

@@ -17,15 +17,17 @@ __all__ = ["export_store", "status_rows", "store_tables"]
 
 def store_tables(store: StudyStore, study: str | None = None, all_versions: bool = False) -> dict[str, pd.DataFrame]:
     """``trials`` (one row per trial, hyperparameters as ``hp.*`` columns, ``superseded`` flag),
-    ``telemetry``, ``results`` of one study (the store's only one when ``study`` is None); trials
+    ``telemetry``, ``results`` and promotion ``decisions`` of one study (the store's only one when ``study`` is None); trials
     of earlier spec versions only with ``all_versions``."""
     trials = pd.DataFrame(store.trials(study, all_versions=all_versions))
     if not trials.empty:
         hp = pd.json_normalize(trials["hparams"].tolist()).add_prefix("hp.")
         trials = pd.concat([trials.drop(columns=["hparams"]), hp], axis=1)
         trials["config"] = trials["config"].map(json.dumps)
+    decisions = pd.DataFrame(store.decisions(study),
+                             columns=["trial_id", "rung", "rank", "n", "kept", "reason", "decided_at"])
     return {"trials": trials, "telemetry": pd.DataFrame(store.telemetry(study=study, all_versions=all_versions)),
-            "results": pd.DataFrame(store.results(study=study, all_versions=all_versions))}
+            "results": pd.DataFrame(store.results(study=study, all_versions=all_versions)), "decisions": decisions}
 
 
 def status_rows(store: StudyStore, study: str | None = None, all_versions: bool = False) -> list[dict[str, Any]]:
