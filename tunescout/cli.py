@@ -102,11 +102,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
 
 
 def _results_table(source: str, include: str, study: str | None = None, all_versions: bool = False):
     from tunescout.analysis import load_results, results_from_store
+    from tunescout.analysis.table import TABLE_SUFFIXES
 
     if source.endswith(TABLE_SUFFIXES):
         return load_results(source)
@@ -116,14 +116,13 @@ def _results_table(source: str, include: str, study: str | None = None, all_vers
 def _preset_config_id(name: str) -> str:
     """A shipped preset as a config id, so the held-out table can score it when it is in the grid."""
     from tunescout.analysis import config_id_of
+    from tunescout.config import flatten_dotted
     from tunescout.presets import load_presets
 
     presets = {p.name: p for p in load_presets()}
     if name not in presets:
         raise ValueError(f"unknown preset {name!r}; known: {sorted(presets)}")
-    flat = {}
-    for key, value in presets[name].config.items():  # nested `lora: {r: ..}` -> `lora.r`, as in a grid
-        flat.update({f"{key}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
+    flat = flatten_dotted(presets[name].config)  # nested `lora: {r: ..}` -> `lora.r`, as in a grid
     return config_id_of(flat)
 
 
@@ -208,34 +207,13 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _nested_hparams(record: dict) -> dict:
-    """``{"hp.lora.r": 16.0, "hp.learning_rate": 1e-4}`` -> ``{"learning_rate": 1e-4, "lora": {"r": 16}}``.
-
-    Table columns that mix configs with and without a key (LoRA-only keys) are float columns
-    with NaN; integral values are given back as ints, missing ones dropped.
-    """
-    import math
-
-    from tunescout.config import nest_dotted
-
-    flat: dict = {}
-    for key, value in record.items():
-        value = value.item() if hasattr(value, "item") else value
-        if isinstance(value, float) and math.isnan(value):
-            continue
-        if isinstance(value, float) and value.is_integer() and value >= 1:
-            value = int(value)
-        flat[key.removeprefix("hp.")] = value
-    return nest_dotted(flat)
-
-
 def _cmd_recommend(args: argparse.Namespace) -> int:
     import yaml
 
     from tunescout.presets import find_presets
 
     if args.source:
-        from tunescout.analysis import rank_results
+        from tunescout.analysis import nested_hparams, rank_results
 
         table = _results_table(args.source, "last", args.study)
         rankings = rank_results(table, tau=args.tau, top=args.top)
@@ -244,7 +222,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
                 continue
             for row in ranking.head(args.top).itertuples():
                 record = table[table["config_id"] == row.config_id].filter(like="hp.").to_dict("records")[0]
-                config = _nested_hparams(record)
+                config = nested_hparams(record)
                 if method:
                     config = {"method": method, **config}
                 group = f" for {model} ({method})" if model or method else ""
@@ -260,6 +238,26 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         print(f"# {p.name}: {p.provenance}\n# source: {p.source}")
         print(yaml.safe_dump({"method": p.method, **p.config}, sort_keys=False))
     return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    import yaml
+
+    from tunescout.study.tune import tune
+
+    stopping = yaml.safe_load(args.stopping) if args.stopping else None
+    result = tune(args.model, args.method, args.train, args.eval, args.metric, args.out, source=args.source,
+                  preset=args.preset, k=args.k, tau=args.tau, overrides=args.overrides, stopping=stopping,
+                  workers=args.workers, say=lambda m: log.info("%s", m))
+    print(f"{'trial':<14} {'status':<9} {args.metric:>10}  config / source / reason")
+    for f in result.fates:
+        score = "-" if f["score"] is None else f"{f['score']:.4g}"
+        mark = "  <- best" if f.get("winner") else ""
+        print(f"{f['trial_id']:<14} {f['status']:<9} {score:>10}  {json.dumps(f['config'])}{mark}\n"
+              f"{'':<36}{f['source']}" + (f"; {f['reason']}" if f["reason"] else ""))
+    print(f"best model: {result.best or 'none (no candidate completed)'}\nreport: {result.report}\n"
+          f"store: {result.store} (rerun the same command to resume)")
+    return 0 if result.best else 1
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -359,6 +357,26 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=5, help="configurations to recommend")
     _store_options(p, all_versions=False)
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("tune", help="a new dataset: the top-k ranked configs in promote mode, keep the best",
+                       description="Take the top-k configurations of a ranking (a study store or results table "
+                                   "with --from, a shipped --preset, or the presets for the model's family), run "
+                                   "them as a small study in promote mode, and save the winner's model in OUT/best.")
+    p.add_argument("overrides", nargs="*", help="key=value train settings for every candidate (epochs=2)")
+    p.add_argument("--model", required=True, help="model path, hub id, .gguf file or builtin:NAME")
+    p.add_argument("--method", choices=["full", "lora"], default="lora")
+    p.add_argument("--train", required=True, help="the new dataset's training file")
+    p.add_argument("--eval", required=True, help="its held-out file (scores the candidates)")
+    p.add_argument("--metric", default="val_loss", help="accuracy, exact_match, f1, rougeL or val_loss")
+    p.add_argument("--from", dest="source", default=None, help="rank this study store or results table")
+    p.add_argument("--preset", default=None, help="try this shipped preset")
+    p.add_argument("--k", type=int, default=5, help="candidates to take from the ranking or the presets")
+    p.add_argument("--tau", type=float, default=0.95, help="CBS coverage threshold")
+    p.add_argument("--stopping", default=None,
+                   help="stopping rule as YAML (default {rule: dynamics, mode: promote, rungs: [0.25], eta: 3})")
+    p.add_argument("--workers", type=int, default=None, help="trials at once")
+    p.add_argument("--out", default="runs/tune", help="folder for the store, runs, best/ and the report")
+    p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("demo", help="the embedded default study end to end: train, sweep, rank, analyze, report")
     p.add_argument("--out", default="runs/demo", help="folder for the data, the study store and the report")

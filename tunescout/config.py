@@ -26,6 +26,7 @@ __all__ = [
     "TrainConfig",
     "build_config",
     "did_you_mean",
+    "flatten_dotted",
     "load_config",
     "nest_dotted",
     "parse_overrides",
@@ -249,6 +250,17 @@ def nest_dotted(flat: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in flat.items():
         # a copy: a nested value (``fixed: {lora: {r: 8}}``) may get keys set inside it (``lora.alpha``)
         _set_dotted(out, key, copy.deepcopy(value))
+    return out
+
+
+def flatten_dotted(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The inverse of :func:`nest_dotted`: ``{"lora": {"r": 8}}`` → ``{"lora.r": 8}``."""
+    out: dict[str, Any] = {}
+    for key, value in nested.items():
+        if isinstance(value, Mapping):
+            out.update(flatten_dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
     return out
 
 

@@ -33,15 +33,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tunescout.config import nest_dotted
 from tunescout.evaluate.metrics import get_metric
 from tunescout.study.keys import dataset_metric
 from tunescout.study.store import FINISHED, StudyStore, open_store
 
-__all__ = ["REQUIRED_COLUMNS", "config_id_of", "load_results", "results_from_store", "validate_results"]
+__all__ = ["REQUIRED_COLUMNS", "TABLE_SUFFIXES", "config_id_of", "load_results", "nested_hparams",
+           "results_from_store", "validate_results"]
 
 log = logging.getLogger("tunescout.analysis")
 
 REQUIRED_COLUMNS = ("config_id", "dataset", "score")
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
+"""File names read as a results table; anything else is taken for a study store."""
 OPTIONAL_COLUMNS = ("model", "method", "task_type", "metric", "higher_is_better")
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
@@ -262,3 +266,23 @@ def _average_seeds(trials: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
     return out[["model", "method", "dataset", "task_type", "config_id", "score", "metric", "higher_is_better",
                 "n_seeds", "status", "samples", "tokens", "trial_ids", *hp_cols]]
+
+
+def nested_hparams(record: dict[str, Any]) -> dict[str, Any]:
+    """A table row's ``hp.*`` values as a train config: ``{"hp.lora.r": 16.0, "hp.learning_rate":
+    1e-4}`` → ``{"learning_rate": 1e-4, "lora": {"r": 16}}`` (other columns are ignored).
+
+    Table columns that mix configs with and without a key (LoRA-only keys) are float columns
+    with NaN; integral values are given back as ints, missing ones dropped.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        if not str(key).startswith("hp."):
+            continue
+        value = value.item() if hasattr(value, "item") else value
+        if isinstance(value, float) and math.isnan(value):
+            continue
+        if isinstance(value, float) and value.is_integer() and value >= 1:
+            value = int(value)
+        flat[str(key).removeprefix("hp.")] = value
+    return nest_dotted(flat)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunescout.config import (ConfigError, TrainConfig, build_config, did_you_mean, nest_dotted,
+from tunescout.config import (ConfigError, TrainConfig, build_config, did_you_mean, flatten_dotted, nest_dotted,
                               read_yaml_mapping)
 from tunescout.study.keys import COHORT, DEFAULT_METRIC, dataset_metric
 from tunescout.train.identity import config_hash, run_identity
@@ -53,6 +53,9 @@ class StudySpec:
     datasets: list[DatasetSpec]
     methods: list[str] = field(default_factory=lambda: ["full"])
     grid: dict[str, list[Any]] = field(default_factory=dict)
+    configs: list[dict[str, Any]] = field(default_factory=list)
+    """Explicit configurations (train settings, nested or dotted) to try instead of a ``grid``
+    product: the top-k of a ranking, or presets."""
     fixed: dict[str, Any] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
     stopping: dict[str, Any] = field(default_factory=lambda: {"rule": "none"})
@@ -80,7 +83,8 @@ class Trial:
         return tuple(getattr(self, k) for k in COHORT)
 
 
-STUDY_KEYS = ("name", "store", "runs_dir", "models", "methods", "datasets", "grid", "fixed", "seeds", "stopping", "budget")
+STUDY_KEYS = ("name", "store", "runs_dir", "models", "methods", "datasets", "grid", "configs", "fixed", "seeds",
+              "stopping", "budget")
 DATASET_KEYS = ("name", "train", "eval", "metric", "task_type", "max_new_tokens", "eval_limit")
 
 
@@ -118,7 +122,8 @@ def load_study(path: str | Path) -> StudySpec:
         datasets.append(DatasetSpec(**{**d, "train": _resolve(d["train"], base), "eval": _resolve(d["eval"], base)}))
     spec = StudySpec(
         name=raw["name"], models=[_resolve(m, base) for m in raw["models"]], datasets=datasets,
-        methods=raw.get("methods", ["full"]), grid=raw.get("grid") or {}, fixed=raw.get("fixed") or {},
+        methods=raw.get("methods", ["full"]), grid=raw.get("grid") or {}, configs=raw.get("configs") or [],
+        fixed=raw.get("fixed") or {},
         seeds=raw.get("seeds", [0]), stopping=raw.get("stopping") or {"rule": "none"},
         budget=raw.get("budget") or {},
         store=str(base / raw.get("store", f"{raw['name']}.db")),
@@ -151,6 +156,10 @@ def validate(spec: StudySpec) -> None:
     for key, values in spec.grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"grid.{key}: expected a non-empty list of values")
+    if not isinstance(spec.configs, list) or not all(isinstance(c, dict) for c in spec.configs):
+        raise ConfigError(f"configs: expected a list of mappings of train settings, got {spec.configs!r}")
+    if spec.configs and spec.grid:
+        raise ConfigError("a study takes a `grid` or a list of `configs`, not both")
     for method in spec.methods:
         if method not in ("full", "lora"):
             raise ConfigError(f"methods: {method!r} is not one of ['full', 'lora']")
@@ -182,17 +191,20 @@ def _trial_id(spec: StudySpec, dataset: DatasetSpec, config: TrainConfig) -> str
 
 
 def expand_trials(spec: StudySpec) -> list[Trial]:
-    """Every model × method × dataset × grid point × seed, LoRA-only keys dropped for full FT.
+    """Every model × method × dataset × grid point (or listed config) × seed, LoRA-only keys
+    dropped for full FT.
 
     Raises:
         ConfigError: a trial's config does not build.
         FileNotFoundError: a dataset's train or eval file does not exist.
     """
     keys = sorted(spec.grid)
+    points = ([flatten_dotted(c) for c in spec.configs] if spec.configs else
+              [dict(zip(keys, values)) for values in itertools.product(*(spec.grid[k] for k in keys))])
     trials: dict[str, Trial] = {}
     for model, method, dataset, seed in itertools.product(spec.models, spec.methods, spec.datasets, spec.seeds):
-        for values in itertools.product(*(spec.grid[k] for k in keys)):
-            hp = {k: v for k, v in zip(keys, values) if method == "lora" or not k.startswith(LORA_ONLY)}
+        for point in points:
+            hp = {k: v for k, v in sorted(point.items()) if method == "lora" or not k.startswith(LORA_ONLY)}
             try:
                 config = _build_trial_config(spec, model, method, dataset, hp, seed, output_dir="")
             except ConfigError as exc:

@@ -1,0 +1,88 @@
+"""`tunescout tune` end to end on the tiny model: candidates from a results table and from a preset."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tunescout.analysis import rank_results
+from tunescout.cli import main
+from tunescout.config import ConfigError
+from tunescout.demo.tasks import make_rows, write_jsonl
+from tunescout.study.store import open_store
+from tunescout.study.tune import candidate_configs
+
+SMALL = ["max_length=64", "max_tokens_per_micro_batch=256", "epochs=2"]
+
+
+@pytest.fixture()
+def task(tmp_path: Path) -> tuple[Path, Path]:
+    return (write_jsonl(make_rows("sentiment", 32, seed=0), tmp_path / "sentiment_train.jsonl"),
+            write_jsonl(make_rows("sentiment", 8, seed=1), tmp_path / "sentiment_eval.jsonl"))
+
+
+def _table(path: Path) -> Path:
+    """A ranked grid from elsewhere: three configs on two datasets; the first two cover both."""
+    rows = []
+    for cid, lr, bs, scores in (("a", 1e-3, 8, (0.9, 0.5)), ("b", 3e-3, 4, (0.6, 0.8)), ("c", 1e-4, 8, (0.5, 0.4))):
+        for dataset, score in zip(("x", "y"), scores):
+            rows.append({"config_id": cid, "dataset": dataset, "score": score, "method": "lora",
+                         "hp.learning_rate": lr, "hp.batch_size": bs})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_tune_from_a_results_table(tiny_model_dir: Path, task, tmp_path: Path, capsys) -> None:
+    table = _table(tmp_path / "grid.csv")
+    out = tmp_path / "tune"
+    args = ["tune", "--model", str(tiny_model_dir), "--method", "lora", "--train", str(task[0]),
+            "--eval", str(task[1]), "--metric", "accuracy", "--from", str(table), "--k", "2", "--out", str(out),
+            *SMALL]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "<- best" in printed and "best model:" in printed
+    top2 = rank_results(pd.read_csv(table), group_by=None)[()]["config_id"].head(2).tolist()
+    assert set(top2) == {"a", "b"}  # each covers one dataset; c none
+    with open_store(out / "tune.db", readonly=True) as store:
+        trials = store.trials()
+        decisions = store.decisions()
+    got = sorted((t["hparams"]["learning_rate"], t["hparams"]["batch_size"]) for t in trials)
+    assert got == [(1e-3, 8), (3e-3, 4)] and all(t["config"]["epochs"] == 2 for t in trials)
+    assert len(decisions) == 2 and sum(d["kept"] for d in decisions) == 1  # promote: ceil(2/3) continues
+    assert (out / "best" / "adapter_config.json").exists() and (out / "best" / "train_config.yaml").exists()
+    fates = list(csv.DictReader((out / "fates.csv").open()))
+    assert len(fates) == 2 and sum(f["winner"] == "True" for f in fates) == 1
+    assert all(f["source"].startswith("rank ") for f in fates)
+    assert (out / "report.html").exists()
+
+    before = {t["trial_id"]: t["attempts"] for t in trials}
+    assert main(args) == 0  # the same command again: resumed, nothing retrained
+    with open_store(out / "tune.db", readonly=True) as store:
+        assert {t["trial_id"]: t["attempts"] for t in store.trials()} == before
+
+
+def test_tune_from_a_preset(tiny_model_dir: Path, task, tmp_path: Path) -> None:
+    out = tmp_path / "tune"
+    assert main(["tune", "--model", str(tiny_model_dir), "--method", "lora", "--train", str(task[0]), "--eval",
+                 str(task[1]), "--metric", "accuracy", "--preset", "cbs-llama3-8b-lora", "--out", str(out),
+                 *SMALL, "lora.r=8"]) == 0
+    with open_store(out / "tune.db", readonly=True) as store:
+        (trial,) = store.trials()
+    assert trial["status"] == "completed"
+    config = trial["config"]
+    assert config["learning_rate"] == 5e-5 and config["batch_size"] == 8  # the preset's
+    assert config["lora"]["r"] == 8 and config["lora"]["alpha"] == 32 and config["epochs"] == 2  # overrides win
+    assert json.loads((out / "best" / "adapter_config.json").read_text())["r"] == 8
+
+
+def test_candidates_from_the_family_presets_and_errors() -> None:
+    found, fixed = candidate_configs("org/Llama-3-8B", "lora", k=5)
+    assert [label for label, _ in found] == ["preset cbs-llama3-8b-lora"] and fixed == {}
+    with pytest.raises(ConfigError, match="not both"):
+        candidate_configs("m", "lora", source="t.csv", preset="x")
+    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+        candidate_configs("m", "lora", preset="nope")
