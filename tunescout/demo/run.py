@@ -55,7 +55,7 @@ class _SweepProgress:
             self.done += 1
             trial = message.split(" ")[1]
             self.say(f"    {self.done:>3}/{self.total} {word:<9} {trial}  ({time.perf_counter() - self.started:.0f}s)")
-        elif not message.startswith("start "):
+        elif not message.startswith(("start ", "paused ")):  # a promote line says how a cohort's rung went
             self.say(f"    {message}")
 
 
