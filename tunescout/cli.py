@@ -243,20 +243,13 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 def _cmd_tune(args: argparse.Namespace) -> int:
     import yaml
 
-    from tunescout.study.tune import tune
+    from tunescout.study.tune import format_fates, tune
 
     stopping = yaml.safe_load(args.stopping) if args.stopping else None
     result = tune(args.model, args.method, args.train, args.eval, args.metric, args.out, source=args.source,
                   preset=args.preset, k=args.k, tau=args.tau, overrides=args.overrides, stopping=stopping,
                   workers=args.workers, say=lambda m: log.info("%s", m))
-    print(f"{'trial':<14} {'status':<9} {args.metric:>10}  config / source / reason")
-    for f in result.fates:
-        score = "-" if f["score"] is None else f"{f['score']:.4g}"
-        mark = "  <- best" if f.get("winner") else ""
-        print(f"{f['trial_id']:<14} {f['status']:<9} {score:>10}  {json.dumps(f['config'])}{mark}\n"
-              f"{'':<36}{f['source']}" + (f"; {f['reason']}" if f["reason"] else ""))
-    print(f"best model: {result.best or 'none (no candidate completed)'}\nreport: {result.report}\n"
-          f"store: {result.store} (rerun the same command to resume)")
+    print(format_fates(result, args.metric))
     return 0 if result.best else 1
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tunescout.config import ConfigError
-from tunescout.study.promotion import decide_ready, expected_fraction, fair_order, pause_point, promotes
-from tunescout.study.stopping import build_rule, promote_rung
+from tunescout.study.promotion import decide_ready, expected_fraction, fair_order, pause_point, promote_rung, promotes
+from tunescout.study.stopping import build_rule
 from test_stopping import evals_at, make_trial
 
 DYN = {"rule": "dynamics", "mode": "promote", "rungs": [0.25, 0.5], "eta": 3}

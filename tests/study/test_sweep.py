@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from procs import alive
 
 from tunescout.cli import main
 from tunescout.demo.tasks import make_rows, write_jsonl
@@ -146,14 +147,6 @@ def _query(db: Path, sql: str) -> list[tuple]:
         con.close()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 def _weights(run_dir: Path) -> dict:
     from safetensors.torch import load_file
 
@@ -189,13 +182,13 @@ def test_driver_killed_mid_trial_ends_its_trials_and_the_resume_is_exact(tiny_mo
     assert at is not None, "the sweep never reached a step between checkpoints"
     trial_id, run_dir, step = at
     pid = int((Path(run_dir) / ".lock").read_text().split()[0])
-    assert _alive(pid) and pid != proc.pid
+    assert alive(pid) and pid != proc.pid
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 10
-    while _alive(pid) and time.time() < deadline:
+    while alive(pid) and time.time() < deadline:
         time.sleep(0.05)
-    assert not _alive(pid), "the trial process outlived its driver"
+    assert not alive(pid), "the trial process outlived its driver"
 
     messages: list[str] = []
     counts = run_sweep(load_study(path), on_event=messages.append)

@@ -11,23 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
+from procs import alive
 
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 def _gone_within(pid: int, seconds: float) -> bool:
     deadline = time.time() + seconds
-    while _alive(pid) and time.time() < deadline:
+    while alive(pid) and time.time() < deadline:
         time.sleep(0.05)
-    return not _alive(pid)
+    return not alive(pid)
 
 
 def _trial_code(driver_pid: int | None) -> str:
@@ -51,7 +44,7 @@ def test_the_kernel_kills_a_trial_whose_parent_dies() -> None:
         time.sleep(120)
     """)], stdout=subprocess.PIPE, text=True, env=ENV)
     trial = int(parent.stdout.readline())
-    assert _alive(trial)
+    assert alive(trial)
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait()
     assert _gone_within(trial, 5), "the trial outlived its parent"

@@ -18,8 +18,8 @@ import pandas as pd
 
 from tunescout.analysis.dynamics import dataset_metrics, final_scores, planned_samples, records_by_trial, survivor_note
 from tunescout.study.keys import COHORT
-from tunescout.study.promotion import promotes
-from tunescout.study.stopping import StoppingRule, TrialProgress, build_rule, promote_rung, rung_samples
+from tunescout.study.promotion import promote_rung, promotes
+from tunescout.study.stopping import StoppingRule, TrialProgress, build_rule, rung_samples
 
 __all__ = ["StoppingReplay", "default_replay_rules", "replay_stopping", "rule_label"]
 

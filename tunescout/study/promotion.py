@@ -12,9 +12,32 @@ import random
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
-from tunescout.study.stopping import AshaRule, DynamicsRule, TrialProgress, keep_count, promote_rung, rung_samples
+from tunescout.study.stopping import AshaRule, DynamicsRule, TrialProgress, keep_count, rung_samples
 
-__all__ = ["RungDecision", "decide_ready", "expected_fraction", "fair_order", "pause_point", "promotes"]
+__all__ = ["RungDecision", "decide_ready", "expected_fraction", "fair_order", "pause_point", "promote_rung", "promotes"]
+
+
+def promote_rung(rule: DynamicsRule | AshaRule, index: int,
+                 cohort: Sequence[TrialProgress]) -> list[tuple[str, int, int, str | None]]:
+    """Successive halving at rung ``index`` (1-based): rank the trials of ``cohort`` that reached
+    it, once, and keep the best ceil(n / eta).
+
+    Ties on the score are broken by trial id, a hash of the trial's config: deterministic, and
+    unrelated to where the trial sits in the grid or to which trial arrived first.
+
+    Returns:
+        ``(trial_id, rank, n, reason)`` best first, for each trial that reached the rung: reason
+        None for the ones that continue, a reason naming the rung and the rank for the others.
+    """
+    fraction = rule.rungs[index - 1]
+    scores = rule.rung_scores(fraction, cohort)
+    order = sorted(scores, key=lambda t: (scores[t] is None, scores[t] if scores[t] is not None else 0.0, t))
+    n, keep = len(order), keep_count(len(order), rule.eta)
+    by_id = {t.trial_id: t for t in cohort}
+    return [(tid, rank, n, None if rank <= keep else (
+        f"{rule.name} promote rung {index} ({round(fraction * 100, 4):g}% of samples): rank {rank} of {n}, outside top "
+        f"1/{rule.eta:g} (best {keep} continue; {rule.describe(by_id[tid], fraction)})"))
+        for rank, tid in enumerate(order, start=1)]
 
 
 def promotes(rule: object) -> bool:

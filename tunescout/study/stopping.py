@@ -60,7 +60,6 @@ __all__ = [
     "dynamics_scores",
     "keep_count",
     "parse_signals",
-    "promote_rung",
     "rung_samples",
     "window_means",
     "window_start",
@@ -355,29 +354,6 @@ class AshaRule:
         if not _finite(value):
             return None
         return -float(value) if self.signal == "metric" and self.higher_is_better else float(value)
-
-
-def promote_rung(rule: DynamicsRule | AshaRule, index: int,
-                 cohort: Sequence[TrialProgress]) -> list[tuple[str, int, int, str | None]]:
-    """Successive halving at rung ``index`` (1-based): rank the trials of ``cohort`` that reached
-    it, once, and keep the best ceil(n / eta).
-
-    Ties on the score are broken by trial id, a hash of the trial's config: deterministic, and
-    unrelated to where the trial sits in the grid or to which trial arrived first.
-
-    Returns:
-        ``(trial_id, rank, n, reason)`` best first, for each trial that reached the rung: reason
-        None for the ones that continue, a reason naming the rung and the rank for the others.
-    """
-    fraction = rule.rungs[index - 1]
-    scores = rule.rung_scores(fraction, cohort)
-    order = sorted(scores, key=lambda t: (scores[t] is None, scores[t] if scores[t] is not None else 0.0, t))
-    n, keep = len(order), keep_count(len(order), rule.eta)
-    by_id = {t.trial_id: t for t in cohort}
-    return [(tid, rank, n, None if rank <= keep else (
-        f"{rule.name} promote rung {index} ({_pct(fraction)} of samples): rank {rank} of {n}, outside top "
-        f"1/{rule.eta:g} (best {keep} continue; {rule.describe(by_id[tid], fraction)})"))
-        for rank, tid in enumerate(order, start=1)]
 
 
 RULES: dict[str, type] = {"none": NoStopping, "dynamics": DynamicsRule, "asha": AshaRule}

@@ -11,6 +11,7 @@ under ``out``), so a killed ``tune`` resumes by running the same command again.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any, Callable, Sequence
 from tunescout.config import ConfigError, flatten_dotted, nest_dotted, parse_overrides
 from tunescout.study.spec import LORA_ONLY, DatasetSpec, StudySpec, validate
 
-__all__ = ["DEFAULT_STOPPING", "TuneResult", "candidate_configs", "tune"]
+__all__ = ["DEFAULT_STOPPING", "TuneResult", "candidate_configs", "format_fates", "tune"]
 
 log = logging.getLogger("tunescout.study")
 
@@ -188,3 +189,16 @@ def _write_fates(path: Path, fates: list[dict[str, Any]]) -> None:
         writer.writeheader()
         for f in fates:
             writer.writerow({**f, "winner": bool(f.get("winner"))})
+
+
+def format_fates(result: TuneResult, metric: str) -> str:
+    """The table ``tunescout tune`` prints: every candidate's fate, the winner marked, where things are."""
+    lines = [f"{'trial':<14} {'status':<9} {metric:>10}  config / source / reason"]
+    for f in result.fates:
+        score = "-" if f["score"] is None else f"{f['score']:.4g}"
+        mark = "  <- best" if f.get("winner") else ""
+        lines.append(f"{f['trial_id']:<14} {f['status']:<9} {score:>10}  {json.dumps(f['config'])}{mark}")
+        lines.append(f"{'':<36}{f['source']}" + (f"; {f['reason']}" if f["reason"] else ""))
+    lines.append(f"best model: {result.best or 'none (no candidate completed)'}")
+    lines.append(f"report: {result.report}\nstore: {result.store} (rerun the same command to resume)")
+    return "\n".join(lines)
