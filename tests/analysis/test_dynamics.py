@@ -195,7 +195,7 @@ def test_only_completed_leaves_stopped_trials_out() -> None:
 # (keep 2) → passes; d ranks 4 of 4 (keep 2) → stopped. Losses tie, so the gradient norm decides.
 GRADS = {"a": 1.0, "b": 3.0, "c": 2.0, "d": 4.0}
 TPT = {"a": 10, "b": 20, "c": 10, "d": 30}
-DYN = {"rule": "dynamics", "rungs": [0.1], "eta": 2}
+DYN = {"rule": "dynamics", "rungs": [0.1], "eta": 2, "min_steps": 1}
 
 
 def four(scores: Mapping[str, float], dataset: str = "sent", **extra: Callable | dict) -> list[dict]:
@@ -218,7 +218,7 @@ def test_dynamics_replay_stops_the_expected_trials_and_counts_their_tokens(order
     assert cohort["token_fraction"] == pytest.approx(used / full)
     assert cohort["regret"] == 0 and cohort["best_kept"]
     summary = replay.summary.iloc[0]
-    assert summary["rule"] == rule_label(DYN) == 'dynamics eta=2 rungs=[0.1]'
+    assert summary["rule"] == rule_label(DYN) == 'dynamics eta=2 min_steps=1 rungs=[0.1]'
     assert summary["compute_saved"] == pytest.approx(1 - used / full) and summary["best_kept_rate"] == 1.0
 
 
@@ -295,7 +295,9 @@ def test_replay_rejects_bad_rules_and_orders() -> None:
 
 def test_default_replay_rules_cover_both_rules_etas_and_rungs() -> None:
     rules = default_replay_rules()
-    assert len(rules) == 18 and len({rule_label(r) for r in rules}) == 18
+    assert len(rules) == 20 and len({rule_label(r) for r in rules}) == 20
+    assert [r["rule"] for r in rules if r.get("mode") == "promote"] == ["dynamics", "asha"]
+    rules = [r for r in rules if "mode" not in r]
     assert {(r["rule"], r["eta"], tuple(r["rungs"])) for r in rules} == {
         (rule, eta, rungs) for rule in ("dynamics", "asha") for eta in (2, 3, 4)
         for rungs in ((0.1,), (0.1, 0.25), (0.25,))}

@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 
 from tunescout.config import ConfigError
-from tunescout.study.promotion import decide_ready, expected_fraction, fair_order, pause_point, promote_rung, promotes
+from tunescout.study.promotion import (at_rung, decide_ready, expected_fraction, fair_order, pause_point, promote_rung,
+                                       promotes)
 from tunescout.study.stopping import build_rule
 from test_stopping import evals_at, make_trial
 
-DYN = {"rule": "dynamics", "mode": "promote", "rungs": [0.25, 0.5], "eta": 3}
+DYN = {"rule": "dynamics", "mode": "promote", "rungs": [0.25, 0.5], "eta": 3, "min_steps": 1}
 
 
 def _paused(tid: str, grad: float, loss: float, upto: int = 250, **kw):
@@ -106,3 +107,17 @@ def test_mode_is_validated_and_only_promote_promotes() -> None:
     rule = build_rule(DYN)
     trial = make_trial("t0", 9.0, 2.0)
     assert all(rule.decide(trial, [trial, make_trial("t1")]) is None for _ in range(2))  # promote never stops async
+
+
+def test_a_large_batch_pauses_once_it_has_min_steps_steps() -> None:
+    rule = build_rule({**DYN, "min_steps": 3})
+    big = make_trial("big", 1.0, 2.0, batch=300)  # 300, 600, 900, 1000: past rung 1 (250) at once
+    assert not at_rung(rule, big.telemetry[:1], 1000, 0) and not at_rung(rule, big.telemetry[:2], 1000, 0)
+    assert at_rung(rule, big.telemetry[:3], 1000, 0)  # judged at its third step, 900 samples
+    assert "over samples 0-900" in rule.describe(big, 0.25)
+
+
+def test_min_trials_keeps_everyone_in_a_small_cohort() -> None:
+    rule = build_rule({**DYN, "min_trials": 5})
+    rows = promote_rung(rule, 1, [_paused(f"t{i}", 1.0 + i, 2.0) for i in range(3)])
+    assert all(reason is None for *_, reason in rows)

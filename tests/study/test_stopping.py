@@ -75,19 +75,25 @@ def decisions(rule: StoppingRule, trial: TrialProgress, others: Sequence[TrialPr
 
 
 def is_crossing(rule: StoppingRule, trial: TrialProgress, n: int) -> bool:
-    """Whether the n-th record is the first to reach one of the rule's rungs."""
+    """Whether the n-th record is the first to reach one of the rule's rungs (and, for a rule
+    with ``min_steps``, the first that is also at least that many steps in)."""
+    min_steps = getattr(rule, "min_steps", 1)
+    if n < min_steps:
+        return False
     before = trial.telemetry[n - 2]["samples"] if n > 1 else 0
     now = trial.telemetry[n - 1]["samples"]
     rungs = getattr(rule, "rungs", ())
-    return any(before < math.ceil(round(f * trial.planned_samples, 6)) <= now for f in rungs)
+    crossed = [math.ceil(round(f * trial.planned_samples, 6)) for f in rungs]
+    return any(before < r <= now or (n == min_steps and r <= now) for r in crossed)
 
 
 # --- the contract, run against every rule ----------------------------------------------
 
 SPECS = [
     {"rule": "none"},
-    {"rule": "dynamics", "rungs": [0.1, 0.25], "eta": 3},
+    {"rule": "dynamics", "rungs": [0.1, 0.25], "eta": 3, "min_steps": 1},
     {"rule": "dynamics", "rungs": [0.2, 0.5], "eta": 2, "window": 0.1, "min_trials": 1},
+    {"rule": "dynamics", "rungs": [0.02, 0.25], "eta": 3, "min_steps": 4},
     {"rule": "asha", "rungs": [0.1, 0.25], "eta": 3},
     {"rule": "asha", "rungs": [0.1, 0.25], "eta": 2, "signal": "metric", "min_trials": 1},
 ]
@@ -187,7 +193,7 @@ def test_dynamics_scores_average_the_normalised_grad_norm_and_loss_ranks() -> No
 
 
 def test_dynamics_keeps_the_best_third_at_the_first_rung() -> None:
-    rule = DynamicsRule(rungs=[0.1, 0.25], eta=3)
+    rule = DynamicsRule(min_steps=1, rungs=[0.1, 0.25], eta=3)
     cohort = level_cohort()
     verdicts = {t.trial_id: rule.decide(upto(t, 2), cohort) for t in cohort}  # record 2 = 100 samples = rung 1
     assert {tid for tid, v in verdicts.items() if v} == {"t0", "t3", "t4", "t5"}
@@ -199,7 +205,7 @@ def test_dynamics_keeps_the_best_third_at_the_first_rung() -> None:
 
 
 def test_dynamics_decides_once_per_rung_at_the_crossing_record() -> None:
-    rule = DynamicsRule(rungs=[0.1, 0.25], eta=3)
+    rule = DynamicsRule(min_steps=1, rungs=[0.1, 0.25], eta=3)
     cohort = level_cohort()
     t5 = cohort[-1]
     got = decisions(rule, t5, cohort[:-1])
@@ -209,7 +215,7 @@ def test_dynamics_decides_once_per_rung_at_the_crossing_record() -> None:
 
 
 def test_dynamics_judges_every_rung_a_large_step_crosses() -> None:
-    rule = DynamicsRule(rungs=[0.1, 0.25], eta=3)
+    rule = DynamicsRule(min_steps=1, rungs=[0.1, 0.25], eta=3)
     jumper = make_trial("big", grad=9.0, loss=0.5, batch=300)  # first record at 300: past both rungs
     verdict = rule.decide(upto(jumper, 1), [*level_cohort(), jumper])
     assert verdict is not None and verdict.startswith("dynamics rung 1 (10% of samples): rank 7 of 7")
@@ -219,7 +225,7 @@ def test_dynamics_judges_every_rung_a_large_step_crosses() -> None:
 def test_dynamics_judges_each_rung_on_its_own_window_in_one_step() -> None:
     # The others start badly and then train well; the jumper is middling all along. Its one
     # record covers both windows: it leads at rung 1 (0-100) and trails at rung 2 (150-250).
-    rule = DynamicsRule(rungs=[0.1, 0.25], eta=3, window=0.1)
+    rule = DynamicsRule(min_steps=1, rungs=[0.1, 0.25], eta=3, window=0.1)
     others = [
         make_trial(f"o{i}", lambda s: 5.0 if s <= 100 else 1.0, lambda s: 1.0 if s <= 100 else 3.0) for i in range(3)
     ]
@@ -230,7 +236,7 @@ def test_dynamics_judges_each_rung_on_its_own_window_in_one_step() -> None:
 
 
 def test_dynamics_is_asynchronous() -> None:
-    rule = DynamicsRule(rungs=[0.1], eta=3, min_trials=2)
+    rule = DynamicsRule(min_steps=1, rungs=[0.1], eta=3, min_trials=2)
     first = make_trial("first", grad=6.0, loss=1.0)  # the worst of all, but alone at the rung
     second = make_trial("second", grad=1.0, loss=3.0)
     third = make_trial("third", grad=2.0, loss=2.0)
@@ -252,14 +258,14 @@ def test_dynamics_is_asynchronous() -> None:
 
 
 def test_dynamics_min_trials() -> None:
-    rule = DynamicsRule(rungs=[0.1], eta=3, min_trials=3)
+    rule = DynamicsRule(min_steps=1, rungs=[0.1], eta=3, min_trials=3)
     good, bad, worse = make_trial("good", 1.0, 3.0), make_trial("bad", 2.0, 2.0), make_trial("worse", 3.0, 1.0)
     assert rule.decide(upto(bad, 2), [good, upto(bad, 2)]) is None  # 2 < min_trials at the rung
     assert "rank 3 of 3" in rule.decide(upto(worse, 2), [good, bad, upto(worse, 2)])
 
 
 def test_dynamics_uses_the_trial_over_a_stale_copy_in_the_cohort() -> None:
-    rule = DynamicsRule(rungs=[0.1], eta=3)
+    rule = DynamicsRule(min_steps=1, rungs=[0.1], eta=3)
     good, bad = make_trial("good", 1.0, 3.0), make_trial("bad", 2.0, 2.0)
     expected = rule.decide(upto(bad, 2), [good, upto(bad, 2)])
     assert expected is not None and "rank 2 of 2" in expected
@@ -268,7 +274,7 @@ def test_dynamics_uses_the_trial_over_a_stale_copy_in_the_cohort() -> None:
 
 
 def test_dynamics_ties_share_ranks_and_are_broken_by_trial_id() -> None:
-    rule = DynamicsRule(rungs=[0.1], eta=3)  # 3 trials: best 1 kept
+    rule = DynamicsRule(min_steps=1, rungs=[0.1], eta=3)  # 3 trials: best 1 kept
     cohort = [make_trial("b", 1.0, 2.0), make_trial("a", 1.0, 2.0), make_trial("c", 2.0, 1.0)]
     assert dynamics_scores(cohort, 0.1) == norm({"a": 3, "b": 3, "c": 6})
     assert rule.decide(upto(cohort[1], 2), cohort) is None  # a: tied for first, first by id
@@ -311,7 +317,7 @@ def test_dynamics_missing_values_rank_worst() -> None:
     ]
     # grad ranks: g 1, h 2, n1 & n2 tie at 3.5; loss ranks: n1 1, g 2, h 3, n2 4
     assert dynamics_scores(cohort, 0.1) == norm({"g": 3.0, "h": 5.0, "n1": 4.5, "n2": 7.5})
-    rule = DynamicsRule(rungs=[0.1], eta=2)
+    rule = DynamicsRule(min_steps=1, rungs=[0.1], eta=2)
     verdicts = {t.trial_id: rule.decide(upto(t, 2), cohort) for t in cohort}
     assert {k for k, v in verdicts.items() if v} == {"h", "n2"}
     assert "rank 4 of 4" in verdicts["n2"] and "mean grad_norm n/a, mean loss n/a" in verdicts["n2"]
@@ -327,7 +333,7 @@ def test_dynamics_window_restricts_the_records_that_count() -> None:
     # Window (100, 200]: w means (1.0, 3.0) → best on both.
     assert dynamics_scores(cohort, 0.2, window=0.1) == norm({"o1": 4.0, "o2": 6.0, "o3": 8.0, "w": 2.0})
 
-    without = DynamicsRule(rungs=[0.2], eta=2).decide(upto(w, 4), cohort)
+    without = DynamicsRule(min_steps=1, rungs=[0.2], eta=2).decide(upto(w, 4), cohort)
     assert without is not None and "rank 4 of 4" in without  # tied with o3, after it by id
     windowed = DynamicsRule(rungs=[0.2], eta=2, window=0.1, min_steps=1)
     assert windowed.decide(upto(w, 4), cohort) is None

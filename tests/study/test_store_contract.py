@@ -128,6 +128,31 @@ def test_stopped_trials_reopen_and_resume_as_a_new_attempt(store) -> None:
     assert store.mark_running("t1") == 2 and len(store.telemetry("t1")) == 1  # its records are kept
 
 
+def test_pause_and_rung_decisions(store) -> None:
+    store.sync_trials("demo", SPEC, [_row("t1"), _row("t2"), _row("t3")])
+    for tid in ("t1", "t2", "t3"):
+        store.mark_running(tid)
+        store.add_telemetry(tid, {"step": 1, "samples": 25, "tokens": 250})
+        store.pause(tid, "waiting at rung 1", {"samples": 25, "tokens": 250})
+    assert store.counts()["paused"] == 3
+    rows = [{"trial_id": "t2", "rank": 1, "n": 3, "reason": None}, {"trial_id": "t3", "rank": 2, "n": 3, "reason": None},
+            {"trial_id": "t1", "rank": 3, "n": 3, "reason": "rank 3 of 3"}]
+    store.decide_rung(1, rows, resume={"t2"})  # t3 kept but already past the next rung: stays paused
+    status = {t["trial_id"]: t["status"] for t in store.trials()}
+    assert status == {"t1": "stopped", "t2": "pending", "t3": "paused"}
+    got = [(d["trial_id"], d["rung"], d["rank"], d["kept"]) for d in store.decisions()]
+    assert got == [("t2", 1, 1, True), ("t3", 1, 2, True), ("t1", 1, 3, False)]
+    with pytest.raises(StoreError, match="already decided"):
+        store.decide_rung(1, [{"trial_id": "t3", "rank": 1, "n": 1, "reason": None}], resume=())
+    with pytest.raises(StoreError, match="not paused"):  # and nothing of a refused decision is written
+        store.decide_rung(2, [{"trial_id": "t3", "rank": 1, "n": 2, "reason": None},
+                              {"trial_id": "t2", "rank": 2, "n": 2, "reason": "x"}], resume=())
+    assert len(store.decisions()) == 3 and store.trials()[2]["status"] == "paused"
+    with pytest.raises(StoreError, match="not an allowed transition"):
+        store.pause("t1")  # stopped
+    assert sorted(store.reopen_stopped("demo")) == ["t1", "t3"] and store.decisions() == []
+
+
 def test_requeue_is_per_study(store) -> None:
     store.sync_trials("one", SPEC, [_row("a1")])
     store.sync_trials("two", SPEC, [_row("b1")])

@@ -86,3 +86,27 @@ def test_candidates_from_the_family_presets_and_errors() -> None:
         candidate_configs("m", "lora", source="t.csv", preset="x")
     with pytest.raises(ConfigError, match="unknown preset 'nope'"):
         candidate_configs("m", "lora", preset="nope")
+
+
+def test_candidates_from_a_study_store_use_completed_scores_and_its_training_settings(tmp_path: Path) -> None:
+    spec = {"name": "old", "datasets": [{"name": "x", "metric": "accuracy"}, {"name": "y", "metric": "accuracy"}],
+            "fixed": {"epochs": 3, "max_length": 256, "eval_at_samples": [77], "save_model": False}}
+    rows, outcomes = [], []
+    for i, (lr, scores, status) in enumerate(((1e-3, (0.9, 0.2), "completed"), (3e-3, (0.3, 0.8), "completed"),
+                                              (1e-2, (0.99, 0.99), "stopped"))):
+        for dataset, score in zip(("x", "y"), scores):
+            tid = f"t{i}{dataset}"
+            rows.append({"trial_id": tid, "model": "m", "method": "lora", "dataset": dataset,
+                         "hparams": {"learning_rate": lr, "batch_size": 8}, "seed": 0, "config": {}})
+            outcomes.append((tid, status, score))
+    with open_store(tmp_path / "old.db") as store:
+        store.sync_trials("old", spec, rows)
+        for tid, status, score in outcomes:
+            store.mark_running(tid)
+            store.finish(tid, status, metrics={"accuracy": score}, totals={"samples": 8})
+    found, fixed = candidate_configs("m", "lora", source=str(tmp_path / "old.db"), k=2)
+    lrs = sorted(c["learning_rate"] for _, c in found)
+    assert lrs == [1e-3, 3e-3]  # the stopped config's partial scores do not rank it first
+    assert fixed == {"epochs": 3, "max_length": 256}  # the source's own eval points and outputs stay behind
+    with pytest.raises(ConfigError, match="ranks no full configurations"):
+        candidate_configs("m", "full", source=str(tmp_path / "old.db"))

@@ -48,7 +48,10 @@ def promotion_agreement(decisions: pd.DataFrame, trials: pd.DataFrame, results: 
         done = kept[kept["status"] == "completed"]
         oriented = []
         for tid in done["trial_id"]:
-            s = scores.at[tid, "score"] if tid in scores.index else math.nan
+            if tid not in scores.index:
+                oriented.append(math.nan)
+                continue
+            s = scores.at[tid, "score"]
             oriented.append(s if scores.at[tid, "higher_is_better"] else -s)
         rho = spearman(-done["rank"].to_numpy(float), np.array(oriented, dtype=float)) if len(done) >= 3 else math.nan
         best = done["trial_id"].iloc[int(np.nanargmax(oriented))] if oriented and np.isfinite(oriented).any() else None

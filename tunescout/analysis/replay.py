@@ -19,7 +19,7 @@ import pandas as pd
 from tunescout.analysis.dynamics import dataset_metrics, final_scores, planned_samples, records_by_trial, survivor_note
 from tunescout.study.keys import COHORT
 from tunescout.study.promotion import promote_rung, promotes
-from tunescout.study.stopping import StoppingRule, TrialProgress, build_rule, rung_samples
+from tunescout.study.stopping import StoppingRule, TrialProgress, build_rule, judge_samples, rung_samples
 
 __all__ = ["StoppingReplay", "default_replay_rules", "replay_stopping", "rule_label"]
 
@@ -28,9 +28,11 @@ __all__ = ["StoppingReplay", "default_replay_rules", "replay_stopping", "rule_la
 
 
 def default_replay_rules() -> list[dict[str, Any]]:
-    """The recipe's rule and ASHA at η ∈ {2, 3, 4}, judged at 10%, at 10% and 25%, or at 25%."""
+    """The recipe's rule and ASHA at η ∈ {2, 3, 4}, judged at 10%, at 10% and 25%, or at 25%;
+    and both in ``promote`` mode at η = 3, rungs 10% and 25%."""
     return [{"rule": rule, "rungs": rungs, "eta": eta}
-            for rule in ("dynamics", "asha") for eta in (2, 3, 4) for rungs in ([0.1], [0.1, 0.25], [0.25])]
+            for rule in ("dynamics", "asha") for eta in (2, 3, 4) for rungs in ([0.1], [0.1, 0.25], [0.25])] + [
+        {"rule": rule, "mode": "promote", "rungs": [0.1, 0.25], "eta": 3} for rule in ("dynamics", "asha")]
 
 
 def rule_label(spec: Mapping[str, Any]) -> str:
@@ -132,8 +134,8 @@ def _simulate_promote(rule: StoppingRule, ids: Sequence[str], recs: Mapping[str,
     for index, fraction in enumerate(rule.rungs, start=1):
         cut, progress = {}, []
         for t in alive:
-            point = rung_samples(fraction, planned[t])
-            k = next(i for i, r in enumerate(recs[t]) if r["samples"] >= point)
+            point = judge_samples(recs[t], rung_samples(fraction, planned[t]), getattr(rule, "min_steps", 1))
+            k = next(i for i, r in enumerate(recs[t]) if r["samples"] == point)
             cut[t] = k
             tel = recs[t][:k + 1]
             evals = [ev for r in tel if (ev := _eval_of(r, metric_at.get((t, r["samples"])))) is not None]

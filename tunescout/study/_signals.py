@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tunescout.study.stopping import TrialProgress
 
-__all__ = ["RECIPE_SIGNALS", "SIGNALS", "dynamics_scores", "keep_count", "parse_signals", "rung_samples",
-           "window_means", "window_start", "window_stats"]
+__all__ = ["RECIPE_SIGNALS", "SIGNALS", "dynamics_scores", "judge_samples", "keep_count", "parse_signals",
+           "rung_samples", "window_means", "window_start", "window_stats"]
 
 
 # --- numbers, rungs and windows --------------------------------------------------------------
@@ -140,6 +140,16 @@ def parse_signals(spec: Mapping[str, Any] | None) -> tuple[tuple[str, str, float
     return tuple(sorted(out))
 
 
+def judge_samples(telemetry: Sequence[Mapping[str, Any]], rung: int, min_steps: int = 1) -> int | None:
+    """Samples at which a rung is judged: those of the first record at or past the rung that is
+    also at least the ``min_steps``-th step (a large batch may cross a rung on its first step;
+    it is judged once it has taken enough steps to average). None while neither is reached."""
+    for i, record in enumerate(telemetry):
+        if record["samples"] >= rung and i + 1 >= min_steps:
+            return record["samples"]
+    return None
+
+
 def window_means(
     telemetry: Sequence[Mapping[str, Any]], start_samples: float, end_samples: float,
     names: Sequence[str] = SIGNALS, min_steps: int = 1,
@@ -200,7 +210,8 @@ def dynamics_scores(
 
     Args:
         cohort: trials of one cohort; only those whose samples reached ``rung_fraction`` of
-            their own planned samples are scored.
+            their own planned samples (and ``min_steps`` steps, see :func:`judge_samples`) are
+            scored, each over its window up to the record it is judged at.
         rung_fraction: where the window ends, as a fraction of planned samples, in (0, 1].
         window: fraction of planned samples the window covers, ending at the rung; None means
             from the start of training.
@@ -224,8 +235,8 @@ def dynamics_scores(
     names = [name for name, _, _ in signals]
     means: dict[str, dict[str, float | None]] = {}
     for t in cohort:
-        end = rung_samples(rung_fraction, t.planned_samples)
-        if not t.telemetry or t.telemetry[-1]["samples"] < end:
+        end = judge_samples(t.telemetry, rung_samples(rung_fraction, t.planned_samples), min_steps)
+        if end is None:
             continue
         start = window_start(rung_fraction, window, t.planned_samples)
         means[t.trial_id] = window_means(t.telemetry, start, end, names, min_steps)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from tunescout.study.stopping import AshaRule, DynamicsRule, TrialProgress, keep_count, rung_samples
 
-__all__ = ["RungDecision", "decide_ready", "expected_fraction", "fair_order", "pause_point", "promote_rung", "promotes"]
+__all__ = ["RungDecision", "at_rung", "decide_ready", "expected_fraction", "fair_order", "pause_point", "promote_rung", "promotes"]
 
 
 def promote_rung(rule: DynamicsRule | AshaRule, index: int,
@@ -32,7 +32,8 @@ def promote_rung(rule: DynamicsRule | AshaRule, index: int,
     fraction = rule.rungs[index - 1]
     scores = rule.rung_scores(fraction, cohort)
     order = sorted(scores, key=lambda t: (scores[t] is None, scores[t] if scores[t] is not None else 0.0, t))
-    n, keep = len(order), keep_count(len(order), rule.eta)
+    n = len(order)
+    keep = n if n < rule.min_trials else keep_count(n, rule.eta)  # too few to judge: all go on
     by_id = {t.trial_id: t for t in cohort}
     return [(tid, rank, n, None if rank <= keep else (
         f"{rule.name} promote rung {index} ({round(fraction * 100, 4):g}% of samples): rank {rank} of {n}, outside top "
@@ -50,6 +51,14 @@ def pause_point(rule: DynamicsRule | AshaRule, planned_samples: int, decided: in
     if decided >= len(rule.rungs):
         return None
     return rung_samples(rule.rungs[decided], planned_samples)
+
+
+def at_rung(rule: DynamicsRule | AshaRule, telemetry: Sequence[dict], planned_samples: int, decided: int) -> bool:
+    """Whether a trial's records reach its next rung: past its samples, and at least ``min_steps``
+    steps for a rule that averages over steps (a large batch waits a step or two past the rung)."""
+    point = pause_point(rule, planned_samples, decided)
+    return point is not None and bool(telemetry) and telemetry[-1]["samples"] >= point and \
+        len(telemetry) >= getattr(rule, "min_steps", 1)
 
 
 @dataclass(frozen=True)
@@ -80,13 +89,15 @@ def decide_ready(rule: DynamicsRule | AshaRule, members: Sequence[TrialProgress]
     candidates = [t for t in paused if decided.get(t.trial_id, 0) == rung - 1]
     rows = tuple({"trial_id": tid, "rank": rank, "n": n, "reason": reason}
                  for tid, rank, n, reason in promote_rung(rule, rung, candidates))
+    unranked = {t.trial_id for t in candidates} - {r["trial_id"] for r in rows}
+    if unranked:  # paused short of the rung: a decision without them would loop or strand them
+        raise RuntimeError(f"rung {rung}: paused trials {sorted(unranked)} have not reached it")
     by_id = {t.trial_id: t for t in candidates}
     resume = set()
     for row in rows:
         if row["reason"] is None:
             t = by_id[row["trial_id"]]
-            nxt = pause_point(rule, t.planned_samples, rung)
-            if nxt is None or not t.telemetry or t.telemetry[-1]["samples"] < nxt:
+            if not at_rung(rule, t.telemetry, t.planned_samples, rung):
                 resume.add(t.trial_id)
     return RungDecision(rung, rows, frozenset(resume))
 

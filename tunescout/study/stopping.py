@@ -37,6 +37,7 @@ from tunescout.study._signals import (
     _pct,
     _position,
     dynamics_scores,
+    judge_samples,
     keep_count,
     parse_signals,
     rung_samples,
@@ -58,6 +59,7 @@ __all__ = [
     "MODES",
     "build_rule",
     "dynamics_scores",
+    "judge_samples",
     "keep_count",
     "parse_signals",
     "rung_samples",
@@ -80,7 +82,7 @@ class TrialProgress:
     evals: list[dict] = field(default_factory=list)
     """Evaluations so far: ``{"samples": int, "val_loss": float, "metric": float | None}``."""
     status: str = "running"
-    """One of running | completed | stopped | diverged | failed | pending."""
+    """One of pending | running | paused | completed | stopped | diverged | failed."""
 
     def __post_init__(self) -> None:
         planned = self.planned_samples
@@ -216,7 +218,8 @@ class DynamicsRule:
 
     def describe(self, trial: TrialProgress, fraction: float) -> str:
         """What the trial showed at the rung, for a stop reason."""
-        end = rung_samples(fraction, trial.planned_samples)
+        rung = rung_samples(fraction, trial.planned_samples)
+        end = judge_samples(trial.telemetry, rung, self.min_steps) or rung
         start = window_start(fraction, self.window, trial.planned_samples)
         means = window_means(trial.telemetry, start, end, [n for n, _, _ in self.signals], self.min_steps)
         shown = ", ".join(f"mean {name} {_fmt(value)}" for name, value in means.items())
@@ -226,9 +229,11 @@ class DynamicsRule:
         if not trial.telemetry or self.mode == "promote":
             return None
         now, before = _latest_and_previous(trial.telemetry)
-        # One record may cross several rungs (a large batch); judge each, the earliest first.
+        # One record may cross several rungs (a large batch); judge each, the earliest first, at
+        # the record judge_samples names (past the rung, and at least the min_steps-th step).
         for index, fraction in enumerate(self.rungs, start=1):
-            if before < rung_samples(fraction, trial.planned_samples) <= now:
+            point = judge_samples(trial.telemetry, rung_samples(fraction, trial.planned_samples), self.min_steps)
+            if point is not None and before < point <= now:
                 reason = self._judge(index, fraction, trial, cohort)
                 if reason:
                     return reason

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from tunescout.study.executors import Executor, LocalExecutor
 from tunescout.study.keys import COHORT, dataset_metric
-from tunescout.study.promotion import decide_ready, expected_fraction, fair_order, pause_point, promotes
+from tunescout.study.promotion import at_rung, decide_ready, expected_fraction, fair_order, promotes
 from tunescout.study.spec import StudySpec, expand_trials, trial_config
 from tunescout.study.stopping import StoppingRule, TrialProgress, build_rule
 from tunescout.study.store import FINISHED, StudyStore, open_store
@@ -208,6 +208,7 @@ def _drive(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], rule:
             elapsed = previous + time.monotonic() - started
             if halted is None and pending and (halted := _budget_left(spec, store, elapsed)):
                 say(f"{halted}: not launching the {len(pending)} remaining trials")
+            if halted:  # also the trials a promotion decision would resume: nothing starts past the budget
                 pending = []
             while pending and len(executor.running()) < executor.slots:
                 tid = pending.pop(0)
@@ -234,8 +235,7 @@ def _drive(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], rule:
                     metric = (rec.get("metrics") or {}).get(metric_of[planned[tid]["dataset"]])
                     tp.evals.append({"samples": rec["samples"], "val_loss": rec.get("val_loss"), "metric": metric})
                 if promote:
-                    point = pause_point(rule, tp.planned_samples, decided.get(tid, 0))
-                    reached = point is not None and rec["samples"] >= point
+                    reached = at_rung(rule, tp.telemetry, tp.planned_samples, decided.get(tid, 0))
                     executor.reply(tid, Pause(f"rung {decided.get(tid, 0) + 1}") if reached else None)
                 else:
                     executor.reply(tid, rule.decide(tp, [progress[t] for t in cohorts[cohort_of[tid]]]))
@@ -263,6 +263,10 @@ def _drive(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], rule:
     finally:
         executor.shutdown()
         store.add_elapsed(spec.name, time.monotonic() - saved_at)
+    waiting = sum(p.status == "paused" for p in progress.values())
+    if promote and waiting:
+        say(f"{waiting} trials wait paused at a rung{' (the budget stopped their cohorts)' if halted else ''}; "
+            "rerun the sweep (with a larger budget) to go on")
     return store.counts(spec.name)
 
 

@@ -27,6 +27,9 @@ log = logging.getLogger("tunescout.study")
 
 DEFAULT_STOPPING = {"rule": "dynamics", "mode": "promote", "rungs": [0.25], "eta": 3}
 """Every candidate to a quarter of its samples, the best third on to the end."""
+SOURCE_ONLY = ("eval_at_samples", "eval_every", "save_model", "output_dir", "progress", "checkpoint_every")
+"""Fixed settings of a source study that belong to its own runs (sample counts of its data,
+its outputs), not to how its configurations train: left behind."""
 
 
 @dataclass
@@ -91,10 +94,15 @@ def candidate_configs(model: str, method: str, source: str | None = None, preset
     else:
         from tunescout.study.store import open_store
 
-        table = results_from_store(source)
+        table = results_from_store(source, include="completed")  # a stopped trial's score is a shorter run's
         with open_store(source, readonly=True) as store:
-            fixed = dict((store.study_spec() or {}).get("fixed") or {})
-    if "method" in table.columns and (table["method"] == method).any():
+            fixed = {k: v for k, v in ((store.study_spec() or {}).get("fixed") or {}).items()
+                     if k not in SOURCE_ONLY}
+    if "method" in table.columns:
+        if not (table["method"] == method).any():
+            raise ConfigError(f"{source} ranks no {method} configurations (methods: "
+                              f"{', '.join(sorted(map(str, table['method'].dropna().unique())))}); "
+                              "give --method one of those, or --preset")
         table = table[table["method"] == method]
     ranking = next(iter(rank_results(table, tau=tau, group_by=None).values()))
     out = []
@@ -137,13 +145,15 @@ def tune(model: str, method: str, train: str, eval: str, metric: str = "val_loss
     out = Path(out)
     candidates, fixed = candidate_configs(model, method, source, preset, k, tau)
     forced = flatten_dotted(parse_overrides(list(overrides)))  # the user's word beats every candidate's
+    forced.pop("save_model", None)  # but the winner must be saved to be kept
     candidates = [(label, nest_dotted({**flatten_dotted(c), **forced})) for label, c in candidates]
     name = Path(train).stem
     spec = StudySpec(
         name=f"tune-{name}", models=[model], methods=[method],
         datasets=[DatasetSpec(name=name, train=str(Path(train).resolve()), eval=str(Path(eval).resolve()),
                               metric=metric)],
-        configs=[c for _, c in candidates], fixed=fixed, stopping=dict(stopping or DEFAULT_STOPPING),
+        configs=[c for _, c in candidates], fixed={**fixed, "save_model": True},  # the winner is copied out
+        stopping=dict(stopping or DEFAULT_STOPPING),
         store=str((out / "tune.db").resolve()), runs_dir=str((out / "runs").resolve()))
     validate(spec)
     say(f"tune {model} ({method}) on {name}: {len(candidates)} candidates, stopping {spec.stopping}")

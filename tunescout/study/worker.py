@@ -24,6 +24,7 @@ from tunescout.config import build_config
 from tunescout.data.formats import read_examples
 from tunescout.study.keys import DEFAULT_METRIC, dataset_metric
 from tunescout.train.loop import train
+from tunescout.train.telemetry import Pause
 
 __all__ = ["run_trial"]
 
@@ -107,7 +108,7 @@ def run_trial(conn: Connection, payload: dict[str, Any]) -> None:
     if payload.get("threads"):
         torch.set_num_threads(int(payload["threads"]))
 
-    def early_stop(record) -> str | None:
+    def early_stop(record) -> str | Pause | None:
         conn.send(("record", asdict(record)))
         return conn.recv()
 
