@@ -16,7 +16,9 @@ for a fraction of the grid's compute? Measured on the embedded demo grid, in fou
    is within 1% of the true best.
 4. **The real run.** The best promote setting (fewest tokens among those keeping the best within
    1% in >= 90% of cohorts, else the best keep rate) runs for real on the same data (same study
-   name and contents, so the same trial ids), and is compared with its replay.
+   name and contents, so the same trial ids), and is compared with its replay. That choice is
+   made in-sample (on the cohorts it is then scored on), so the script also makes it honestly:
+   leave one dataset out, choose on the others' cohorts, score on its own, sum over datasets.
 
 Run: ``.venv/bin/python benchmarks/study_efficiency.py [--out benchmarks/out/efficiency]``
 (about 8-12 minutes on 2 CPU cores: the reference grid, the real run, and the base model if it
@@ -110,64 +112,114 @@ def _rules(suggested: dict[str, str] | None) -> list[tuple[str, dict[str, Any]]]
     return out
 
 
-def _within(cohorts: pd.DataFrame) -> pd.Series:
-    """Per replayed cohort: kept best within 1% of the true best (a zero best is within when nothing is lost)."""
-    rel = cohorts["regret_rel"]
-    return (rel <= 0.01) | (rel.isna() & (cohorts["regret"] == 0))
+def _rel(regret: float, best: float) -> float:
+    """Relative regret, one rule for every row: regret / |best|; with a best of 0, 0 when nothing is
+    lost and NaN otherwise (a cohort whose every score is 0 separates nothing)."""
+    if best:
+        return regret / abs(best)
+    return 0.0 if regret == 0 else math.nan
 
 
-def _random_promotion(trials: pd.DataFrame, tables: dict[str, pd.DataFrame], spec: dict[str, Any],
-                      rungs: list[float], eta: float, seed: int = 0) -> dict[str, float]:
-    """Successive halving with a random ranking: tokens, mean regret and within-1% share, averaged over draws."""
+def _within(rel: float) -> bool:
+    return rel == rel and rel <= 0.01  # NaN is not within
+
+
+def _completed(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The trials every replay and baseline runs on: completed, with telemetry (the replays' set)."""
+    trials = tables["trials"]
+    return trials[(trials["status"] == "completed") & trials["trial_id"].isin(set(tables["telemetry"]["trial_id"]))]
+
+
+def _random_promotion(tables: dict[str, pd.DataFrame], spec: dict[str, Any], rungs: list[float], eta: float,
+                      seed: int = 0) -> list[dict[str, Any]]:
+    """Successive halving with a random ranking, per cohort: tokens, relative regret and within-1%,
+    averaged over draws, on the same trials and cut points as the promote replays."""
+    trials = _completed(tables)
     scores = final_scores(trials, tables["results"], spec).set_index("trial_id")
     records = records_by_trial(tables["telemetry"])
     rng = random.Random(seed)
-    used_total = full_total = 0.0
-    regrets, within = [], []
-    for _, g in trials.groupby(list(COHORT), sort=True):
+    out = []
+    for key, g in trials.groupby(list(COHORT), sort=True):
         ids = sorted(g["trial_id"])
         planned = {t: planned_samples(g.set_index("trial_id").loc[t].to_dict(), records[t]) for t in ids}
         sign = 1.0 if bool(scores.at[ids[0], "higher_is_better"]) else -1.0
         oriented = {t: sign * float(scores.at[t, "score"]) for t in ids}
         best = max(oriented.values())
         full = sum(records[t][-1]["tokens"] for t in ids)
+        used_sum, rels = 0.0, []
         for _ in range(RANDOM_DRAWS):
             alive, used = list(ids), 0.0
             for fraction in rungs:
                 keep = set(rng.sample(alive, keep_count(len(alive), eta)))
                 for t in alive:
                     if t not in keep:
-                        point = rung_samples(fraction, planned[t])
-                        used += next(r["tokens"] for r in records[t] if r["samples"] >= point)
+                        used += next(r["tokens"] for r in records[t] if r["samples"] >= rung_samples(fraction, planned[t]))
                 alive = [t for t in alive if t in keep]
             used += sum(records[t][-1]["tokens"] for t in alive)
-            kept_best = max(oriented[t] for t in alive)
-            regret = best - kept_best
-            regrets.append(regret / abs(best) if best else (0.0 if regret == 0 else math.nan))
-            within.append(regret == 0 or (best != 0 and regret / abs(best) <= 0.01))
-            used_total += used / RANDOM_DRAWS
-            full_total += full / RANDOM_DRAWS
-    return {"token_fraction": used_total / full_total, "mean_regret_rel": float(np.nanmean(regrets)),
-            "within_1pct": float(np.mean(within))}
+            used_sum += used
+            rels.append(_rel(best - max(oriented[t] for t in alive), best))
+        out.append({**dict(zip(COHORT, key)), "tokens_used": used_sum / RANDOM_DRAWS, "tokens_full": full,
+                    "regret_rel": float(np.nanmean(rels)) if np.isfinite(rels).any() else math.nan,
+                    "within": float(np.mean([_within(r) for r in rels]))})
+    return out
 
 
-def _replays(tables: dict[str, pd.DataFrame], spec: dict[str, Any], rules: list[tuple[str, dict[str, Any]]]) -> pd.DataFrame:
+def _summary(cohorts: list[dict[str, Any]]) -> dict[str, float]:
+    used, full = sum(c["tokens_used"] for c in cohorts), sum(c["tokens_full"] for c in cohorts)
+    rels = [c["regret_rel"] for c in cohorts if c["regret_rel"] == c["regret_rel"]]
+    return {"token_fraction": used / full if full else math.nan,
+            "mean_regret_rel": float(np.mean(rels)) if rels else math.nan,
+            "within_1pct": float(np.mean([c["within"] for c in cohorts])) if cohorts else math.nan}
+
+
+def _replays(tables: dict[str, pd.DataFrame], spec: dict[str, Any],
+             rules: list[tuple[str, dict[str, Any]]]) -> tuple[pd.DataFrame, dict[int, list[dict[str, Any]]]]:
+    """One row per setting (and the per-cohort outcomes behind it, by row index)."""
     trials = tables["trials"]
     replay = replay_stopping(tables["telemetry"], trials, tables["results"], spec, [r for _, r in rules])
-    rows = []
+    rows, per_cohort = [], {}
     for (label, rule), summary in zip(rules, replay.summary.to_dict("records")):
-        cohorts = replay.cohorts[(replay.cohorts["rule"] == summary["rule"]) & replay.cohorts["replayable"]]
+        mine = replay.cohorts[(replay.cohorts["rule"] == summary["rule"]) & replay.cohorts["replayable"]]
+        cohorts = []
+        for c in mine.to_dict("records"):
+            rel = _rel(c["regret"], c["best_score"])
+            cohorts.append({**{k: c[k] for k in COHORT}, "tokens_used": c["tokens_used"],
+                            "tokens_full": c["tokens_full"], "regret_rel": rel, "within": float(_within(rel))})
+        per_cohort[len(rows)] = cohorts
         rows.append({"rule": label, "mode": rule["mode"], "eta": rule["eta"], "rungs": str(rule["rungs"]),
-                     "replayable": summary["replayable"], "token_fraction": summary["token_fraction"],
-                     "mean_regret_rel": summary["mean_regret_rel"],
-                     "within_1pct": float(_within(cohorts).mean()) if len(cohorts) else math.nan,
-                     "spec": rule, "reason": summary["reason"]})
+                     "replayable": bool(summary["replayable"]), **_summary(cohorts), "spec": rule,
+                     "reason": summary["reason"]})
     for eta in ETAS:
         for rungs in RUNG_SETS:
+            cohorts = _random_promotion(tables, spec, rungs, eta)
+            per_cohort[len(rows)] = cohorts
             rows.append({"rule": "random (same schedule)", "mode": "promote", "eta": eta, "rungs": str(rungs),
-                         "replayable": True, **_random_promotion(trials, tables, spec, rungs, eta), "spec": None,
-                         "reason": ""})
-    return pd.DataFrame(rows)
+                         "replayable": True, **_summary(cohorts), "spec": None, "reason": ""})
+    return pd.DataFrame(rows), per_cohort
+
+
+def _choose(table: pd.DataFrame) -> int:
+    """The setting to run: fewest tokens among those keeping the best within 1% in >= 90% of
+    cohorts, else the highest keep rate (then fewest tokens)."""
+    meets = table[table["within_1pct"] >= TARGET_KEPT]
+    ranked = (meets.sort_values(["token_fraction", "mean_regret_rel"]) if len(meets) else
+              table.sort_values(["within_1pct", "token_fraction"], ascending=[False, True]))
+    return int(ranked.index[0])
+
+
+def _held_out_choice(table: pd.DataFrame, per_cohort: dict[int, list[dict[str, Any]]]) -> dict[str, float]:
+    """The choice made honestly: for each dataset, pick the setting on the *other* datasets'
+    cohorts and score it on this one's; summed over datasets."""
+    candidates = table[(table["mode"] == "promote") & table["spec"].notna() & table["replayable"]]
+    datasets = sorted({c["dataset"] for cohorts in per_cohort.values() for c in cohorts})
+    outcome = []
+    for held in datasets:
+        scored = candidates.assign(**{k: [_summary([c for c in per_cohort[i] if c["dataset"] != held])[k]
+                                          for i in candidates.index]
+                                      for k in ("token_fraction", "mean_regret_rel", "within_1pct")})
+        chosen = _choose(scored)
+        outcome += [c for c in per_cohort[chosen] if c["dataset"] == held]
+    return _summary(outcome)
 
 
 def _real_vs_replay(real_db: Path, ref: dict[str, pd.DataFrame], spec: dict[str, Any], replayed: dict[str, Any],
@@ -184,15 +236,15 @@ def _real_vs_replay(real_db: Path, ref: dict[str, pd.DataFrame], spec: dict[str,
         kept = [t for t in real["trials"].query("status == 'completed'")["trial_id"] if t in ids]
         kept_best = max((sign * truth.at[t, "score"] for t in kept), default=-math.inf)
         regret = best - kept_best
-        rows.append({"regret_rel": regret / abs(best) if best else math.nan, "regret": regret})
+        rows.append({"regret_rel": _rel(regret, best)})
         same_scores += [abs(real_scores.at[t, "score"] - truth.at[t, "score"]) for t in kept]
     cohorts = pd.DataFrame(rows)
-    tokens = real["trials"]["tokens"].sum() / ref["trials"]["tokens"].sum()
+    tokens = real["trials"]["tokens"].sum() / _completed(ref)["tokens"].sum()  # the replays' denominator
     replay = replay_stopping(ref["telemetry"], ref["trials"], ref["results"], spec, [replayed])
     replay_kept = set(replay.trials.query("not stopped")["trial_id"])
     real_kept = set(real["trials"].query("status == 'completed'")["trial_id"])
     return {"token_fraction": float(tokens), "mean_regret_rel": float(cohorts["regret_rel"].mean()),
-            "within_1pct": float(_within(cohorts).mean()), "wall_s": wall_s,
+            "within_1pct": float(cohorts["regret_rel"].map(_within).mean()), "wall_s": wall_s,
             "replay_token_fraction": float(replay.summary.iloc[0]["token_fraction"]),
             "kept_same_as_replay": replay_kept == real_kept, "kept_real": len(real_kept), "kept_replay": len(replay_kept),
             "max_final_score_diff_vs_reference": float(max(same_scores, default=0.0))}
@@ -201,14 +253,15 @@ def _real_vs_replay(real_db: Path, ref: dict[str, pd.DataFrame], spec: dict[str,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="benchmarks/out/efficiency", help="folder for the stores and the JSON")
-    parser.add_argument("--fresh", action="store_true", help="rerun the reference grid even if its store exists")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the reference store of an earlier run (its wall time is then the resume's)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     fractions = sorted({f for rungs in RUNG_SETS for f in rungs})
     print("base model:", ensure_demo_base(), flush=True)
 
     ref_dir = out / "reference"
-    if args.fresh:
+    if not args.reuse:
         shutil.rmtree(ref_dir, ignore_errors=True)
     print("[1/3] reference: the demo grid with stopping: none", flush=True)
     ref_wall, counts = _run(_study(ref_dir, {"rule": "none"}, fractions))
@@ -218,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         ref["telemetry"], ref["trials"], ref["results"], spec, n_boot=1000)))
 
     print(f"[2/3] replays on the reference curves (suggested signals, in-sample: {suggested})", flush=True)
-    table = _replays(ref, spec, _rules(suggested))
+    table, per_cohort = _replays(ref, spec, _rules(suggested))
     shown = table.drop(columns=["spec", "reason"])
     with pd.option_context("display.width", 200, "display.max_rows", 200):
         print(shown.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
@@ -226,10 +279,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    not replayable: {r.rule} {r.mode} eta={r.eta} rungs={r.rungs}: {r.reason}")
 
     promote = table[(table["mode"] == "promote") & table["spec"].notna() & table["replayable"]]
-    meets = promote[(promote["within_1pct"] >= TARGET_KEPT)]
-    best = (meets.sort_values(["token_fraction", "mean_regret_rel"]) if len(meets) else
-            promote.sort_values(["within_1pct", "token_fraction"], ascending=[False, True])).iloc[0]
-    print(f"[3/3] the best promote setting for real: {best['rule']} eta={best['eta']} rungs={best['rungs']}", flush=True)
+    best = table.loc[_choose(promote)]
+    held_out = _held_out_choice(table, per_cohort)
+    print(f"    chosen in-sample among {len(promote)} promote settings: {best['rule']} eta={best['eta']} "
+          f"rungs={best['rungs']}; chosen leave-one-dataset-out instead: token_fraction "
+          f"{held_out['token_fraction']:.3f}, mean_regret_rel {held_out['mean_regret_rel']:.3f}, "
+          f"within_1pct {held_out['within_1pct']:.3f}")
+    same = table[(table["mode"] == "promote") & (table["eta"] == best["eta"]) & (table["rungs"] == best["rungs"])]
+    beats_asha = True
+    for r in same[same["rule"].str.startswith(("asha", "random"))].itertuples():
+        print(f"    at equal compute ({r.token_fraction:.3f} of the tokens), {r.rule}: mean regret "
+              f"{r.mean_regret_rel:.3f}, within 1% {r.within_1pct:.3f}")
+        if r.rule.startswith("asha"):
+            beats_asha &= best["mean_regret_rel"] < r.mean_regret_rel
+    print(f"[3/3] the chosen setting for real: {best['rule']} eta={best['eta']} rungs={best['rungs']}", flush=True)
     real_dir = out / "real"
     shutil.rmtree(real_dir, ignore_errors=True)
     real_wall, counts = _run(_study(real_dir, dict(best["spec"]), fractions))
@@ -239,18 +302,18 @@ def main(argv: list[str] | None = None) -> int:
     replayed = best.to_dict()
     print(f"    its replay: token_fraction {replayed['token_fraction']:.3f}, mean_regret_rel "
           f"{replayed['mean_regret_rel']:.3f}, within_1pct {replayed['within_1pct']:.3f}")
-    asha = table[(table["mode"] == "promote") & (table["eta"] == best["eta"]) & (table["rungs"] == best["rungs"])
-                 & table["rule"].str.startswith(("asha", "random"))]
-    for r in asha.itertuples():
-        print(f"    at equal compute, {r.rule}: mean regret {r.mean_regret_rel:.3f}, within 1% {r.within_1pct:.3f}")
     met = replayed["token_fraction"] <= TARGET_TOKENS and replayed["within_1pct"] >= TARGET_KEPT
-    print(f"target (<= {TARGET_TOKENS:.0%} of the grid's tokens, best within 1% in >= {TARGET_KEPT:.0%} of cohorts): "
-          f"{'met' if met else 'NOT met'} by the replay; real run {real['token_fraction']:.1%} tokens, "
-          f"{real['within_1pct']:.0%} within 1%")
+    print(f"target (<= {TARGET_TOKENS:.0%} of the grid's tokens, best within 1% in >= {TARGET_KEPT:.0%} of cohorts, "
+          f"better regret than ASHA at equal compute): {'met' if met and beats_asha else 'NOT met'} by the "
+          f"in-sample choice's replay (tokens {replayed['token_fraction']:.1%}, within 1% "
+          f"{replayed['within_1pct']:.0%}, beats ASHA: {beats_asha}); real run {real['token_fraction']:.1%} tokens, "
+          f"{real['within_1pct']:.0%} within 1%; held-out choice {held_out['token_fraction']:.1%} tokens, "
+          f"{held_out['within_1pct']:.0%} within 1%")
     doc = {"reference_wall_s": ref_wall, "suggested_signals": suggested,
            "replays": json.loads(shown.to_json(orient="records")), "best": {k: replayed[k] for k in (
                "rule", "mode", "eta", "rungs", "token_fraction", "mean_regret_rel", "within_1pct")},
-           "real": real, "target_met_by_replay": bool(met)}
+           "held_out_choice": held_out, "beats_asha_at_equal_compute": bool(beats_asha),
+           "real": real, "target_met_by_replay": bool(met and beats_asha)}
     (out / "efficiency.json").write_text(json.dumps(doc, indent=2, default=str))
     print(out / "efficiency.json")
     return 0

@@ -51,7 +51,8 @@ _ADDED_IN_V2 = {
     "telemetry": (("attempt", "INTEGER"),),
 }
 """Columns a schema-1 store lacks. Its trials keep spec version 0, so the first sweep with this
-tunescout supersedes them: their ids hashed only part of the config that made them."""
+tunescout supersedes them: their ids hashed only part of the config that made them. Schema 3
+added the ``decisions`` table, which the schema script creates on any writable open."""
 
 TELEMETRY_FIELDS = ("step", "samples", "tokens", "loss", "grad_norm", "lr", "tokens_per_s", "wall_s", "val_loss",
                     "phase")

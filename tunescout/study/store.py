@@ -38,7 +38,7 @@ from typing import Any, Iterable, Protocol, Sequence
 __all__ = ["FINISHED", "SCHEMA_VERSION", "STATUSES", "TRANSITIONS", "StoreError", "StudyStore", "SyncResult",
            "open_store"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("pending", "running", "paused", "completed", "stopped", "diverged", "failed")
 FINISHED = ("completed", "stopped", "diverged", "failed")
 """The statuses a trial ends in; the one definition every module imports."""
