@@ -106,6 +106,7 @@ _COUNTABLES = "apples books boxes candles coins cups pencils plants shirts stamp
 _DAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
 _JOBS = ("baker", "nurse", "pilot", "teacher", "farmer", "painter", "chef", "librarian", "mechanic",
          "tailor", "bus driver", "ship captain")
+_ONE_WORD_JOBS = tuple(job for job in _JOBS if " " not in job)
 _PLACES = ("the old harbor", "the north market", "the city library", "the train station",
            "the river museum", "the town hall", "the main hospital", "the flower shop")
 _ASPECTS = ("the battery", "the delivery", "the price", "the colour", "the sound", "the handle",
@@ -141,6 +142,20 @@ def _number_words(n: int) -> str:
 def _chat(system: str | None, user: str, answer: str) -> dict[str, Any]:
     messages = [{"role": "system", "content": system}] if system else []
     return {"messages": messages + [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
+
+
+def _as_in_text(answer: str) -> str:
+    """An answer copied from the prompt, written with the space it has inside a sentence.
+
+    A byte-level BPE keeps the space in front of a word as part of its token: "Ghent" in
+    "lives in Ghent" is one token, but at the start of a turn, after the newline, it has no
+    space and becomes other pieces ("G", "hent"). A base model of 1k tokens learns to copy a
+    word it has read, not to respell it: with bare answers, every configuration produced the
+    right kind of word and not the right word ("Shent" for Ghent). With the space, the answer is
+    made of the same tokens as in the prompt; the metrics strip it again, as generation does.
+    Real tokenizers learn both spellings of each common word; this one has no room for that.
+    """
+    return f" {answer}"
 
 
 _SUPPORT = {
@@ -184,44 +199,41 @@ def _review_sentiment(rng: random.Random) -> dict[str, Any]:
     return _chat("Label the review as positive, negative or neutral.", review, label)
 
 
-_ORDER_QUESTIONS = {"order": "What is the order number?", "city": "Which city is the customer in?",
-                    "name": "What is the customer's name?", "product": "Which product is the message about?"}
-
-
 def _order_extraction(rng: random.Random) -> dict[str, Any]:
-    # A second number (days or price) sits next to the order number so "copy the digits" fails.
-    f = {"order": str(rng.randint(10000, 99999)), "city": rng.choice(_CITIES), "name": rng.choice(_NAMES),
-         "product": rng.choice(_PRODUCTS)}
-    extra = rng.randint(2, 60)
+    # One field, always present and always asked for: the city the order goes to. The message
+    # around it varies (four templates, the city in a different place in each) and carries the
+    # other fields of an order (name, product, order number, a second number), so the model has
+    # to find the one city in the message and copy it, which it can learn in a few dozen steps;
+    # choosing among several fields by the question's wording it could not (all configurations
+    # scored at chance level).
+    name, city, product, order, extra = (rng.choice(_NAMES), rng.choice(_CITIES), rng.choice(_PRODUCTS),
+                                         rng.randint(10000, 99999), rng.randint(2, 60))
     message = rng.choice((
-        "Hi, this is {name} from {city}. My order {order} with a {product} is {extra} days late.",
-        "Order {order}: the {product} I paid {extra} euros for never reached {city}. Regards, {name}.",
-        "{name} here. Please send the {product} from order {order} to my address in {city} within {extra} days.",
-        "I live in {city} and ordered a {product} {extra} days ago, order {order}. Thanks, {name}.",
-    )).format(extra=extra, **f)
-    field = rng.choice(sorted(f))
-    return {"prompt": f"Message: {message}\nQuestion: {_ORDER_QUESTIONS[field]}\nAnswer: ", "completion": f[field]}
+        f"Hi, this is {name} from {city}. My order {order} with a {product} is {extra} days late.",
+        f"Order {order}: the {product} I paid {extra} euros for never reached {city}. Regards, {name}.",
+        f"{name} here. Please send the {product} from order {order} to my address in {city} within {extra} days.",
+        f"I live in {city} and ordered a {product} {extra} days ago, order {order}. Thanks, {name}.",
+    ))
+    return {"prompt": f"Message: {message}\nQuestion: Which city is the customer in?\nAnswer:",
+            "completion": _as_in_text(city)}
 
 
 def _passage_qa(rng: random.Random) -> dict[str, Any]:
     # The fact that answers the question plus one or two distractors, in shuffled order; the answer
-    # is copied verbatim from the passage, so token F1 gives partial credit for half-right
-    # multi-word spans ("north market" against "the north market").
+    # is one word of the passage (a city, a job, a thing), the only word of its kind there, so
+    # the question says what kind of word to copy and the passage where it is.
     a, b = rng.sample(_NAMES, 2)
-    origin, home = rng.sample(_CITIES, 2)
-    year, job, place = str(rng.randint(1990, 2024)), rng.choice(_JOBS), rng.choice(_PLACES)
-    count, things = str(rng.randint(2, 40)), rng.choice(_COUNTABLES)
-    facts = [f"{a} moved from {origin} to {home} in {year}.", f"{a} works as a {job} at {place}.",
-             f"{a}'s friend {b} keeps {count} {things} at home."]
+    city, job, things = rng.choice(_CITIES), rng.choice(_ONE_WORD_JOBS), rng.choice(_COUNTABLES)
+    facts = [f"{a} lives in {city}.", f"{a} works as a {job} at {rng.choice(_PLACES)}.",
+             f"{a}'s friend {b} keeps {rng.randint(2, 40)} {things} at home."]
     fact, question, answer = rng.choice((
-        (0, f"Where did {a} move to?", home), (0, f"Where did {a} move from?", origin),
-        (0, f"In which year did {a} move?", year), (1, f"What is {a}'s job?", job),
-        (1, f"Where does {a} work?", place), (2, f"Who keeps {things} at home?", b),
-        (2, f"How many {things} does {b} keep?", count)))
+        (0, f"Where does {a} live?", city), (1, f"What is {a}'s job?", job),
+        (2, f"What does {b} keep at home?", things)))
     others = [f for i, f in enumerate(facts) if i != fact]
     passage = [facts[fact]] + rng.sample(others, rng.randint(1, 2))
     rng.shuffle(passage)
-    return _chat("Answer with words from the passage.", f"Passage: {' '.join(passage)}\nQuestion: {question}", answer)
+    return _chat("Answer with a word from the passage.", f"Passage: {' '.join(passage)}\nQuestion: {question}",
+                 _as_in_text(answer))
 
 
 def _headline(rng: random.Random) -> dict[str, Any]:
@@ -240,18 +252,18 @@ def _headline(rng: random.Random) -> dict[str, Any]:
 
 
 def _arithmetic_words(rng: random.Random) -> dict[str, Any]:
-    a, b = rng.randint(0, 60), rng.randint(0, 39)
+    # Word problems over single digits, written as digits: the sum is one token the base model
+    # has seen after "a plus b is" in pretraining, so fine-tuning has to teach reading the two
+    # numbers out of a question and answering in the format, not arithmetic itself (sums of
+    # two-digit numbers, or numbers in words, stayed at chance level for every configuration).
+    a, b = rng.randint(0, 9), rng.randint(0, 9)
     name, other, things = *rng.sample(_NAMES, 2), rng.choice(_COUNTABLES)
-    kind = rng.randrange(4)
-    if kind % 2:  # subtraction: keep the result non-negative
-        a, b = max(a, b), min(a, b)
-    question = (
+    question = rng.choice((
         f"{name} has {a} {things} and buys {b} more. How many {things} does {name} have now?",
-        f"{name} had {a} {things} and gave {b} to {other}. How many {things} does {name} have left?",
-        f"What is {_number_words(a)} plus {_number_words(b)}?",
-        f"What is {_number_words(a)} minus {_number_words(b)}?",
-    )[kind]
-    return {"prompt": f"Question: {question}\nAnswer with a number: ", "completion": str(a - b if kind % 2 else a + b)}
+        f"{name} has {a} {things} and {other} gives {name} {b} more. How many {things} does {name} have?",
+        f"{name} keeps {a} {things} at home and {b} at work. How many {things} is that in all?",
+    ))
+    return {"prompt": f"Question: {question}\nAnswer with a number:", "completion": _as_in_text(str(a + b))}
 
 
 def _sort_words(rng: random.Random) -> dict[str, Any]:
@@ -402,6 +414,36 @@ def _corpus_sentence(rng: random.Random) -> str:
     ))
 
 
+def _recall_paragraph(rng: random.Random) -> str:
+    """Two sentences where the second repeats facts of the first, in another order or form.
+
+    Plain facts (:func:`_corpus_sentence`) teach a base model words and what follows what, but
+    nothing in them rewards looking back: every sentence is predictable from its own start. Then
+    fine-tuning has to grow copying from scratch, and in a few dozen steps it does not (a model
+    without it answers every headline or extraction with the same memorised words). Here the end
+    of the paragraph is only predictable from its beginning (which city was whose, which number,
+    which words), as in real text that names a thing and refers back to it, so pretraining
+    learns to find a key earlier in the context and copy what came with it.
+    """
+    name, other = rng.sample(_NAMES, 2)
+    city, home = rng.sample(_CITIES, 2)
+    order, product, job, place = rng.randint(10000, 99999), rng.choice(_PRODUCTS), rng.choice(_JOBS), rng.choice(_PLACES)
+    subject, (past, present), obj = rng.choice(_NEWS_SUBJECTS), rng.choice(_NEWS_VERBS), rng.choice(_NEWS_OBJECTS)
+    words = " ".join(rng.sample(_SORT_WORDS + _COUNTABLES, rng.randint(2, 4)))
+    a, b = rng.randint(0, 9), rng.randint(0, 9)
+    return rng.choice((
+        f"{name} lives in {city} and {other} lives in {home}. Ask {other} and you hear about {home}, "
+        f"ask {name} and you hear about {city}.",
+        f"{name} moved from {city} to {home}. Today {name} lives in {home}, far from {city}.",
+        f"{name} ordered a {product} from {city}, order {order}. The {product} for {name} left {city} as order {order}.",
+        f"{name} works as a {job} at {place}. At {place} everyone knows {name}, the {job}.",
+        f"On {rng.choice(_DAYS)} the {subject} {past} the {obj}. The news was short: the {subject} {present} the {obj}.",
+        f"{name} wrote down {words}. {other} read it back: {words}.",
+        f"{name} has {a} {rng.choice(_COUNTABLES)} and {other} has {b}. Together they have {a + b}, "
+        f"because {a} plus {b} is {a + b}.",
+    ))
+
+
 def demo_pretraining_corpus(n: int = 4000, seed: int = 0) -> list[str]:
     """``n`` short English-like paragraphs (1-3 sentences) for pretraining the demo base model.
 
@@ -411,4 +453,5 @@ def demo_pretraining_corpus(n: int = 4000, seed: int = 0) -> list[str]:
     while what the fine-tuning teaches (following each instruction format) is still left to learn.
     """
     rng = random.Random(f"pretraining-{seed}")
-    return [" ".join(_corpus_sentence(rng) for _ in range(rng.randint(1, 3))) for _ in range(n)]
+    return [_recall_paragraph(rng) if rng.random() < 0.8 else
+            " ".join(_corpus_sentence(rng) for _ in range(rng.randint(1, 3))) for _ in range(n)]
