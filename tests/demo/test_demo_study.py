@@ -30,7 +30,8 @@ def test_shipped_study_lists_every_demo_task_with_its_metric() -> None:
         task = DEMO_TASKS[name]
         assert (entry["metric"], entry["task_type"], entry["max_new_tokens"]) == (
             task.metric, task.task_type, task.max_new_tokens)
-    assert raw["stopping"]["rule"] == "dynamics" and set(raw["methods"]) == {"full", "lora"}
+    assert raw["stopping"]["rule"] == "dynamics" and raw["stopping"]["mode"] == "promote"
+    assert set(raw["methods"]) == {"full", "lora"}
     assert {"learning_rate", "batch_size"} <= set(raw["grid"])
 
 

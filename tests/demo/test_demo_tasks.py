@@ -169,26 +169,59 @@ def test_rule_based_answers_follow_their_rule(splits) -> None:
         assert 3 <= len(headline) <= 6
         assert " ".join(headline[:2]) in story and " ".join(headline[-2:]) in story
     for row in splits["arithmetic-words"][0]:
-        assert int(_answer(row)) >= 0
+        digits = [int(w) for w in row["prompt"].replace("?", " ").replace(".", " ").split() if w.isdigit()]
+        assert len(digits) == 2 and all(0 <= d <= 9 for d in digits) and int(_answer(row)) == sum(digits)
     for row in splits["order-extraction"][0]:
-        assert _answer(row) in row["prompt"].split("\nQuestion:")[0]
+        message, question = row["prompt"].split("\nQuestion:")
+        assert len(_answer(row).split()) == 1 and message.count(_answer(row)) == 1
+        assert question == " Which city is the customer in?\nAnswer:"
+    for row in splits["passage-qa"][0]:
+        assert len(_answer(row).split()) == 1
 
 
-def test_rows_fit_a_small_bpe_tokenizer(splits) -> None:
-    """With a ~1k-token byte-level BPE trained on the pretraining corpus (what the demo builds),
-    rows stay at ~20-80 tokens and answers, plus end of turn, fit the task's max_new_tokens."""
+@pytest.fixture(scope="module")
+def bpe() -> Any:
+    """A ~1k-token byte-level BPE trained on the pretraining corpus, as the demo builds it."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(vocab_size=1024, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    bpe.train_from_iterator(demo_pretraining_corpus(4000, seed=0), trainer=trainer)
+    tokenizer.train_from_iterator(demo_pretraining_corpus(4000, seed=0), trainer=trainer)
+    return tokenizer
+
+
+def test_rows_fit_a_small_bpe_tokenizer(splits, bpe) -> None:
+    """Rows stay at ~20-80 tokens and answers, plus end of turn, fit the task's max_new_tokens."""
     for name, (train, _) in splits.items():
         for row in train[:200]:
             text = "\n".join(m["content"] for m in row["messages"]) if "messages" in row else row["prompt"] + row["completion"]
             assert 15 <= len(bpe.encode(text).ids) <= 80, (name, text)
             assert len(bpe.encode(_answer(row)).ids) + 1 <= DEMO_TASKS[name].max_new_tokens, (name, _answer(row))
+
+
+@pytest.mark.parametrize("name", ["order-extraction", "passage-qa"])
+def test_copied_answers_are_the_prompts_tokens(splits, bpe, name: str) -> None:
+    """An answer copied from the prompt is spelled as inside it, so the model can copy tokens: at
+    the start of a turn, after the newline, the answer tokenises exactly as where it was read."""
+    for row in splits[name][0][:200]:
+        prompt = row["messages"][-2]["content"] if "messages" in row else row["prompt"]
+        turn_start = bpe.encode("\n" + _answer(row)).ids[1:]
+        ids = bpe.encode(prompt).ids
+        assert any(ids[i:i + len(turn_start)] == turn_start for i in range(len(ids))), (name, row)
+
+
+def test_most_of_the_corpus_refers_back_to_its_start() -> None:
+    """Copying from the context is learnt in pretraining: most paragraphs repeat, after their
+    first sentence, a name, place, number or word that the first sentence introduced."""
+    corpus = demo_pretraining_corpus(2000, seed=0)
+    refer_back = 0
+    for paragraph in corpus:
+        first, _, rest = paragraph.partition(". ")
+        words = set(first.replace(",", " ").split()) - {"the", "a", "and", "at", "in", "to", "of", "from", "is"}
+        refer_back += bool(words & set(rest.replace(",", " ").replace(".", " ").split()))
+    assert refer_back / len(corpus) >= 0.75
 
 
 def test_pretraining_corpus_is_deterministic_plain_text_over_the_task_vocabulary() -> None:

@@ -21,7 +21,7 @@ __all__ = ["BASE_NAME", "base_model_dir", "ensure_demo_base"]
 
 log = logging.getLogger(__name__)
 
-BASE_NAME = "demo-base-v2"
+BASE_NAME = "demo-base-v3"
 """Cache folder name; bump the version when the recipe below changes."""
 
 ARCH = dict(vocab_size=1024, hidden_size=96, num_layers=3, num_heads=4, num_kv_heads=2, intermediate_size=256,
@@ -34,11 +34,14 @@ def base_model_dir() -> Path:
 
 
 def _corpus(seed: int) -> list[str]:
-    """Plain text, plus a quarter as short ChatML exchanges of the same sentences.
+    """Plain text, plus a quarter of it again as short ChatML exchanges.
 
     Real base models have seen chat markup before instruction tuning; without it the template's
     tokens keep random embeddings, and LoRA, which leaves embeddings frozen, cannot learn to
-    close a turn. The exchanges hold no task: a line answered by the next one.
+    close a turn. The exchanges hold no task: a paragraph's first sentence is the message and
+    the rest is the reply, so where the paragraph refers back to its start (most of the corpus,
+    see :func:`tunescout.demo.tasks.demo_pretraining_corpus`) the reply copies from the message,
+    as an answer does later, and where it does not the reply is just the next sentence.
     """
     import random
 
@@ -46,8 +49,9 @@ def _corpus(seed: int) -> list[str]:
 
     lines = demo_pretraining_corpus(8000, seed=seed)
     rng = random.Random(seed)
-    chats = [f"<|im_start|>user\n{a}<|im_end|>\n<|im_start|>assistant\n{b}<|im_end|>\n"
-             for a, b in zip(lines[::4], lines[1::4])]
+    pairs = [line.split(". ", 1) for line in lines[::4] if ". " in line]
+    chats = [f"<|im_start|>user\n{first}.<|im_end|>\n<|im_start|>assistant\n{rest}<|im_end|>\n"
+             for first, rest in pairs]
     corpus = lines + chats
     rng.shuffle(corpus)
     return corpus
@@ -57,8 +61,16 @@ def ensure_demo_base(seed: int = 0, say: Callable[[str], None] = log.info) -> Pa
     """Build (once) and return the pretrained demo base model folder.
 
     Steps: train a byte-level BPE tokenizer on the corpus and initialise the model
-    (:func:`build_tiny_model`), then pretrain it for one epoch over the corpus with a cosine
+    (:func:`build_tiny_model`), then pretrain it for six epochs over the corpus with a cosine
     schedule. The finished model replaces the cache folder only when complete.
+
+    Six epochs at 6e-3 (about a minute on two cores), because copying from the context, which
+    the extraction and QA tasks need and a few dozen fine-tuning steps cannot create, appears
+    late and suddenly. Probed on new paragraphs of the corpus's kinds, after four epochs at 3e-3
+    (this corpus, with chat exchanges of unrelated lines) the model continued "Omar wrote down
+    stamps tower mug. Priya read it back:" with other frequent words; after four at 6e-3 it
+    copied half of such word lists but almost no cities or order numbers; after six it copies
+    70% of the lists and nearly all cities and numbers.
     """
     final = base_model_dir()
     if (final / "model" / "config.json").exists():
@@ -75,8 +87,8 @@ def ensure_demo_base(seed: int = 0, say: Callable[[str], None] = log.info) -> Pa
 
     config = TrainConfig(
         model=str(init), method="full", data=[DataSource(str(data))], train_on="all", batch_size=32,
-        max_tokens_per_micro_batch=4096, max_length=128, learning_rate=3e-3, schedule="cosine", warmup_steps=10,
-        epochs=2, weight_decay=0.0, grad_clip=1.0, output_dir=str(work / "pretrain"), seed=seed,
+        max_tokens_per_micro_batch=4096, max_length=128, learning_rate=6e-3, schedule="cosine", warmup_steps=10,
+        epochs=6, weight_decay=0.0, grad_clip=1.0, output_dir=str(work / "pretrain"), seed=seed,
         checkpoint_every=50, eval_fraction=0.02,
     )
     result = train(config)

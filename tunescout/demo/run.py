@@ -97,6 +97,10 @@ def run_demo(out_dir: str | Path = "tunescout-demo", say: Callable[[str], None] 
     args = (tables["telemetry"], tables["trials"], tables["results"], spec_json)
     pooled = dynamics_correlations(*args, n_boot=500).query("level == 'pooled'")
     for row in pooled.itertuples():
+        if not row.n:  # promote mode runs too few trials of a cohort to the end to correlate them
+            say("    early dynamics vs final score: no cohort has enough trials run to the end to correlate; "
+                "run the study with `stopping: {rule: none}` to measure it")
+            continue
         say(f"    early grad norm vs final score: rho {row.rho_lowgrad_better:+.2f} "
             f"[{row.lowgrad_ci_lo:+.2f}, {row.lowgrad_ci_hi:+.2f}], early loss: rho {row.rho_highloss_better:+.2f} "
             f"(n={row.n}; positive = the recipe's claim held)")

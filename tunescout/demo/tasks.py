@@ -94,7 +94,7 @@ def write_jsonl(rows: list[dict[str, Any]], path: str | Path) -> Path:
 # Every generator draws from small shared vocabularies (names, cities, products, ...) so that one
 # pretraining corpus covers them all and a byte-level BPE of ~1k tokens keeps most words whole:
 # prompts and answers then stay within ~20-80 tokens and answers within a few tokens, which a
-# ~1M-parameter model can learn in minutes on a CPU. Labels are drawn uniformly so no class
+# ~0.5M-parameter model can learn in minutes on a CPU. Labels are drawn uniformly so no class
 # dominates, and each task mixes templates so that memorising one surface form is not enough.
 
 _NAMES = ("Anna Ben Carla David Elena Farid Grace Hugo Ines Jonas Kira Leo Maya Nora Omar Priya "
@@ -149,11 +149,13 @@ def _as_in_text(answer: str) -> str:
 
     A byte-level BPE keeps the space in front of a word as part of its token: "Ghent" in
     "lives in Ghent" is one token, but at the start of a turn, after the newline, it has no
-    space and becomes other pieces ("G", "hent"). A base model of 1k tokens learns to copy a
-    word it has read, not to respell it: with bare answers, every configuration produced the
-    right kind of word and not the right word ("Shent" for Ghent). With the space, the answer is
-    made of the same tokens as in the prompt; the metrics strip it again, as generation does.
-    Real tokenizers learn both spellings of each common word; this one has no room for that.
+    space and becomes other pieces ("G", "hent"). A model with a vocabulary of 1k learns to copy
+    a word it has read, not to respell it: with bare answers it wrote a city, but rarely the
+    right one ("Shent" for Ghent). With the space, the answer is made of the same tokens as in
+    the prompt; the metrics strip it again, as generation does. Real tokenizers learn both
+    spellings of each common word; this one has no room for that. In the earlier demo study (4
+    epochs, learning rates 1e-3 to 1e-2), bare answers scored at most 0.03 on extraction and 0.13
+    on QA; with the space, 0.16 and 0.38.
     """
     return f" {answer}"
 
@@ -203,9 +205,9 @@ def _order_extraction(rng: random.Random) -> dict[str, Any]:
     # One field, always present and always asked for: the city the order goes to. The message
     # around it varies (four templates, the city in a different place in each) and carries the
     # other fields of an order (name, product, order number, a second number), so the model has
-    # to find the one city in the message and copy it, which it can learn in a few dozen steps;
-    # choosing among several fields by the question's wording it could not (all configurations
-    # scored at chance level).
+    # to find the one city in the message and copy it. With the question choosing one of those
+    # four fields, the best configuration of the demo's grid got 28% of the answers right (full)
+    # and 25% (LoRA); asked for the city only, 91% and 100%.
     name, city, product, order, extra = (rng.choice(_NAMES), rng.choice(_CITIES), rng.choice(_PRODUCTS),
                                          rng.randint(10000, 99999), rng.randint(2, 60))
     message = rng.choice((
@@ -221,7 +223,9 @@ def _order_extraction(rng: random.Random) -> dict[str, Any]:
 def _passage_qa(rng: random.Random) -> dict[str, Any]:
     # The fact that answers the question plus one or two distractors, in shuffled order; the answer
     # is one word of the passage (a city, a job, a thing), the only word of its kind there, so
-    # the question says what kind of word to copy and the passage where it is.
+    # the question says what kind of word to copy and the passage where it is. With years,
+    # counts, two cities (moved from/to) and two-word places to answer as well, the best F1 of
+    # the demo's grid was 0.34 (full) and 0.28 (LoRA); with these, 0.62 and 0.44.
     a, b = rng.sample(_NAMES, 2)
     city, job, things = rng.choice(_CITIES), rng.choice(_ONE_WORD_JOBS), rng.choice(_COUNTABLES)
     facts = [f"{a} lives in {city}.", f"{a} works as a {job} at {rng.choice(_PLACES)}.",
@@ -254,8 +258,9 @@ def _headline(rng: random.Random) -> dict[str, Any]:
 def _arithmetic_words(rng: random.Random) -> dict[str, Any]:
     # Word problems over single digits, written as digits: the sum is one token the base model
     # has seen after "a plus b is" in pretraining, so fine-tuning has to teach reading the two
-    # numbers out of a question and answering in the format, not arithmetic itself (sums of
-    # two-digit numbers, or numbers in words, stayed at chance level for every configuration).
+    # numbers out of a question and answering in the format, not arithmetic itself. Sums and
+    # differences up to 99, half of them in words, scored under 0.1 with every configuration of
+    # the earlier demo study (4 epochs, a base model that copied little).
     a, b = rng.randint(0, 9), rng.randint(0, 9)
     name, other, things = *rng.sample(_NAMES, 2), rng.choice(_COUNTABLES)
     question = rng.choice((
@@ -427,7 +432,8 @@ def _recall_paragraph(rng: random.Random) -> str:
     """
     name, other = rng.sample(_NAMES, 2)
     city, home = rng.sample(_CITIES, 2)
-    order, product, job, place = rng.randint(10000, 99999), rng.choice(_PRODUCTS), rng.choice(_JOBS), rng.choice(_PLACES)
+    order, product = rng.randint(10000, 99999), rng.choice(_PRODUCTS)
+    job, place = rng.choice(_JOBS), rng.choice(_PLACES)
     subject, (past, present), obj = rng.choice(_NEWS_SUBJECTS), rng.choice(_NEWS_VERBS), rng.choice(_NEWS_OBJECTS)
     words = " ".join(rng.sample(_SORT_WORDS + _COUNTABLES, rng.randint(2, 4)))
     a, b = rng.randint(0, 9), rng.randint(0, 9)
@@ -435,9 +441,11 @@ def _recall_paragraph(rng: random.Random) -> str:
         f"{name} lives in {city} and {other} lives in {home}. Ask {other} and you hear about {home}, "
         f"ask {name} and you hear about {city}.",
         f"{name} moved from {city} to {home}. Today {name} lives in {home}, far from {city}.",
-        f"{name} ordered a {product} from {city}, order {order}. The {product} for {name} left {city} as order {order}.",
+        f"{name} ordered a {product} from {city}, order {order}. "
+        f"The {product} for {name} left {city} as order {order}.",
         f"{name} works as a {job} at {place}. At {place} everyone knows {name}, the {job}.",
-        f"On {rng.choice(_DAYS)} the {subject} {past} the {obj}. The news was short: the {subject} {present} the {obj}.",
+        f"On {rng.choice(_DAYS)} the {subject} {past} the {obj}. "
+        f"The news was short: the {subject} {present} the {obj}.",
         f"{name} wrote down {words}. {other} read it back: {words}.",
         f"{name} has {a} {rng.choice(_COUNTABLES)} and {other} has {b}. Together they have {a + b}, "
         f"because {a} plus {b} is {a + b}.",
@@ -451,6 +459,9 @@ def demo_pretraining_corpus(n: int = 4000, seed: int = 0) -> list[str]:
     instruction formats, so the base model knows the words and some world facts (numbers, order
     of words) before fine-tuning, and a tokenizer trained on them keeps the tasks' words whole,
     while what the fine-tuning teaches (following each instruction format) is still left to learn.
+    Four in five paragraphs refer back to their own start (:func:`_recall_paragraph`), the rest
+    are one to three independent facts: copying from the context is the skill the extraction,
+    QA and headline tasks build on, so most of the corpus exercises it.
     """
     rng = random.Random(f"pretraining-{seed}")
     return [_recall_paragraph(rng) if rng.random() < 0.8 else
