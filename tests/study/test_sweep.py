@@ -339,9 +339,11 @@ def test_promotion_ranks_the_whole_cohort_once_and_trains_a_fraction(promoted: P
     tokens = sum(t["tokens"] for t in trials)
     planned = sum(t["planned_tokens"] for t in trials)
     assert tokens <= 0.55 * planned
-    for t in by_status["stopped"]:  # stopped where it paused, at the rung, without another launch
-        point = math.ceil(0.25 * t["planned_samples"])
-        assert point <= t["samples"] < point + t["hparams"]["batch_size"] and t["attempts"] == 1
+    for t in by_status["stopped"]:  # stopped where it paused (the first step past the rung that is at
+        point = math.ceil(0.25 * t["planned_samples"])  # least the min_steps-th), without another launch
+        bs = t["hparams"]["batch_size"]
+        assert t["samples"] >= point and t["steps"] >= 3 and (t["steps"] == 3 or t["samples"] - bs < point)
+        assert t["attempts"] == 1
         assert t["reason"].startswith("dynamics promote rung 1 (25% of samples): rank ")
     for t in by_status["completed"]:  # continued from its checkpoint at the rung
         assert t["attempts"] == 2 and t["samples"] == t["planned_samples"]
