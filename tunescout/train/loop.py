@@ -133,23 +133,44 @@ def train(
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with lock_run_dir(run_dir):
-        checkpoint = _prepare_run_dir(run_dir, config, resume, restart)
-        return _train_in(run_dir, config, checkpoint, sinks, early_stop, task_eval)
+        numerics = _resolve_numerics(config)
+        checkpoint = _prepare_run_dir(run_dir, config, numerics, resume, restart)
+        return _train_in(run_dir, config, numerics, checkpoint, sinks, early_stop, task_eval)
 
 
-def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, restart: bool) -> Path | None:
+@dataclass(frozen=True)
+class _Numerics:
+    """What ``auto`` settings resolve to on this machine: resolved once, recorded in ``run.json``
+    (a resume that resolves differently is refused) and used by the run."""
+
+    device: torch.device
+    dtype: torch.dtype
+    attn: str
+    row_tokens: int | None
+    budget: int
+
+    def record(self) -> dict[str, Any]:
+        return {"device": self.device.type, "dtype": str(self.dtype).removeprefix("torch."),
+                "attn_implementation": self.attn, "max_tokens_per_row": self.row_tokens,
+                "max_tokens_per_micro_batch": self.budget}
+
+
+def _resolve_numerics(config: TrainConfig) -> _Numerics:
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    attn = resolve_attn_implementation(config.attn_implementation, device, dtype)
+    return _Numerics(device, dtype, attn, *_packing_shape(config, attn, device))
+
+
+def _prepare_run_dir(run_dir: Path, config: TrainConfig, numerics: _Numerics, resume: bool,
+                     restart: bool) -> Path | None:
     """Check the directory may hold this run, record its config, and return the checkpoint to resume.
 
     A directory that already holds a run is never overwritten silently: it is continued
     (``resume``, only with the same identity) or explicitly started over (``restart``).
     """
     identity = run_identity(config)
-    device = resolve_device(config.device)
-    dtype = resolve_dtype(config.dtype, device)
-    attn = resolve_attn_implementation(config.attn_implementation, device, dtype)
-    row_tokens, budget = _packing_shape(config, attn, device)
-    resolved = {"device": device.type, "dtype": str(dtype).removeprefix("torch."), "attn_implementation": attn,
-                "max_tokens_per_row": row_tokens, "max_tokens_per_micro_batch": budget}
+    resolved = numerics.record()
     if restart:
         clear_run(run_dir)
     elif resume:
@@ -170,6 +191,7 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, restart: 
 def _train_in(
     run_dir: Path,
     config: TrainConfig,
+    numerics: _Numerics,
     checkpoint: Path | None,
     sinks: Sequence[Sink],
     early_stop: EarlyStop | None,
@@ -180,8 +202,7 @@ def _train_in(
     owned: list[Sink] = []
     try:
         _seed_everything(config.seed)
-        device = resolve_device(config.device)
-        dtype = resolve_dtype(config.dtype, device)
+        device, dtype = numerics.device, numerics.dtype
         # Mixed precision: float32 master weights for full fine-tuning, compute in `dtype`.
         half = dtype != torch.float32
         weights_dtype = torch.float32 if half and config.mixed_precision and config.method == "full" else dtype
@@ -199,8 +220,7 @@ def _train_in(
         total_steps = len(schedule)
         result.total_steps = total_steps
         result.data = {"train_samples": len(data.train), "eval_samples": len(data.eval), **vars(data.stats)}
-        attn = resolve_attn_implementation(config.attn_implementation, device, dtype)
-        row_tokens, budget = _packing_shape(config, attn, device)
+        attn, row_tokens, budget = numerics.attn, numerics.row_tokens, numerics.budget
         pad_id = tokenizer.pad_token_id or 0
 
         def pack(samples):
