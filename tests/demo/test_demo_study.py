@@ -30,7 +30,7 @@ def test_shipped_study_lists_every_demo_task_with_its_metric() -> None:
         task = DEMO_TASKS[name]
         assert (entry["metric"], entry["task_type"], entry["max_new_tokens"]) == (
             task.metric, task.task_type, task.max_new_tokens)
-    assert raw["stopping"]["rule"] == "dynamics" and raw["stopping"]["mode"] == "promote"
+    assert raw["stopping"] == {"rule": "asha", "signal": "val_loss", "mode": "promote", "rungs": [0.25], "eta": 3}
     assert set(raw["methods"]) == {"full", "lora"}
     assert {"learning_rate", "batch_size"} <= set(raw["grid"])
 

@@ -83,7 +83,7 @@ def run_demo(out_dir: str | Path = "tunescout-demo", say: Callable[[str], None] 
     say(f"    {out / 'study.yaml'}: {n_trials} trials ({' x '.join(spec.methods)} methods, "
         f"{len(spec.datasets)} datasets, grid {spec.grid}), stopping {spec.stopping}")
 
-    t = _stage(3, stages, f"sweep: {n_trials} trials, weak runs stopped early from their training dynamics", say)
+    t = _stage(3, stages, f"sweep: {n_trials} trials, the weak two thirds stopped at a quarter of their samples", say)
     counts = run_sweep(spec, on_event=_SweepProgress(n_trials, say))
     say(f"    {json.dumps(counts)} in {time.perf_counter() - t:.0f}s")
 
