@@ -1,4 +1,4 @@
-"""Training throughput on CPU: tunescout's padding-free loop against HF Trainer and TRL SFTTrainer.
+"""Training throughput: tunescout's padding-free loop against HF Trainer and TRL SFTTrainer (CPU or GPU).
 
 Every trainer trains the same model on the same tokenized samples, in the same order, with the same
 effective batch (samples per optimizer step) and the same number of optimizer steps. Only the way a
@@ -24,7 +24,12 @@ default, ``--threads``) it barely moves when other processes share the cores, so
 CPU-second is the number to trust on a busy machine. Each trainer runs in its own process, so the
 peak RSS it reports is its own.
 
-Run: ``.venv/bin/python benchmarks/throughput.py [--model tiny|smollm2|all]``; see README.md.
+On a GPU, ``--device cuda`` runs the same code on a ~1.1B Llama in bf16 against HF Trainer and TRL
+(default and ``padding_free``) and adds MFU and peak GPU memory; what differs is in
+``throughput_gpu.py``.
+
+Run: ``.venv/bin/python benchmarks/throughput.py [--model tiny|smollm2|all] [--device cpu|cuda]``;
+see README.md.
 """
 
 from __future__ import annotations
@@ -81,7 +86,12 @@ class ModelSpec:
 MODELS = {
     "tiny": ModelSpec("tiny", "full", batch_size=16, steps=4, micro_batch=4),
     "smollm2": ModelSpec("smollm2", "lora", batch_size=8, steps=3, micro_batch=4),
+    # GPU only (throughput_gpu.py): about 37k tokens a step, a second or less each on an H100.
+    "llama-1b": ModelSpec("llama-1b", "full", batch_size=64, steps=8, micro_batch=8, max_length=2048,
+                          learning_rate=1e-5, min_tokens=64, max_tokens=2048),
 }
+DEVICE_MODELS = {"cpu": ["tiny", "smollm2"], "cuda": ["llama-1b"]}
+"""What ``--model all`` runs on each device."""
 TINY_SHAPE = {"hidden_size": 256, "num_layers": 4, "vocab_size": 2048, "intermediate_size": 1024,
               "num_heads": 4, "num_kv_heads": 2}
 
@@ -97,11 +107,22 @@ class Variant:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def variants(spec: ModelSpec) -> list[Variant]:
+def variants(spec: ModelSpec, device: str = "cpu") -> list[Variant]:
     """The rows run for a model, reference (tunescout with its defaults) first."""
     from tunescout.config import TrainConfig
 
     default_budget = TrainConfig().max_tokens_per_micro_batch
+    if device == "cuda":
+        mb = spec.micro_batch
+        return [
+            Variant("tunescout", f"tunescout (defaults, budget {default_budget} tok)", "tunescout", {"budget": None}),
+            Variant("tunescout-compile", "tunescout compile: true", "tunescout", {"budget": None, "compile": True}),
+            Variant("tunescout-liger", "tunescout liger: true", "tunescout", {"budget": None, "liger": True}),
+            Variant("hf-trainer", "HF Trainer + DataCollatorForSeq2Seq", "hf", {"micro_batch": mb}),
+            Variant("trl-sft", "TRL SFTTrainer (default, padding)", "trl", {"micro_batch": mb}),
+            Variant("trl-padding-free", "TRL SFTTrainer padding_free=True", "trl",
+                    {"micro_batch": mb, "padding_free": True}),
+        ]
     return [
         Variant("tunescout", f"tunescout (default budget {default_budget} tok)", "tunescout", {"budget": None}),
         Variant("tunescout-budget-maxlen", f"tunescout (budget {spec.max_length} tok)", "tunescout",
@@ -202,11 +223,16 @@ def prepare_model(spec: ModelSpec, work: Path, seed: int) -> Path:
     Every trainer then loads the same folder the same way (and the 15 s GGUF dequantisation is
     paid once, not once per trainer).
     """
-    if spec.name == "tiny":
+    if spec.name in ("tiny", "llama-1b"):
         from tunescout.demo.tiny import build_tiny_model
 
-        return build_tiny_model(work / "models" / "tiny-h256-l4", corpus=tokenizer_corpus(seed), seed=seed,
+        tiny = build_tiny_model(work / "models" / "tiny-h256-l4", corpus=tokenizer_corpus(seed), seed=seed,
                                 max_positions=max(1024, spec.max_length), **TINY_SHAPE)
+        if spec.name == "tiny":
+            return tiny
+        from throughput_gpu import build_llama_1b  # the tiny model's tokenizer, a 1B Llama's shape
+
+        return build_llama_1b(tiny, work / "models" / "llama-1b", seed, max_positions=max(4096, spec.max_length))
     folder = work / "models" / "smollm2-135m-instruct"
     if not (folder / "config.json").exists():
         import torch
@@ -272,10 +298,13 @@ def prepare_data(spec: ModelSpec, model_dir: Path, work: Path, seed: int) -> dic
         "length_min": lengths[0], "length_median": lengths[len(lengths) // 2], "length_max": lengths[-1],
         "length_mean": round(sum(lengths) / len(lengths), 1), "step_tokens": step_tokens,
         "timed_tokens": sum(step_tokens[1:]),
+        # (tokens, loss tokens) of every sample of the timed steps: what their model FLOPs depend on
+        "timed_samples": [[(len(data.train[i]), data.train[i].num_loss_tokens) for i in b.indices]
+                          for b in schedule[1:]],
     }
 
 
-def run_worker(job: dict[str, Any], work: Path, threads: int) -> dict[str, Any]:
+def run_worker(job: dict[str, Any], work: Path, threads: int, timeout: float = WORKER_TIMEOUT_S) -> dict[str, Any]:
     """Run one trainer in a fresh Python process; a crash or timeout becomes an error row."""
     tag = f"{job['model']['name']}-{job['variant']['key']}"
     job_path = work / "jobs" / f"{tag}.json"
@@ -290,7 +319,7 @@ def run_worker(job: dict[str, Any], work: Path, threads: int) -> dict[str, Any]:
             proc = subprocess.run(
                 [sys.executable, str(Path(__file__).resolve()), "--worker", str(job_path)], check=False,
                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **ENV, **_thread_env(threads)},
-                timeout=WORKER_TIMEOUT_S, cwd=ROOT,
+                timeout=timeout, cwd=ROOT,
             )
             rc = proc.returncode
         except subprocess.TimeoutExpired:
@@ -363,7 +392,8 @@ def machine_info() -> dict[str, Any]:
 
     out: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
                            "cpus": os.cpu_count(), "load_avg": os.getloadavg()}
-    for pkg in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tunescout"):
+    for pkg in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tunescout", "flash-attn",
+                "liger-kernel"):
         try:
             out[pkg] = version(pkg)
         except Exception:  # noqa: BLE001 - a missing package is reported, not fatal
@@ -378,22 +408,27 @@ def machine_info() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=["tiny", "smollm2", "all"], default="all")
+    parser.add_argument("--model", choices=[*MODELS, "all"], default="all",
+                        help="all: tiny and smollm2 on cpu, llama-1b on cuda")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cuda: bf16 on the first GPU, with MFU and peak GPU memory (throughput_gpu.py)")
     parser.add_argument("--steps", type=int, help="timed optimizer steps (one warm-up step is added); "
-                        "default 4 for tiny, 3 for smollm2")
+                        "default 4 for tiny, 3 for smollm2, 8 for llama-1b")
     parser.add_argument("--batch-size", type=int, help="effective batch in samples per optimizer step; "
-                        "default 16 for tiny, 8 for smollm2")
+                        "default 16 for tiny, 8 for smollm2, 64 for llama-1b")
     parser.add_argument("--micro-batch", type=int, help="per_device_train_batch_size of the padded HF/TRL runs "
-                        "(default 4; must divide the batch)")
-    parser.add_argument("--trainers", help="comma-separated subset of: " + ",".join(
-        v.key for v in variants(MODELS["tiny"])))
+                        "(default 4, 8 for llama-1b; must divide the batch)")
+    all_keys = list(dict.fromkeys(v.key for d in DEVICE_MODELS for v in variants(MODELS["tiny"], d)))
+    parser.add_argument("--trainers", help="comma-separated subset of: " + ",".join(all_keys))
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per trainer process (default 1: on a shared machine two threads "
                         "on two cores make step times swing by an order of magnitude whenever another "
                         "process runs; one thread keeps the comparison stable)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=OUT_DIR / "throughput.json",
-                        help="JSON results (work files go in its folder)")
+    parser.add_argument("--worker-timeout", type=float, default=WORKER_TIMEOUT_S,
+                        help=f"seconds a trainer may take before its row is marked failed (default {WORKER_TIMEOUT_S})")
+    parser.add_argument("--out", type=Path, help="JSON results (work files go in its folder); default "
+                        "benchmarks/out/throughput.json, throughput-gpu.json with --device cuda")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -403,14 +438,30 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    device = args.device
+    attn = "sdpa"
+    if device == "cuda":
+        import importlib.util
+
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: no CUDA GPU is visible")
+        # One attention kernel for every trainer: flash attention when installed, else SDPA.
+        attn = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
+    args.out = args.out or OUT_DIR / ("throughput-gpu.json" if device == "cuda" else "throughput.json")
     work = args.out.resolve().parent
     work.mkdir(parents=True, exist_ok=True)
-    names = ["tiny", "smollm2"] if args.model == "all" else [args.model]
+    names = DEVICE_MODELS[device] if args.model == "all" else [args.model]
     wanted = set(args.trainers.split(",")) if args.trainers else None
-    unknown = (wanted or set()) - {v.key for v in variants(MODELS["tiny"])}
+    unknown = (wanted or set()) - set(all_keys)
     if unknown:
         parser.error(f"unknown trainers: {', '.join(sorted(unknown))}")
-    report: dict[str, Any] = {"machine": machine_info(), "models": {}}
+    report: dict[str, Any] = {"machine": machine_info(), "device": device, "attn": attn, "models": {}}
+    if device == "cuda":
+        from throughput_gpu import format_gpu_table, gpu_info, timed_flops
+
+        report["machine"].update(gpu_info())
     tables = []
     t_start = time.perf_counter()
     for name in names:
@@ -422,14 +473,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{name}] preparing model and data ...", flush=True)
         model_dir = prepare_model(spec, work, args.seed)
         data = prepare_data(spec, model_dir, work, args.seed)
+        if device == "cuda":
+            data["timed_flops"] = timed_flops(model_dir, data["timed_samples"])
         rows = []
-        for variant in variants(spec):
+        for variant in variants(spec, device):
             if wanted and variant.key not in wanted:
                 continue
             print(f"[{name}] {variant.label} ...", flush=True)
             job = {"model": asdict(spec), "model_dir": str(model_dir), "variant": asdict(variant),
-                   "data": data, "seed": args.seed}
-            result = run_worker(job, work, args.threads)
+                   "data": data, "seed": args.seed, "device": device, "attn": attn}
+            result = run_worker(job, work, args.threads, args.worker_timeout)
             rows.append({"key": variant.key, "label": variant.label, **result})
             status = (f"{result['tokens_per_s']:,.0f} tok/s" if result.get("status") == "ok"
                       else f"FAILED: {result.get('error')}")
@@ -439,7 +492,10 @@ def main(argv: list[str] | None = None) -> int:
                 "params": meta.get("params_text", "?"),
                 "method_text": "full fine-tuning" if spec.method == "full" else "LoRA r=16 on all linear layers"}
         report["models"][name] = {**info, "results": rows}
-        tables.append(format_table(name, info, rows))
+        if device == "cuda":
+            tables.append(format_gpu_table(name, {**info, "attn": attn, "gpu": report["machine"]}, rows))
+        else:
+            tables.append(format_table(name, info, rows))
     report["machine"]["load_avg_after"] = os.getloadavg()
     report["total_s"] = round(time.perf_counter() - t_start, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -477,15 +533,17 @@ def run_tunescout(job: dict[str, Any]) -> dict[str, Any]:
     from tunescout.train.telemetry import read_telemetry
 
     spec, opts, data = job["model"], job["variant"]["options"], job["data"]
+    device = job.get("device", "cpu")
     extra = {"max_tokens_per_micro_batch": opts["budget"]} if opts.get("budget") else {}
     config = TrainConfig(
         model=job["model_dir"], method=spec["method"], data=[DataSource(data["rows"])],
         batch_size=spec["batch_size"], max_steps=spec["steps"] + 1, epochs=1.0, max_length=spec["max_length"],
-        learning_rate=spec["learning_rate"], train_on="completion", eval_fraction=0.0, dtype="float32",
-        attn_implementation="sdpa", device="cpu", seed=job["seed"], output_dir=job["run_dir"],
-        save_model=False, progress=False, checkpoint_every=None, **extra,
+        learning_rate=spec["learning_rate"], train_on="completion", eval_fraction=0.0,
+        dtype="bfloat16" if device == "cuda" else "float32", attn_implementation=job.get("attn", "sdpa"),
+        device=device, seed=job["seed"], output_dir=job["run_dir"], save_model=False, progress=False,
+        checkpoint_every=None, compile=opts.get("compile", False), liger=opts.get("liger", False), **extra,
     )
-    clock = _StepClock()
+    clock = _StepClock(sync=device == "cuda")
     t0 = time.perf_counter()
     result = train(config, sinks=[clock], restart=True)  # a rerun into the same --out starts over
     total_s = time.perf_counter() - t0
@@ -495,7 +553,9 @@ def run_tunescout(job: dict[str, Any]) -> dict[str, Any]:
     tokens = steps[-1]["tokens"] - steps[0]["tokens"]
     budget = config.max_tokens_per_micro_batch
     rows = config.max_tokens_per_row or config.max_length  # the loop's default without flash attention
+    one_row = config.max_tokens_per_row is None and config.attn_implementation.startswith("flash_attention")
     mbs = [s["micro_batches"] for s in steps[1:]]
+    mfus = [s.get("mfu") for s in steps[1:]]
     padding = sum(s.get("pad_tokens", 0) for s in steps[1:])
     notes = []
     if tokens != data["timed_tokens"]:
@@ -503,7 +563,9 @@ def run_tunescout(job: dict[str, Any]) -> dict[str, Any]:
     return {
         **clock.window(), "tokens": tokens, "padded_tokens": tokens + padding,
         "telemetry_s": steps[-1]["wall_s"] - steps[0]["wall_s"],
-        "batching": f"rows <= {min(rows, budget)} tok in <= {budget} tok, {min(mbs)}-{max(mbs)} mb/step",
+        "batching": (f"1 row <= {budget} tok (varlen), {min(mbs)}-{max(mbs)} mb/step" if one_row else
+                     f"rows <= {min(rows, budget)} tok in <= {budget} tok, {min(mbs)}-{max(mbs)} mb/step"),
+        "telemetry_mfu": sum(mfus) / len(mfus) if mfus and None not in mfus else None,
         "micro_batches_per_step": mbs, "train_total_s": total_s, "final_loss": result.final_loss,
         "params_text": (f"{result.params['total'] / 1e6:.1f}M params "
                         f"({result.params['trainable'] / 1e6:.2f}M trainable)"),
@@ -525,27 +587,36 @@ def _hf_args(job: dict[str, Any], cls: Any, micro_batch: int, accumulation: int,
     no saving, no eval, and sequential sampling so steps hold the samples tunescout's steps hold.
 
     TRL's ``SFTConfig`` defaults to gradient checkpointing and bf16; both are off here, as in
-    tunescout and ``TrainingArguments``, so every trainer does the same arithmetic in float32."""
+    tunescout and ``TrainingArguments``, so every trainer does the same arithmetic in float32. On a
+    GPU all of them run bf16 autocast over float32 weights (``bf16=True``, tunescout's
+    ``mixed_precision``)."""
     spec = job["model"]
+    gpu = job.get("device", "cpu") == "cuda"
     return cls(
         output_dir=job["run_dir"], per_device_train_batch_size=micro_batch, gradient_accumulation_steps=accumulation,
         max_steps=spec["steps"] + 1, learning_rate=spec["learning_rate"], lr_scheduler_type="constant",
         warmup_steps=0, weight_decay=0.0, adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8, max_grad_norm=1.0,
         logging_strategy="no", save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True,
-        use_cpu=True, dataloader_num_workers=0, dataloader_pin_memory=False, train_sampling_strategy="sequential",
-        seed=job["seed"], bf16=False, fp16=False, gradient_checkpointing=False, **extra,
+        use_cpu=not gpu, dataloader_num_workers=0, dataloader_pin_memory=gpu, train_sampling_strategy="sequential",
+        seed=job["seed"], bf16=gpu, fp16=False, gradient_checkpointing=False, **extra,
     )
 
 
 class _StepClock:
     """Wall and process CPU time at the end of every optimizer step (a tunescout sink, and the
     HF/TRL callback below). CPU time barely moves when other processes take the cores, wall time
-    does: the two together show whether a number was disturbed."""
+    does: the two together show whether a number was disturbed. On a GPU (``sync``) it waits for
+    the queued kernels first: an optimizer step returns before the GPU has done it."""
 
-    def __init__(self) -> None:
+    def __init__(self, sync: bool = False) -> None:
         self.marks: list[tuple[float, float, float]] = []
+        self.sync = sync
 
     def write(self, record: Any = None) -> None:
+        if self.sync:
+            import torch
+
+            torch.cuda.synchronize()
         self.marks.append((time.perf_counter(), time.process_time(), os.getloadavg()[0]))
 
     def close(self) -> None:
@@ -574,12 +645,12 @@ class _Counter:
         self.real += int(mask.sum()) if mask is not None else int(ids.numel())
 
 
-def _timed_train(trainer: Any) -> dict[str, Any]:
+def _timed_train(trainer: Any, sync: bool = False) -> dict[str, Any]:
     """Run ``trainer.train()`` with a step clock and a token counter; return the timed window."""
     from transformers import TrainerCallback
 
     counter = _Counter()
-    clock = _StepClock()
+    clock = _StepClock(sync)
     tokens: list[tuple[int, int]] = []
 
     class StepClock(TrainerCallback):
@@ -622,13 +693,14 @@ def run_hf(job: dict[str, Any]) -> dict[str, Any]:
     mb = opts["micro_batch"]
     ga = spec["batch_size"] // mb
     tokenizer = load_tokenizer(job["model_dir"])
-    model = load_model(job["model_dir"], method=spec["method"], dtype=torch.float32, attn_implementation="sdpa")
+    model = load_model(job["model_dir"], method=spec["method"], dtype=torch.float32,
+                       attn_implementation=job.get("attn", "sdpa"))
     trainer = Trainer(
         model=model, args=_hf_args(job, TrainingArguments, mb, ga), train_dataset=_hf_dataset(job["data"]["samples"]),
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE),
         processing_class=tokenizer,
     )
-    out = _timed_train(trainer)
+    out = _timed_train(trainer, sync=job.get("device") == "cuda")
     return {**out, "batching": f"{mb} padded/micro-batch x GA {ga}", "params_text": _params_text(model),
             "threads": torch.get_num_threads(), "optim": trainer.args.optim, "notes": []}
 
@@ -665,11 +737,12 @@ def run_trl(job: dict[str, Any]) -> dict[str, Any]:
                      f"is {ga} rows: samples per step differ from the other runs, tokens per step roughly match")
     else:
         ga = spec["batch_size"] // mb
-    model = load_model(job["model_dir"], method="full", dtype=torch.float32, attn_implementation="sdpa")
+    model = load_model(job["model_dir"], method="full", dtype=torch.float32,
+                       attn_implementation=job.get("attn", "sdpa"))
     args = _hf_args(job, SFTConfig, mb, ga, completion_only_loss=True, dataset_num_proc=None, **extra)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=_lora_config() if spec["method"] == "lora" else None)
-    out = _timed_train(trainer)
+    out = _timed_train(trainer, sync=job.get("device") == "cuda")
     if opts.get("packing"):
         batching = f"{mb} packed row x GA {ga}"
     elif opts.get("padding_free"):
@@ -701,12 +774,20 @@ def worker_main(job_path: Path) -> int:
         out["tokens_per_s"] = out["tokens"] / out["timed_s"]
         out["tokens_per_cpu_s"] = out["tokens"] / out["cpu_s"]
         out["padding_fraction"] = 1 - out["tokens"] / max(1, out["padded_tokens"])
+        if job.get("device") == "cuda":
+            from tunescout.train.flops import peak_bf16_flops
+
+            # Every row trains the same samples, so the same model FLOPs: MFU is tokens/s rescaled.
+            peak = peak_bf16_flops("cuda")
+            out["mfu"] = job["data"]["timed_flops"] / out["timed_s"] / peak if peak else None
         out["status"] = "ok"
     except Exception as exc:  # noqa: BLE001 - every failure becomes a row that says why
         traceback.print_exc()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         out = {"status": "error", "error": f"{type(exc).__name__}: {first}"[:300]}
     out["peak_rss_mb"] = _peak_rss_mb()
+    if job.get("device") == "cuda":
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     Path(job["result_path"]).write_text(json.dumps(out, indent=2, default=str))
     return 0
 

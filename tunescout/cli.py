@@ -52,7 +52,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = train(config, resume=args.resume or bool(args.resume_dir), restart=args.restart)
     summary = {k: getattr(result, k) for k in ("status", "reason", "steps", "samples", "tokens",
                                                 "final_loss", "eval_loss", "wall_s", "output_dir")}
-    print(json.dumps(summary, indent=2))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary (rank 0's), not one per rank
+        print(json.dumps(summary, indent=2))
     return EXIT_CODES.get(result.status, 1)
 
 
@@ -61,12 +62,21 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from tunescout.study.sweep import format_plan, plan_study, run_sweep
 
     spec = load_study(args.study)
+    flags = {"name": args.executor, "address": args.address, "workers": args.workers,
+             "gpus_per_trial": args.gpus_per_trial, "cpus_per_trial": args.cpus_per_trial}
+    if any(v is not None for v in flags.values()):
+        from tunescout.study.executors import validate_executor
+
+        given = {k: v for k, v in flags.items() if v is not None}
+        if given.get("name", spec.executor["name"]) != spec.executor["name"]:  # another executor's options go
+            spec.executor = {"max_retries": spec.executor["max_retries"]}
+        spec.executor = validate_executor({**spec.executor, **given}, where="--executor")
     if args.dry_run:
         from tunescout.study.stopping import build_rule
 
         print(format_plan(plan_study(spec), build_rule(spec.stopping)))
         return 0
-    counts = run_sweep(spec, workers=args.workers)
+    counts = run_sweep(spec)
     print(json.dumps({"store": spec.store, "counts": counts}, indent=2))
     return 0
 
@@ -295,7 +305,16 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="run (or finish) a study: models x datasets x methods x HP grid")
     p.add_argument("study", help="study YAML")
-    p.add_argument("--workers", type=int, default=None, help="trials at once (default: one per GPU, or 1 on CPU)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="trials at once (default: local, one per GPU or 1 on CPU; ray, as many as the cluster fits)")
+    p.add_argument("--executor", choices=("local", "ray"), default=None,
+                   help="what runs the trials (default: the study's `executor`, else local)")
+    p.add_argument("--address", default=None,
+                   help="ray: the cluster (auto, HOST:PORT or ray://HOST:PORT; default: start Ray here)")
+    p.add_argument("--gpus-per-trial", type=float, default=None, dest="gpus_per_trial",
+                   help="GPUs each trial holds (a whole number above 1: one trial on that many processes)")
+    p.add_argument("--cpus-per-trial", type=float, default=None, dest="cpus_per_trial",
+                   help="CPU cores each trial holds and trains with")
     p.add_argument("--dry-run", action="store_true", help="print the trials and planned compute, run nothing")
     p.set_defaults(func=_cmd_sweep)
 
@@ -370,6 +389,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="trials at once")
     p.add_argument("--out", default="runs/tune", help="folder for the store, runs, best/ and the report")
     p.set_defaults(func=_cmd_tune)
+
+    from tunescout.eval_cmd import add_eval_command
+
+    add_eval_command(sub)
 
     p = sub.add_parser("demo", help="the embedded default study end to end: train, sweep, rank, analyze, report")
     p.add_argument("--out", default="runs/demo", help="folder for the data, the study store and the report")

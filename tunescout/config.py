@@ -156,8 +156,18 @@ class TrainConfig:
     (~1e-5) most bf16 weight updates would round away. ``false`` trains the weights in
     ``dtype`` directly (half the memory). LoRA always keeps the frozen base in ``dtype``."""
     attn_implementation: str = "auto"
-    """``auto``: flash_attention_2 when installed on a GPU, else sdpa."""
+    """``auto``: flash_attention_2 when installed on a GPU, else sdpa. With flash attention
+    (2 or 3) packed rows carry explicit sequence boundaries to its variable-length kernels."""
     gradient_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass: about a third more compute for
+    much less activation memory (larger micro-batches fit). The loss and gradients are the same."""
+    compile: bool = False
+    """``torch.compile`` each decoder layer (regional compilation; the first steps pay the
+    compile time). Part of the run's identity: fused kernels round differently."""
+    liger: bool = False
+    """Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU) on a CUDA GPU; needs the ``liger``
+    extra (``pip install 'tunescout[liger]'``). tunescout's own loss is kept. Part of the
+    run's identity, as ``compile``."""
     device: str = "auto"
     seed: int = 42
 
@@ -170,6 +180,12 @@ class TrainConfig:
     """Save LoRA runs as a merged full model instead of an adapter."""
     progress: bool = True
     """Show a progress bar (only on an interactive terminal)."""
+    track: list[str] = field(default_factory=list)
+    """Experiment trackers that mirror the run (step records, config, status, final scores):
+    ``mlflow``, ``tensorboard``, ``wandb`` (``pip install 'tunescout[track]'``). Checked here, when
+    the config is built: an unknown name or a missing package fails before training."""
+    track_group: str | None = None
+    """Groups runs in the trackers (MLflow experiment, W&B group); a study sets its name."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -211,6 +227,10 @@ class TrainConfig:
             raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.strategy == "phased" and any(d.phase is None for d in self.data):
             raise ConfigError("strategy: phased needs a `phase` on every data entry")
+        if self.track:
+            from tunescout.track import check_trackers  # names and installs only; no backend is imported
+
+            check_trackers(self.track)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (YAML/JSON-safe) of every field."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+from types import SimpleNamespace
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -153,6 +154,19 @@ def test_contract_answers_only_at_rung_crossings_with_reasons_naming_the_rung(sp
                 assert verdict.startswith(f"{rule.name} rung ")
     # Guard against a vacuous pass: every real rule stops the worst trial somewhere.
     assert (stops > 0) == (spec["rule"] != "none")
+
+
+def test_contract_ask_points_mark_exactly_the_records_a_rule_judges(spec: dict) -> None:
+    """A trial asks the driver only at its rule's ``ask_points``; they must be the crossings above,
+    where alone a rule answers, so streaming the other records without a verdict loses no stop."""
+    from tunescout.study.worker import asks_at
+
+    rule = build_rule(spec)
+    for trial in contract_cohort(rule):
+        due = asks_at(rule.ask_points(trial.planned_samples))
+        asked = [n for n, r in enumerate(trial.telemetry, start=1) if due(SimpleNamespace(**r))]
+        assert asked == [n for n in range(1, len(trial.telemetry) + 1) if is_crossing(rule, trial, n)]
+        assert bool(asked) == (spec["rule"] != "none")
 
 
 def test_contract_is_pure(spec: dict) -> None:

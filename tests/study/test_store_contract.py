@@ -128,6 +128,18 @@ def test_stopped_trials_reopen_and_resume_as_a_new_attempt(store) -> None:
     assert store.mark_running("t1") == 2 and len(store.telemetry("t1")) == 1  # its records are kept
 
 
+def test_a_failed_attempt_is_retried_as_a_new_attempt_with_its_reason(store) -> None:
+    store.sync_trials("demo", SPEC, [_row("t1"), _row("t2")])
+    store.mark_running("t1")
+    store.add_telemetry("t1", {"step": 1, "samples": 8, "tokens": 80})
+    store.retry("t1", "WorkerCrashedError: node lost")
+    t1 = store.trials(status="pending")[0]
+    assert (t1["trial_id"], t1["reason"]) == ("t1", "retrying after: WorkerCrashedError: node lost")
+    assert store.mark_running("t1") == 2 and len(store.telemetry("t1")) == 1
+    with pytest.raises(StoreError, match="not an allowed transition"):
+        store.retry("t2", "never ran")  # only a running trial is retried
+
+
 def test_pause_and_rung_decisions(store) -> None:
     store.sync_trials("demo", SPEC, [_row("t1"), _row("t2"), _row("t3")])
     for tid in ("t1", "t2", "t3"):

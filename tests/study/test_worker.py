@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -67,3 +68,37 @@ def test_the_watcher_kills_a_trial_whose_driver_dies() -> None:
         for p in (driver, trial):
             if p.poll() is None:
                 p.kill()
+
+
+class ListChannel:
+    """A channel that keeps what the trial sends and answers asks from a function."""
+
+    def __init__(self, answer) -> None:
+        self.messages: list[tuple[str, dict]] = []
+        self.answer = answer
+
+    def send(self, kind: str, data: dict) -> None:
+        self.messages.append((kind, data))
+
+    def ask(self, record: dict):
+        self.messages.append(("ask", record))
+        return self.answer(record)
+
+
+def test_a_trial_on_two_ranks_reports_through_the_same_channel(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """``gpus_per_trial: 2`` trains a trial on two processes (gloo on CPU): rank 0's records reach
+    the trial's channel, asks get their verdict, and a stop verdict ends every rank."""
+    from tunescout.demo.tasks import make_rows, write_jsonl
+    from tunescout.study.worker import run_trial
+
+    write_jsonl(make_rows("sentiment", 32, seed=0), tmp_path / "train.jsonl")
+    config = {"model": str(tiny_model_dir), "method": "full", "data": [{"path": str(tmp_path / "train.jsonl")}],
+              "output_dir": str(tmp_path / "run"), "epochs": 1, "batch_size": 4, "max_length": 64,
+              "max_tokens_per_micro_batch": 256, "learning_rate": 1e-3, "progress": False, "checkpoint_every": 2}
+    channel = ListChannel(lambda r: "rung 1: rank 2 of 2" if r["samples"] >= 12 else None)
+    run_trial(channel, {"config": config, "task": {}, "ask_at": [[12, 1]], "ranks": 2, "threads": 1})
+    kinds = [(k, d.get("step")) for k, d in channel.messages]
+    assert kinds == [("record", 1), ("ask", 2), ("ask", 3), ("done", None)]
+    done = channel.messages[-1][1]
+    assert (done["status"], done["reason"], done["steps"]) == ("stopped", "rung 1: rank 2 of 2", 3), done
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["resolved"]["world_size"] == 2

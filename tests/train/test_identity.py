@@ -19,7 +19,8 @@ from tunescout.config import ConfigError, DataSource, LoraConfig, TrainConfig
 from tunescout.data import digest
 from tunescout.demo.tasks import make_rows, write_jsonl
 from tunescout.train import train
-from tunescout.train.identity import NON_RESULT_KEYS, ResumeMismatch, config_hash, identity_diff, run_identity
+from tunescout.train.identity import (ADDED_KEYS, NON_RESULT_KEYS, ResumeMismatch, config_hash, identity_diff,
+                                       run_identity)
 from tunescout.train.rundir import RunDirLocked, lock_run_dir
 
 
@@ -41,10 +42,11 @@ def test_non_result_keys_are_fields_and_left_out(data_file: Path) -> None:
     config = TrainConfig(model="m", data=[DataSource(str(data_file))])
     identity = run_identity(config)
     assert not set(NON_RESULT_KEYS) & set(identity)
-    assert set(identity) == fields - set(NON_RESULT_KEYS)
+    assert set(identity) == fields - set(NON_RESULT_KEYS) - set(ADDED_KEYS)  # added keys: only when set
     for key in NON_RESULT_KEYS:  # changing a left-out key keeps the hash
         value = {"output_dir": "elsewhere", "progress": False, "checkpoint_every": 7, "save_model": False,
-                 "merge_lora": True, "eval_every": 3, "eval_at_samples": [16]}[key]
+                 "merge_lora": True, "eval_every": 3, "eval_at_samples": [16], "track": ["tensorboard"],
+                 "track_group": "a-study"}[key]
         assert config_hash(run_identity(dataclasses.replace(config, **{key: value}))) == config_hash(identity)
     for key, value in (("epochs", 2.0), ("max_length", 512), ("learning_rate", 1e-4), ("seed", 1),
                        ("dtype", "bfloat16"), ("max_tokens_per_micro_batch", 4096)):

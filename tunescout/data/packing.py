@@ -9,11 +9,22 @@ is spent on padding.
 
 Targets are shifted *per sample* before concatenation: the last token of a sample predicts
 nothing, never the first token of its neighbour.
+
+For flash attention the boundaries can also travel explicitly (``boundaries=True``): the
+cumulative sequence lengths and the longest sequence, the ``cu_seq_lens_q``/``cu_seq_lens_k``/
+``max_length_q``/``max_length_k`` keyword arguments transformers' varlen path takes (the shape
+``DataCollatorWithFlattening(return_flash_attn_kwargs=True)`` produces). Given them, the kernel
+does not infer the boundaries from the position ids again in every layer, and the longest
+length is a Python int, so no layer waits for the GPU to report it.
+
+Architectures whose masks ignore the position ids cannot be packed (see
+:mod:`tunescout.train.accel`); ``pack=False`` puts each sample in a row of its own instead.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -70,10 +81,22 @@ class MicroBatch:
     num_samples: int
     num_tokens: int
     """Real (sample) tokens, padding excluded."""
+    cu_seq_lens: torch.Tensor | None = None
+    """With ``boundaries``: int32 offsets of every sequence in the flattened ``[R * L]`` micro-batch,
+    from 0 to ``R * L`` (a row's padding counts as a sequence of its own)."""
+    max_seq_len: int | None = None
+    """With ``boundaries``: the longest of those sequences."""
 
     @property
     def num_loss_tokens(self) -> int:
         return int((self.targets != IGNORE).sum())
+
+    def attention_kwargs(self) -> dict[str, torch.Tensor | int]:
+        """The explicit sequence boundaries for flash attention's varlen kernels, or {} without them."""
+        if self.cu_seq_lens is None:
+            return {}
+        return {"cu_seq_lens_q": self.cu_seq_lens, "cu_seq_lens_k": self.cu_seq_lens,
+                "max_length_q": self.max_seq_len, "max_length_k": self.max_seq_len}
 
     def to(self, device: torch.device | str) -> "MicroBatch":
         return MicroBatch(
@@ -82,6 +105,8 @@ class MicroBatch:
             self.targets.to(device, non_blocking=True),
             self.num_samples,
             self.num_tokens,
+            None if self.cu_seq_lens is None else self.cu_seq_lens.to(device, non_blocking=True),
+            self.max_seq_len,
         )
 
 
@@ -97,10 +122,12 @@ def _row(samples: Sequence[TokenizedSample]) -> tuple[list[int], list[int], list
     return ids, pos, tgt
 
 
-def collate_packed(rows: Sequence[Sequence[TokenizedSample]] | Sequence[TokenizedSample], pad_id: int = 0) -> MicroBatch:
+def collate_packed(rows: Sequence[Sequence[TokenizedSample]] | Sequence[TokenizedSample], pad_id: int = 0,
+                   boundaries: bool = False) -> MicroBatch:
     """Concatenate the samples of each row; pad rows to the longest with an ignored sequence.
 
     ``rows`` is a list of rows (each a list of samples), or a flat list of samples for one row.
+    ``boundaries`` adds the explicit sequence boundaries (``cu_seq_lens``, ``max_seq_len``).
     """
     if rows and isinstance(rows[0], TokenizedSample):
         rows = [rows]  # type: ignore[list-item]
@@ -113,12 +140,19 @@ def collate_packed(rows: Sequence[Sequence[TokenizedSample]] | Sequence[Tokenize
         pos_t.append(pos + list(range(fill)))  # restarts at 0: a separate sequence, never attended to
         tgt_t.append(tgt + [IGNORE] * fill)
     as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
-    return MicroBatch(as_tensor(ids_t), as_tensor(pos_t), as_tensor(tgt_t),
-                      sum(len(r) for r in rows), sum(len(ids) for ids, _, _ in built))
+    mb = MicroBatch(as_tensor(ids_t), as_tensor(pos_t), as_tensor(tgt_t),
+                    sum(len(r) for r in rows), sum(len(ids) for ids, _, _ in built))
+    if boundaries:
+        # Every sample is a sequence, and so is a row's padding: offsets run over the flattened micro-batch.
+        seqs = [n for row, (ids, _, _) in zip(rows, built) for n in (*(len(s) for s in row), width - len(ids)) if n]
+        mb.cu_seq_lens = torch.tensor([0, *itertools.accumulate(seqs)], dtype=torch.int32)
+        mb.max_seq_len = max(seqs)
+    return mb
 
 
 def plan_micro_batches(
-    samples: Sequence[TokenizedSample], max_tokens: int, row_tokens: int | None = None, pad_id: int = 0
+    samples: Sequence[TokenizedSample], max_tokens: int, row_tokens: int | None = None, pad_id: int = 0,
+    *, boundaries: bool = False, pack: bool = True,
 ) -> list[MicroBatch]:
     """Split one effective batch into packed micro-batches of at most ``max_tokens`` tokens.
 
@@ -129,11 +163,24 @@ def plan_micro_batches(
             attention the block-diagonal mask still costs compute quadratic in the row length,
             so rows of about the maximum sample length (several rows per micro-batch) are
             much faster there.
+        boundaries: attach the explicit sequence boundaries flash attention's varlen kernels take
+            (:meth:`MicroBatch.attention_kwargs`).
+        pack: ``False`` puts every sample in a row of its own (right-padded to the longest row of
+            its micro-batch), for architectures that cannot keep packed samples apart.
+
+    Raises:
+        ValueError: a sample longer than ``max_tokens`` (or ``row_tokens``).
     """
-    if row_tokens is None or row_tokens >= max_tokens:
+    if not pack:
+        if samples and max(len(s) for s in samples) > max_tokens:
+            raise ValueError(f"a sample of {max(len(s) for s in samples)} tokens exceeds the micro-batch budget "
+                             f"of {max_tokens}")
+        rows = [[i] for i in range(len(samples))]
+    elif row_tokens is None or row_tokens >= max_tokens:
         bins = pack_bins([len(s) for s in samples], max_tokens)
-        return [collate_packed([samples[i] for i in b], pad_id) for b in bins]
-    rows = pack_bins([len(s) for s in samples], row_tokens)
+        return [collate_packed([samples[i] for i in b], pad_id, boundaries) for b in bins]
+    else:
+        rows = pack_bins([len(s) for s in samples], row_tokens)
     lengths = [sum(len(samples[i]) for i in r) for r in rows]
     # Rows longest first; a micro-batch takes rows while (rows x longest row) fits the budget.
     order = sorted(range(len(rows)), key=lambda k: (-lengths[k], k))
@@ -143,4 +190,4 @@ def plan_micro_batches(
             batches[-1].append(k)
         else:
             batches.append([k])
-    return [collate_packed([[samples[i] for i in rows[k]] for k in b], pad_id) for b in batches]
+    return [collate_packed([[samples[i] for i in rows[k]] for k in b], pad_id, boundaries) for b in batches]

@@ -9,9 +9,11 @@ strings can be encoded the way training encoded them (see ``_encode_prompt``).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
+
+from tunescout.config import did_you_mean
 
 __all__ = ["Prompt", "generate_batched", "render_prompt", "stop_token_ids"]
 
@@ -77,22 +79,35 @@ def _cut_at_stop(ids: list[int], stops: set[int]) -> list[int]:
     return ids
 
 
-def _greedy_config(max_new_tokens: int, stops: list[int], pad_id: int) -> Any:
-    """A generation config for plain greedy decoding.
+def _greedy_config(max_new_tokens: int, stops: list[int], pad_id: int,
+                   overrides: Mapping[str, Any] | None = None) -> Any:
+    """A generation config for plain greedy decoding, with ``overrides`` on top.
 
     ``generate`` fills every field we leave unset from the checkpoint's ``generation_config.json``,
     so the fields a checkpoint commonly sets are pinned to their neutral values here: a
     repetition penalty or a minimum length would change greedy answers, and sampling settings
-    would only trigger "flags ignored" warnings.
+    would only trigger "flags ignored" warnings. ``overrides`` (``{"do_sample": True,
+    "temperature": 0.7}``, ``{"num_beams": 4}``) are the caller's explicit choice and win.
+
+    Raises:
+        ValueError: an override that is not a ``GenerationConfig`` field, or an invalid combination.
     """
     from transformers import GenerationConfig
 
-    return GenerationConfig(
+    settings: dict[str, Any] = dict(
         max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=stops, pad_token_id=pad_id,
         use_cache=True,  # training loads models with use_cache=False; without a KV cache each step is O(length)
         temperature=1.0, top_p=1.0, top_k=50, repetition_penalty=1.0, no_repeat_ngram_size=0,
         min_length=0,
     )
+    known = set(GenerationConfig().to_dict())
+    for key in overrides or {}:
+        if key not in known:
+            raise ValueError(f"unknown generation setting `{key}`{did_you_mean(key, sorted(known))}")
+    settings.update(overrides or {})
+    config = GenerationConfig(**settings)
+    config.validate(strict=True)
+    return config
 
 
 def generate_batched(
@@ -102,8 +117,9 @@ def generate_batched(
     max_new_tokens: int = 32,
     batch_size: int = 16,
     device: str | torch.device = "cpu",
+    generation: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """Greedy answers to ``prompts``, in the same order.
+    """Greedy answers to ``prompts`` (unless ``generation`` says otherwise), in the same order.
 
     Prompts are sorted by length before batching (less padding, and a long prompt does not slow
     a batch of short ones), and the model is put in eval mode for the duration, then every
@@ -116,13 +132,15 @@ def generate_batched(
         max_new_tokens: most tokens generated per prompt.
         batch_size: prompts per ``generate`` call.
         device: where the input tensors go.
+        generation: ``GenerationConfig`` settings over greedy decoding (sampling, beams, penalties).
 
     Returns:
         The generated text of each prompt: new tokens only, cut at the first stop token, decoded
         without special tokens and stripped.
 
     Raises:
-        ValueError: bad sizes, an empty prompt, or a tokenizer with nothing to stop on.
+        ValueError: bad sizes, an empty prompt, a tokenizer with nothing to stop on, or a bad
+            ``generation`` setting.
     """
     if max_new_tokens < 1 or batch_size < 1:
         raise ValueError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens} and {batch_size}")
@@ -131,7 +149,7 @@ def generate_batched(
     stops = stop_token_ids(tokenizer)
     stop_set = set(stops)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    config = _greedy_config(max_new_tokens, stops, pad_id)
+    config = _greedy_config(max_new_tokens, stops, pad_id, generation)
     encoded = [_encode_prompt(tokenizer, p) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     answers: list[str] = [""] * len(encoded)

@@ -20,6 +20,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from tunescout.evaluate.harness import HARNESS_PREFIX, harness_direction
+
 __all__ = [
     "METRICS", "Metric", "MetricFn", "accuracy", "exact_match", "f1", "get_metric", "normalize_answer",
     "normalize_label", "register_metric", "rouge_l",
@@ -178,6 +180,9 @@ def register_metric(metric: Metric, *, replace: bool = False) -> Metric:
 def get_metric(name: str) -> Metric:
     """The registered metric called ``name``.
 
+    A ``harness:<tasks>:<key>`` name (a study dataset scored by lm-eval harness tasks) is known
+    too, with the direction of its key.
+
     Raises:
         ValueError: unknown name; the message lists the known ones and the closest match.
     """
@@ -185,6 +190,8 @@ def get_metric(name: str) -> Metric:
         return METRICS[name]
     except KeyError:
         pass
+    if name.startswith(HARNESS_PREFIX):  # scored by lm-eval (evaluate/harness.py), not from generations here
+        return Metric(name, None, higher_is_better=harness_direction(name.rsplit(":", 1)[-1]))
     known = sorted(METRICS)
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else ""

@@ -9,7 +9,7 @@ when the tokenizer has a chat template, and stay a raw string when it has none.
 from __future__ import annotations
 
 import logging
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import torch
 
@@ -75,6 +75,8 @@ def evaluate_task(
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     limit: int | None = None,
+    generation: Mapping[str, Any] | None = None,
+    per_row: bool = False,
 ) -> dict[str, Any]:
     """Generate an answer to every row greedily and score the answers with ``metric``.
 
@@ -87,9 +89,12 @@ def evaluate_task(
         batch_size: prompts per ``generate`` call.
         device: where the inputs go.
         limit: score only the first ``limit`` rows (the order is the caller's).
+        generation: ``GenerationConfig`` settings over greedy decoding (see :func:`generate_batched`).
+        per_row: also return every row's prompt, answer, reference and score under ``"rows"``.
 
     Returns:
-        ``{"metric": name, "score": float in [0, 1], "n": rows scored, "predictions": first 20 answers}``.
+        ``{"metric": name, "score": float in [0, 1], "n": rows scored, "predictions": first 20 answers}``,
+        and with ``per_row``, ``"rows": [{"where", "prompt", "prediction", "reference", "score"}, ...]``.
 
     Raises:
         ValueError: unknown metric, a metric not computed from generations (``val_loss``), no rows,
@@ -105,7 +110,13 @@ def evaluate_task(
         raise ValueError("no examples to evaluate")
     items = build_eval_items(rows, use_chat=bool(getattr(tokenizer, "chat_template", None)))
     predictions = generate_batched(model, tokenizer, [item.prompt for item in items],
-                                   max_new_tokens=max_new_tokens, batch_size=batch_size, device=device)
+                                   max_new_tokens=max_new_tokens, batch_size=batch_size, device=device,
+                                   generation=generation)
     score = spec.fn(predictions, [item.reference for item in items])
     log.info("%s = %.4f on %d examples", spec.name, score, len(items))
-    return {"metric": spec.name, "score": float(score), "n": len(items), "predictions": predictions[:KEEP_PREDICTIONS]}
+    out = {"metric": spec.name, "score": float(score), "n": len(items), "predictions": predictions[:KEEP_PREDICTIONS]}
+    if per_row:  # each row scored alone: the metric is a mean of per-row scores, so these average to `score`
+        out["rows"] = [{"where": row.where, "prompt": item.prompt if isinstance(item.prompt, str) else list(item.prompt),
+                        "prediction": pred, "reference": item.reference, "score": float(spec.fn([pred], [item.reference]))}
+                       for row, item, pred in zip(rows, items, predictions)]
+    return out

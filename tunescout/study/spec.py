@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,12 @@ class StudySpec:
     """``tokens`` (trained so far, all trials) and/or ``wall_s`` (study time) to stop launching at."""
     store: str = ""
     runs_dir: str = ""
-    """Where trial run directories go; default ``<store>.runs`` next to the store."""
+    """Where trial run directories (and their checkpoints) go: the YAML's ``storage`` (or its older
+    name ``runs_dir``); default ``<store>.runs`` next to the store. On a cluster, a path every
+    node sees, so that a trial retried on another node resumes from its checkpoint."""
+    executor: dict[str, Any] = field(default_factory=dict)
+    """What runs the trials: ``{name: local | ray, address, workers, gpus_per_trial,
+    cpus_per_trial, max_retries}`` (see :mod:`tunescout.study.executors`); defaults filled in."""
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,8 @@ class Trial:
         return tuple(getattr(self, k) for k in COHORT)
 
 
-STUDY_KEYS = ("name", "store", "runs_dir", "models", "methods", "datasets", "grid", "configs", "fixed", "seeds",
-              "stopping", "budget")
+STUDY_KEYS = ("name", "store", "storage", "runs_dir", "models", "methods", "datasets", "grid", "configs", "fixed",
+              "seeds", "stopping", "budget", "executor")
 DATASET_KEYS = ("name", "train", "eval", "metric", "task_type", "max_new_tokens", "eval_limit")
 
 
@@ -127,8 +133,12 @@ def load_study(path: str | Path) -> StudySpec:
         seeds=raw.get("seeds", [0]), stopping=raw.get("stopping") or {"rule": "none"},
         budget=raw.get("budget") or {},
         store=str(base / raw.get("store", f"{raw['name']}.db")),
+        executor=raw.get("executor") or {},
     )
-    spec.runs_dir = str(base / raw["runs_dir"]) if raw.get("runs_dir") else spec.store + ".runs"
+    if raw.get("storage") and raw.get("runs_dir"):
+        raise ConfigError(f"{path}: `storage` and `runs_dir` name the same folder; give one")
+    runs = raw.get("storage") or raw.get("runs_dir")
+    spec.runs_dir = str(base / os.path.expanduser(str(runs))) if runs else spec.store + ".runs"
     validate(spec)
     return spec
 
@@ -136,6 +146,7 @@ def load_study(path: str | Path) -> StudySpec:
 def validate(spec: StudySpec) -> None:
     """Check the whole study before any data is tokenised: its keys and types, the stopping rule,
     and that every trial's config builds (so a typo fails before hours of training)."""
+    from tunescout.study.executors import validate_executor
     from tunescout.study.stopping import build_rule
 
     if not isinstance(spec.budget, dict):
@@ -150,9 +161,15 @@ def validate(spec: StudySpec) -> None:
     if not isinstance(spec.stopping, dict):
         raise ConfigError(f"stopping: expected a mapping such as {{rule: dynamics}}, got {spec.stopping!r}")
     build_rule(spec.stopping)
+    try:
+        spec.executor = validate_executor(spec.executor)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     names = [d.name for d in spec.datasets]
     if len(set(names)) != len(names):
         raise ConfigError(f"dataset names must be unique: {names}")
+    for d in spec.datasets:  # a misspelt metric, or harness tasks without lm-eval, fail before any trial trains
+        _check_metric(d)
     for key, values in spec.grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"grid.{key}: expected a non-empty list of values")
@@ -171,6 +188,19 @@ def validate(spec: StudySpec) -> None:
                                  {key: spec.grid[key][0]}, spec.seeds[0]))
 
 
+def _check_metric(dataset: DatasetSpec) -> None:
+    from tunescout.evaluate.harness import HARNESS_INSTALL, harness_available
+    from tunescout.evaluate.metrics import get_metric
+
+    name = dataset_metric(dataset)  # raises ConfigError naming the dataset for a bad harness mapping
+    if name.startswith("harness:") and not harness_available():
+        raise ConfigError(f"dataset {dataset.name!r}: harness tasks need lm-evaluation-harness: {HARNESS_INSTALL}")
+    try:
+        get_metric(name)
+    except ValueError as exc:
+        raise ConfigError(f"dataset {dataset.name!r}: {exc}") from None
+
+
 def _dataset(spec: StudySpec, name: str) -> DatasetSpec:
     return next(d for d in spec.datasets if d.name == name)
 
@@ -181,6 +211,8 @@ def _build_trial_config(spec: StudySpec, model: str, method: str, dataset: Datas
     raw.update(model=model, method=method, seed=seed, data=[{"path": dataset.train}],
                eval_data=[{"path": dataset.eval}], output_dir=output_dir, progress=False)
     raw.setdefault("checkpoint_every", 20)
+    if raw.get("track"):  # each trial is one tracker run, grouped by study (MLflow experiment, W&B group)
+        raw.setdefault("track_group", spec.name)
     return build_config(raw)
 
 

@@ -204,6 +204,12 @@ class SQLiteStore:
                 (attempt, time.time(), trial_id))
         return attempt
 
+    def retry(self, trial_id: str, reason: str) -> None:
+        with self._tx():
+            self._transition(trial_id, "pending")
+            self.db.execute("UPDATE trials SET status='pending', reason=? WHERE trial_id=?",
+                            (f"retrying after: {reason}", trial_id))
+
     def add_telemetry(self, trial_id: str, record: dict[str, Any]) -> None:
         with self._tx():
             row = self.db.execute("SELECT status, attempts FROM trials WHERE trial_id=?", (trial_id,)).fetchone()

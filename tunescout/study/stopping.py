@@ -108,11 +108,17 @@ class StoppingRule(Protocol):
       alone in its cohort is never stopped.
     - ``eval_points(planned_samples)`` lists the sample counts at which the trial must report
       an evaluation (empty for rules that only read telemetry).
+    - ``ask_points(planned_samples)`` lists where a verdict can be other than None, as
+      ``(samples, min_steps)``: the first record past ``samples`` that is at least the
+      ``min_steps``-th step. The trial asks the driver only there and streams every other
+      record without waiting; ``decide`` returns None at every other record.
     """
 
     name: str
 
     def eval_points(self, planned_samples: int) -> list[int]: ...
+
+    def ask_points(self, planned_samples: int) -> list[tuple[int, int]]: ...
 
     def decide(self, trial: TrialProgress, cohort: Sequence[TrialProgress]) -> str | None: ...
 
@@ -160,6 +166,9 @@ class NoStopping:
     name: str = field(default="none", init=False, repr=False)
 
     def eval_points(self, planned_samples: int) -> list[int]:
+        return []
+
+    def ask_points(self, planned_samples: int) -> list[tuple[int, int]]:
         return []
 
     def decide(self, trial: TrialProgress, cohort: Sequence[TrialProgress]) -> str | None:
@@ -211,6 +220,9 @@ class DynamicsRule:
 
     def eval_points(self, planned_samples: int) -> list[int]:
         return []  # telemetry is all this rule reads
+
+    def ask_points(self, planned_samples: int) -> list[tuple[int, int]]:
+        return [(rung_samples(f, planned_samples), self.min_steps) for f in self.rungs]
 
     def rung_scores(self, fraction: float, cohort: Sequence[TrialProgress]) -> dict[str, float | None]:
         """The score at a rung of every trial that reached it (lower is better)."""
@@ -296,6 +308,9 @@ class AshaRule:
         if isinstance(planned_samples, bool) or not isinstance(planned_samples, int) or planned_samples < 1:
             raise ValueError(f"planned_samples must be a positive int, got {planned_samples!r}")
         return sorted({rung_samples(f, planned_samples) for f in self.rungs})
+
+    def ask_points(self, planned_samples: int) -> list[tuple[int, int]]:
+        return [(point, 1) for point in self.eval_points(planned_samples)]
 
     def rung_scores(self, fraction: float, cohort: Sequence[TrialProgress]) -> dict[str, float | None]:
         """The evaluation at a rung of every trial that reached it, oriented so lower is better

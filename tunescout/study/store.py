@@ -9,7 +9,7 @@ The contract, in the manner of Optuna's ``BaseStorage``:
 * **Trials are immutable records plus status transitions.** A trial's identity (its id, the
   config it trains) never changes once added; only its status and progress do, and only along
   :data:`TRANSITIONS`: ``pending → running → completed | stopped | diverged | failed``,
-  ``running → pending`` when a killed driver's trials are requeued, and ``stopped → pending``
+  ``running → pending`` when a killed driver's trials are requeued or a failed attempt is retried, and ``stopped → pending``
   when the study's stopping rule changed (the rule that stopped it no longer applies; it
   resumes from its checkpoint). In ``promote`` mode a trial also goes ``running → paused`` at a
   rung, and leaves ``paused`` only by the cohort's recorded decision there (``→ pending`` to
@@ -89,6 +89,10 @@ class StudyStore(Protocol):
 
     def mark_running(self, trial_id: str) -> int:
         """``pending → running``, one more attempt; returns the attempt number."""
+
+    def retry(self, trial_id: str, reason: str) -> None:
+        """``running → pending`` after a failed attempt that will be launched again; ``reason``
+        (why the attempt failed) stays on the trial until it ends."""
 
     def add_telemetry(self, trial_id: str, record: dict[str, Any]) -> None:
         """One step record of a running trial (a step redone after a resume replaces the old one)."""

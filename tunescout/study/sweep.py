@@ -15,13 +15,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from tunescout.study.executors import Executor, LocalExecutor
+from tunescout.study.executors import Executor, build_executor
 from tunescout.study.keys import COHORT, dataset_metric
 from tunescout.study.promotion import at_rung, decide_ready, expected_fraction, fair_order, promotes
 from tunescout.study.spec import StudySpec, expand_trials, trial_config
 from tunescout.study.stopping import StoppingRule, TrialProgress, build_rule
 from tunescout.study.store import FINISHED, StudyStore, open_store
-from tunescout.train.rundir import hold_lock
+from tunescout.train.rundir import hold_lock, mark_storage
 from tunescout.train.telemetry import Pause
 
 __all__ = ["plan_study", "run_sweep"]
@@ -123,17 +123,19 @@ def run_sweep(
 ) -> dict[str, int]:
     """Run (or finish) a study and return the trial counts by status.
 
-    Trials run in processes forked from a server process, so a script that calls this must
-    guard its top level with ``if __name__ == "__main__":`` (as with any multiprocessing code
-    that does not fork the caller itself); the ``tunescout`` CLI does.
+    The executor is ``executor`` if given, else the study's ``executor`` settings (``workers``
+    overrides their number of slots). The local executor forks trials from a server process,
+    so a script that calls this must guard its top level with ``if __name__ == "__main__":``
+    (as with any multiprocessing code that does not fork the caller itself); the CLI does.
     """
     rows = plan_study(spec)
     rule = build_rule(spec.stopping)  # a bad rule fails before the store is touched
+    options = {**spec.executor, **({"workers": workers} if workers else {})}
     with _driver_lock(spec.store):
         store = open_store(spec.store)
         try:
-            return _drive(spec, store, rows, rule, executor or LocalExecutor(workers),
-                          on_event or (lambda msg: log.info("%s", msg)))
+            return _drive(spec, store, rows, rule, executor or build_executor(options),
+                          int(options.get("max_retries", 1)), on_event or (lambda msg: log.info("%s", msg)))
         finally:
             store.close()
 
@@ -149,8 +151,12 @@ def _driver_lock(store_path: str) -> contextlib.AbstractContextManager[None]:
 
 
 def _drive(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], rule: StoppingRule, executor: Executor,
-           say: Callable[[str], None]) -> dict[str, int]:
-    """The driver loop of :func:`run_sweep` on an open store; shuts the executor down on the way out."""
+           max_retries: int, say: Callable[[str], None]) -> dict[str, int]:
+    """The driver loop of :func:`run_sweep` on an open store; shuts the executor down on the way out.
+
+    A failed trial (its process died, its node was lost, it raised) is launched again up to
+    ``max_retries`` times in this sweep, resuming from its checkpoint, before it counts as failed.
+    """
     spec_doc = json.loads(json.dumps(dataclasses.asdict(spec), default=str))
     before = store.study_spec(spec.name) if spec.name in store.studies() else None
     sync = store.sync_trials(spec.name, spec_doc, rows)
@@ -199,6 +205,8 @@ def _drive(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], rule:
     if promote:  # a driver killed after the last trial of a cohort paused, before it ranked them
         for key in cohorts:
             pending = decide(key) + pending
+    storage = mark_storage(spec.runs_dir)
+    retries: dict[str, int] = {}
     started = saved_at = time.monotonic()
     study_row = store.study(spec.name) or {}
     previous = float(study_row.get("elapsed_s") or 0.0)
@@ -218,14 +226,16 @@ def _drive(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], rule:
                                                     *rule.eval_points(row["planned_samples"])})
                 attempt = store.mark_running(tid)
                 progress[tid].status = "running"
-                executor.submit(tid, {"config": config, "task": task_of[row["dataset"]], "attempt": attempt})
+                executor.submit(tid, {"config": config, "task": task_of[row["dataset"]], "attempt": attempt,
+                                      "ask_at": rule.ask_points(row["planned_samples"]),
+                                      "planned_samples": row["planned_samples"], "storage_check": storage})
                 say(f"start {tid} {row['method']} {row['dataset']} {row['hparams']}"
                     + (f" (attempt {attempt}, resuming)" if attempt > 1 else ""))
             event = executor.next_event(timeout=1.0)
             if event is None:
                 continue
             tid, tp = event.trial_id, progress[event.trial_id]
-            if event.kind == "record":
+            if event.kind in ("record", "ask"):
                 rec = event.data
                 store.add_telemetry(tid, rec)
                 # A resumed trial repeats the steps after its checkpoint: replace them.
@@ -234,10 +244,10 @@ def _drive(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], rule:
                 if rec.get("val_loss") is not None or rec.get("metrics"):
                     metric = (rec.get("metrics") or {}).get(metric_of[planned[tid]["dataset"]])
                     tp.evals.append({"samples": rec["samples"], "val_loss": rec.get("val_loss"), "metric": metric})
-                if promote:
+                if event.kind == "ask" and promote:
                     reached = at_rung(rule, tp.telemetry, tp.planned_samples, decided.get(tid, 0))
                     executor.reply(tid, Pause(f"rung {decided.get(tid, 0) + 1}") if reached else None)
-                else:
+                elif event.kind == "ask":
                     executor.reply(tid, rule.decide(tp, [progress[t] for t in cohorts[cohort_of[tid]]]))
                 continue
             data = event.data
@@ -247,6 +257,13 @@ def _drive(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], rule:
                 store.pause(tid, f"waiting at {data.get('reason', 'a rung')} for its cohort", totals)
                 tp.status = "paused"
                 say(f"paused {tid} at {data.get('reason', '')}")
+            elif status not in ("completed", "stopped", "diverged") and retries.get(tid, 0) < max_retries:
+                retries[tid] = retries.get(tid, 0) + 1
+                store.retry(tid, data.get("reason", ""))
+                tp.status = "pending"
+                pending.insert(0, tid)
+                say(f"retrying {tid} ({retries[tid]} of {max_retries}) from its checkpoint after: "
+                    f"{data.get('reason', 'failure')}")
             else:
                 status = status if status in FINISHED else "failed"
                 metrics = dict(data.get("metrics") or {})

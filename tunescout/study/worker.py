@@ -14,36 +14,50 @@ import threading
 import time
 import traceback
 from dataclasses import asdict
-from multiprocessing.connection import Connection
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
 
 import torch  # noqa: F401  (preloaded on purpose, see above)
 import transformers  # noqa: F401
 
 from tunescout.config import build_config
 from tunescout.data.formats import read_examples
-from tunescout.study.keys import DEFAULT_METRIC, dataset_metric
+from tunescout.study.keys import DEFAULT_METRIC, dataset_harness, dataset_metric
 from tunescout.train.loop import train
-from tunescout.train.telemetry import Pause
+from tunescout.train.rundir import RunDirLocked, check_storage, hold_lock
+from tunescout.train.telemetry import Pause, StepRecord
 
-__all__ = ["run_trial"]
+__all__ = ["Channel", "Verdict", "asks_at", "run_trial", "task_evaluator"]
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
+Verdict = str | Pause | None
+"""The driver's answer to an asked record: continue, stop (the reason), or pause at a rung."""
 
-def _task_eval(task: dict[str, Any]):
-    """The dataset's task metric by generation on its eval file (nothing for ``val_loss``)."""
-    if dataset_metric(task) == DEFAULT_METRIC:
+
+def task_evaluator(task: dict[str, Any]):
+    """The dataset's task metric on the trained model: by generation on its eval file, or its
+    lm-evaluation-harness tasks on the model in memory (nothing for ``val_loss``)."""
+    name = dataset_metric(task)
+    if name == DEFAULT_METRIC:
         return None
+    harness = dataset_harness(task)
 
     def evaluate(model, tokenizer) -> dict[str, Any]:
+        if harness is not None:
+            from tunescout.evaluate.harness import harness_score, run_harness
+
+            limit = harness.limit if harness.limit is not None else task.get("eval_limit")
+            doc = run_harness(model, tokenizer, harness.tasks, num_fewshot=harness.num_fewshot, limit=limit,
+                              include_path=harness.include_path, batch_size=harness.batch_size)
+            return {name: harness_score(doc, harness)}
         from tunescout.evaluate import evaluate_task
 
         examples = read_examples(task["eval"])
         device = next(model.parameters()).device
-        out = evaluate_task(model, tokenizer, examples, task["metric"], max_new_tokens=task["max_new_tokens"],
+        out = evaluate_task(model, tokenizer, examples, name, max_new_tokens=task["max_new_tokens"],
                             device=device, limit=task["eval_limit"])
-        return {task["metric"]: out["score"]}
+        return {name: out["score"]}
 
     return evaluate
 
@@ -94,35 +108,103 @@ def _die_with_driver(driver_pid: int | None) -> None:
     threading.Thread(target=watch, name="driver-watch", daemon=True).start()
 
 
-def run_trial(conn: Connection, payload: dict[str, Any]) -> None:
-    """Train one trial; send ``("record", dict)`` per step (and wait for a verdict), then ``("done", dict)``.
+class Channel(Protocol):
+    """How a trial talks to its sweep driver, whatever carries the messages (a pipe to a local
+    driver, a Ray actor to a driver on another machine).
 
-    The driver's verdict is None to continue or a reason to stop. A broken pipe (driver killed)
-    raises inside the early-stop hook, which ends the run as failed; the next sweep resumes it
-    from its checkpoint.
+    Messages from one trial arrive in the order they were sent. ``send`` does not wait; ``ask``
+    waits for the driver's verdict on the record it carries, and is used only at the records a
+    rule judges, so a trial never waits on the driver (or the network) at every step.
     """
-    _die_with_driver(payload.get("driver_pid"))
+
+    def send(self, kind: str, data: dict[str, Any]) -> None:
+        """``record`` (a step record, stored by the driver) or ``done`` (the trial's summary, last)."""
+
+    def ask(self, record: dict[str, Any]) -> Verdict:
+        """Send a step record and return the verdict on it: None, a stop reason, or a Pause."""
+
+
+def asks_at(points: Sequence[Sequence[int]]) -> Callable[[StepRecord], bool]:
+    """Whether a record is one a rule judges: the first to reach each ``(samples, min_steps)``
+    point (past ``samples`` and at least the ``min_steps``-th step), each point once."""
+    remaining = sorted((int(s), int(m)) for s, m in points)
+
+    def due(record: StepRecord) -> bool:
+        hit = [p for p in remaining if record.samples >= p[0] and record.step >= p[1]]
+        for p in hit:
+            remaining.remove(p)
+        return bool(hit)
+
+    return due
+
+
+def _wait_for_run_dir(run_dir: str, timeout: float = 60.0) -> None:
+    """Wait (up to ``timeout``) while another process holds the trial's run directory.
+
+    Within a study the only other holder can be a lost attempt of this same trial whose process
+    is still being killed (a cancelled Ray task, a killed driver's trial): give it time to die
+    rather than fail the retry that replaces it. Training takes the lock for itself afterwards.
+    """
+    lock = Path(run_dir) / ".lock"
+    deadline = time.monotonic() + timeout
+    while lock.exists():
+        try:
+            with hold_lock(lock, "{pid}"):
+                return
+        except RunDirLocked:
+            if time.monotonic() >= deadline:
+                return  # training raises RunDirLocked with the holder's pid
+            time.sleep(0.2)
+
+
+def run_trial(channel: Channel, payload: dict[str, Any]) -> None:
+    """Train one trial, streaming each step record to the driver, asking for a verdict at the
+    records listed in ``payload["ask_at"]``, and ending with one ``done`` message.
+
+    A channel that fails (the driver is gone) raises inside the early-stop hook, which ends
+    the run as failed; the next sweep resumes it from its checkpoint.
+    """
+    if payload.get("driver_pid") is not None:
+        _die_with_driver(payload["driver_pid"])
     _quiet_libraries()
     if payload.get("cuda_device") is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(payload["cuda_device"])
     if payload.get("threads"):
         torch.set_num_threads(int(payload["threads"]))
+    due = asks_at(payload.get("ask_at", ()))
+    storage = payload.get("storage_check")
+    every = int(payload["config"].get("checkpoint_every") or 0)
+    last = payload.get("planned_samples")
 
-    def early_stop(record) -> str | Pause | None:
-        conn.send(("record", asdict(record)))
-        return conn.recv()
+    def early_stop(record: StepRecord) -> Verdict:
+        # Ask where the rule judges, and also where a checkpoint follows (every checkpoint_every
+        # steps, and the last step): the answer means the driver has stored every record so far,
+        # so no checkpoint ever gets ahead of the store, whenever the driver dies.
+        if due(record) or (every and record.step % every == 0) or (last is not None and record.samples >= last):
+            return channel.ask(asdict(record))
+        channel.send("record", asdict(record))
+        return None
 
     try:
+        if storage:
+            check_storage(*storage)
         config = build_config(payload["config"])
-        result = train(config, resume=True, early_stop=early_stop, task_eval=_task_eval(payload.get("task", {})))
+        _wait_for_run_dir(config.output_dir)
+        ranks = int(payload.get("ranks") or 1)
+        if ranks > 1:  # FSDP2 on `ranks` processes under torchrun; rank 0's records come to early_stop here
+            from tunescout.train.distributed import TaskEvalSpec, spawn_trial
+
+            evaluator = TaskEvalSpec(f"{__name__}:task_evaluator", {"task": payload.get("task", {})})
+            result = spawn_trial(config, ranks, early_stop=early_stop, task_eval=evaluator, resume=True)
+        else:
+            result = train(config, resume=True, early_stop=early_stop,
+                           task_eval=task_evaluator(payload.get("task", {})))
         summary = {k: getattr(result, k) for k in ("status", "reason", "steps", "samples", "tokens", "wall_s",
                                                     "eval_loss", "metrics")}
     except BaseException as exc:  # noqa: BLE001 - every failure is reported, none kills the sweep
         summary = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}",
                    "traceback": traceback.format_exc(limit=8)}
     try:
-        conn.send(("done", summary))
+        channel.send("done", summary)
     except (BrokenPipeError, OSError):
-        pass
-    finally:
-        conn.close()
+        pass  # the driver is gone; the next sweep finds the trial running and resumes it

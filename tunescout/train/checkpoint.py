@@ -35,18 +35,23 @@ import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-__all__ = ["latest_checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = ["MARKER", "WORLD_FILE", "begin_checkpoint", "checkpoint_of_step", "commit_checkpoint", "latest_checkpoint",
+           "load_checkpoint", "load_tensor_file", "read_rng_state", "save_checkpoint", "write_rng_state",
+           "write_tensor_file"]
 
 log = logging.getLogger("tunescout.train.checkpoint")
 
 POINTER = "latest"
 MARKER = "state.json"
 """Written last into a checkpoint, removed first when one is deleted: its presence means complete."""
+WORLD_FILE = "world.json"
+"""Present in a checkpoint written by several ranks (``torch.distributed.checkpoint``, see
+:mod:`tunescout.train.distributed`): it names their number, the only one it resumes on."""
 _STEP_DIR = re.compile(r"step-(\d+)")
 
 
@@ -165,7 +170,8 @@ def _rng_tensors() -> dict[str, Any]:
     return state
 
 
-def _parse_rng(plain: dict[str, Any], tensors: dict[str, Any], where: Path) -> tuple[Any, Any, Any, Any]:
+def _parse_rng(plain: dict[str, Any], tensors: dict[str, Any], where: Path,
+               stem: str = "rng") -> tuple[Any, Any, Any, Any]:
     """The four saved RNG states, each tried on a private generator so that a malformed one
     raises here, before any global state has changed."""
     try:
@@ -176,11 +182,11 @@ def _parse_rng(plain: dict[str, Any], tensors: dict[str, Any], where: Path) -> t
         random.Random().setstate(py_state)
         np.random.RandomState().set_state(np_state)
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
-        raise _unsafe(where / "rng.json", f"malformed RNG state: {exc!r}") from exc
+        raise _unsafe(where / f"{stem}.json", f"malformed RNG state: {exc!r}") from exc
     try:
         torch.Generator().set_state(tensors["torch"])
     except (TypeError, RuntimeError) as exc:
-        raise _unsafe(where / "rng.pt", f"malformed torch RNG state: {exc!r}") from exc
+        raise _unsafe(where / f"{stem}.pt", f"malformed torch RNG state: {exc!r}") from exc
     return py_state, np_state, tensors["torch"], tensors.get("cuda")
 
 
@@ -224,30 +230,64 @@ def save_checkpoint(
     """
     if keep < 1:
         raise ValueError(f"keep must be at least 1, got {keep}")
-    root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{state['step']:07d}"
-    current = latest_checkpoint(run_dir)
-    if current is not None and _step_of(current) == state["step"]:
-        if _pointed(root) != current:  # found by the fallback: make the pointer say so
-            _replace_pointer(root, current.name)
+    current = checkpoint_of_step(run_dir, state["step"])
+    if current is not None:
         return current
-
-    tmp = root / f"{final.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)  # a leftover of an earlier crash
-    tmp.mkdir()
+    tmp = begin_checkpoint(run_dir, state["step"])
     weights = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
     _write_torch(weights, tmp / "trainable.pt")
     _write_torch(optimizer.state_dict(), tmp / "optimizer.pt")
     _write_torch(scheduler.state_dict(), tmp / "scheduler.pt")
-    _write_torch(_rng_tensors(), tmp / "rng.pt")
-    _write_text(json.dumps(_rng_json()), tmp / "rng.json")
-    _write_text(json.dumps(state, indent=2), tmp / MARKER)  # last: the folder is complete
-    _fsync_dir(tmp)
+    write_rng_state(tmp)
+    return commit_checkpoint(run_dir, tmp, state, keep)
+
+
+# --- the save protocol in parts (a sharded save writes its files in between, from every rank) ---
+
+def checkpoint_of_step(run_dir: str | Path, step: int) -> Path | None:
+    """The newest checkpoint when it already holds ``step`` (the pointer repaired if it was found
+    by the fallback), else None: a run stopped on a checkpoint step saves again at its end."""
+    root = Path(run_dir) / "checkpoints"
+    current = latest_checkpoint(run_dir)
+    if current is not None and _step_of(current) == step:
+        if _pointed(root) != current:  # found by the fallback: make the pointer say so
+            _replace_pointer(root, current.name)
+        return current
+    return None
+
+
+def begin_checkpoint(run_dir: str | Path, step: int) -> Path:
+    """A fresh, empty staging folder ``checkpoints/step-N.tmp`` to write a checkpoint of ``step`` into."""
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f"step-{step:07d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)  # a leftover of an earlier crash
+    tmp.mkdir()
+    return tmp
+
+
+def commit_checkpoint(run_dir: str | Path, staging: Path, state: dict[str, Any], keep: int = 1) -> Path:
+    """Complete a staged checkpoint (steps 1–4 of the module docstring, from the marker on).
+
+    Args:
+        run_dir: the run directory.
+        staging: the folder :func:`begin_checkpoint` returned, with every other file written.
+        state: JSON-serialisable progress, written as the completion marker.
+        keep: how many checkpoints to keep, the new one included (at least 1).
+
+    Returns:
+        The checkpoint folder ``checkpoints/step-N``.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, got {keep}")
+    root = Path(run_dir) / "checkpoints"
+    final = root / f"step-{state['step']:07d}"
+    _write_text(json.dumps(state, indent=2), staging / MARKER)  # last: the folder is complete
+    _fsync_dir(staging)
 
     if final.exists():  # not the newest checkpoint (see above), e.g. left by a crash before the pointer moved
         _remove_checkpoint(final)
-    os.rename(tmp, final)
+    os.rename(staging, final)
     _fsync_dir(root)
     _replace_pointer(root, final.name)
 
@@ -261,6 +301,17 @@ def save_checkpoint(
     for leftover in root.glob("step-*.tmp"):
         shutil.rmtree(leftover, ignore_errors=True)
     return final
+
+
+def write_rng_state(folder: Path, stem: str = "rng") -> None:
+    """Write this process's RNG states as ``<stem>.pt`` (torch) and ``<stem>.json`` (Python, NumPy)."""
+    _write_torch(_rng_tensors(), folder / f"{stem}.pt")
+    _write_text(json.dumps(_rng_json()), folder / f"{stem}.json")
+
+
+def write_tensor_file(obj: Any, path: Path) -> None:
+    """``torch.save`` tensors, containers and numbers to ``path``, fsynced (loadable by :func:`load_tensor_file`)."""
+    _write_torch(obj, path)
 
 
 # --- load ---
@@ -318,6 +369,9 @@ def load_checkpoint(
         FileNotFoundError: a file of the checkpoint is missing.
     """
     path = Path(path)
+    if (path / WORLD_FILE).exists():
+        raise ValueError(f"{path} is a sharded checkpoint written by several ranks ({WORLD_FILE}): resume it with "
+                         "torchrun on the same number of processes (see tunescout.train.distributed)")
     files = {name: path / name for name in ("trainable.pt", "optimizer.pt", "scheduler.pt", "rng.pt")}
     weights, optim_state, sched_state, rng_tensors = (_load_torch(f) for f in files.values())
     rng_plain = _load_json(path / "rng.json")
@@ -347,3 +401,27 @@ def load_checkpoint(
     scheduler.load_state_dict(sched_state)
     _set_rng(*rng)
     return state
+
+
+def load_tensor_file(file: Path) -> Any:
+    """Read a file of tensors, containers and numbers (``weights_only``); anything else raises ValueError."""
+    return _load_torch(file)
+
+
+def read_rng_state(folder: Path, stem: str = "rng") -> Callable[[], None]:
+    """Read and check the RNG states :func:`write_rng_state` wrote; nothing is restored yet.
+
+    Returns:
+        A function that restores them, to be called once every other file of a checkpoint has
+        been read and checked too (a bad file then leaves every state as it was).
+
+    Raises:
+        ValueError: a file is not a safe, well-formed RNG state.
+    """
+    tensors, plain = _load_torch(folder / f"{stem}.pt"), _load_json(folder / f"{stem}.json")
+    _expect(isinstance(tensors, dict) and isinstance(tensors.get("torch"), torch.Tensor),
+            folder / f"{stem}.pt", "a dict with the torch RNG state tensor")
+    _expect(isinstance(plain, dict) and {"python", "numpy"} <= plain.keys(), folder / f"{stem}.json",
+            "python and numpy RNG states")
+    rng = _parse_rng(plain, tensors, folder, stem)
+    return lambda: _set_rng(*rng)

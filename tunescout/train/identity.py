@@ -19,19 +19,28 @@ from typing import Any
 from tunescout.config import ConfigError, TrainConfig
 from tunescout.data.digest import file_digest
 
-__all__ = ["NON_RESULT_KEYS", "RUN_FILE", "ResumeMismatch", "check_resume", "config_hash", "identity_diff",
+__all__ = ["ADDED_KEYS", "NON_RESULT_KEYS", "RUN_FILE", "ResumeMismatch", "check_resume", "config_hash", "identity_diff",
            "record_run", "recorded", "run_identity"]
 
 NON_RESULT_KEYS = ("output_dir", "progress", "checkpoint_every", "save_model", "merge_lora", "eval_every",
-                   "eval_at_samples")
+                   "eval_at_samples", "track", "track_group")
 """Settings that cannot change the trained weights or the final scores, left out of the identity.
 
-Where a run is written, whether a bar is shown, how often it checkpoints and what it saves at the
-end do not touch training; nor do the extra evaluation points (evaluation runs in eval mode with
+Where a run is written, whether a bar is shown, how often it checkpoints, what it saves at the
+end and which experiment trackers mirror it (``track``) do not touch training; nor do the extra
+evaluation points (evaluation runs in eval mode with
 greedy decoding and draws no random numbers; a test trains with and without them and compares
 weights bit for bit). A sweep adds evaluation points a stopping rule needs, so they must not
 make a trial a different trial. Everything else counts, numerics included (``dtype``, micro-batch
 budget, attention kernel): a different rounding is a different run.
+"""
+
+ADDED_KEYS = {"compile": False, "liger": False}
+"""Settings added after identities were first recorded, with the value every earlier run had.
+
+They count like any other setting (``compile`` and ``liger`` change the rounding), but enter
+the identity only when set away from that value: a config that leaves them alone hashes as it
+did before they existed, so recorded trials keep their ids and recorded runs stay resumable.
 """
 
 RUN_FILE = "run.json"
@@ -48,7 +57,8 @@ def _source_identity(source: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_identity(config: TrainConfig) -> dict[str, Any]:
-    """The config as a plain dict, without :data:`NON_RESULT_KEYS`, data files by content digest.
+    """The config as a plain dict, without :data:`NON_RESULT_KEYS` (nor :data:`ADDED_KEYS` at their
+    old value), data files by content digest.
 
     Raises:
         FileNotFoundError: a local data file that does not exist.
@@ -56,6 +66,9 @@ def run_identity(config: TrainConfig) -> dict[str, Any]:
     raw = config.to_dict()
     for key in NON_RESULT_KEYS:
         raw.pop(key)
+    for key, before in ADDED_KEYS.items():
+        if raw.get(key) == before:
+            raw.pop(key)
     for key in ("data", "eval_data"):
         raw[key] = [_source_identity(s) for s in raw[key]]
     raw["betas"] = list(raw["betas"])

@@ -14,7 +14,8 @@ import platform
 import random
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,7 +27,11 @@ from tunescout.config import ConfigError, TrainConfig
 from tunescout.data.packing import plan_micro_batches
 from tunescout.data.phases import build_schedule
 from tunescout.data.prepare import prepare_data
+from tunescout.train.accel import check_kernels, compile_model, make_optimizer, packing_refusal, uses_varlen_kernel
 from tunescout.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from tunescout.train.distributed import (World, check_world_size, join_world, load_sharded_checkpoint,
+                                         save_sharded_checkpoint)
+from tunescout.train.flops import MfuMeter
 from tunescout.train.identity import check_resume, record_run, run_identity
 from tunescout.train.loss import accumulate_gradients, evaluate_loss
 from tunescout.train.models import (
@@ -40,6 +45,7 @@ from tunescout.train.models import (
 )
 from tunescout.train.rundir import clear_run, holds_run, lock_run_dir
 from tunescout.train.schedules import lr_factor
+from tunescout.track import open_trackers
 from tunescout.train.telemetry import EarlyStop, JsonlSink, Pause, ProgressSink, Sink, StepRecord, truncate_records
 
 __all__ = ["RunResult", "train"]
@@ -122,6 +128,10 @@ def train(
             training (not after divergence), e.g. a task metric by generation; its dicts go on
             the step records (``metrics``) and, the last one, into ``result.metrics``.
 
+    Under ``torchrun`` or ``accelerate launch`` (``WORLD_SIZE`` > 1) every rank calls this with the
+    same arguments and the run is trained with FSDP2 across them; rank 0 alone writes the run
+    directory and calls the hooks (:mod:`tunescout.train.distributed`).
+
     Returns:
         The run's :class:`RunResult` (also written to ``result.json``). A run that raises is
         recorded as ``failed`` before the exception propagates.
@@ -132,10 +142,24 @@ def train(
     """
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with lock_run_dir(run_dir):
-        numerics = _resolve_numerics(config)
-        checkpoint = _prepare_run_dir(run_dir, config, numerics, resume, restart)
-        return _train_in(run_dir, config, numerics, checkpoint, sinks, early_stop, task_eval)
+    world = join_world(config.device)  # None for one process; under torchrun, see tunescout.train.distributed
+    try:
+        with lock_run_dir(run_dir) if world is None else world.main_lock(partial(lock_run_dir, run_dir)):
+            return _train_locked(run_dir, config, resume, restart, sinks, early_stop, task_eval, world)
+    finally:
+        if world is not None:
+            world.close()
+
+
+def _train_locked(run_dir: Path, config: TrainConfig, resume: bool, restart: bool, sinks: Sequence[Sink],
+                  early_stop: EarlyStop | None, task_eval: Callable[[torch.nn.Module, Any], dict[str, Any]] | None,
+                  world: World | None) -> RunResult:
+    """:func:`train` once the run directory is locked (by rank 0 alone when there are several)."""
+    numerics = _resolve_numerics(config, 1 if world is None else world.size)
+    check_kernels(liger=config.liger, device=numerics.device)  # before any data is read
+    prepare = partial(_prepare_run_dir, run_dir, config, numerics, resume, restart)
+    checkpoint = prepare() if world is None else world.on_main(prepare)  # rank 0 writes, all learn the checkpoint
+    return _train_in(run_dir, config, numerics, checkpoint, sinks, early_stop, task_eval, world)
 
 
 @dataclass(frozen=True)
@@ -148,18 +172,21 @@ class _Numerics:
     attn: str
     row_tokens: int | None
     budget: int
+    world_size: int = 1
+    """Processes training the run (torchrun); recorded only above 1, so single-process records are unchanged."""
 
     def record(self) -> dict[str, Any]:
         return {"device": self.device.type, "dtype": str(self.dtype).removeprefix("torch."),
                 "attn_implementation": self.attn, "max_tokens_per_row": self.row_tokens,
-                "max_tokens_per_micro_batch": self.budget}
+                "max_tokens_per_micro_batch": self.budget,
+                **({"world_size": self.world_size} if self.world_size > 1 else {})}
 
 
-def _resolve_numerics(config: TrainConfig) -> _Numerics:
+def _resolve_numerics(config: TrainConfig, world_size: int = 1) -> _Numerics:
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     attn = resolve_attn_implementation(config.attn_implementation, device, dtype)
-    return _Numerics(device, dtype, attn, *_packing_shape(config, attn, device))
+    return _Numerics(device, dtype, attn, *_packing_shape(config, attn, device), world_size=world_size)
 
 
 def _prepare_run_dir(run_dir: Path, config: TrainConfig, numerics: _Numerics, resume: bool,
@@ -174,6 +201,7 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, numerics: _Numerics, re
     if restart:
         clear_run(run_dir)
     elif resume:
+        check_world_size(run_dir, numerics.world_size)  # first: its error says more than the resolved diff
         check_resume(run_dir, identity, resolved)
     elif holds_run(run_dir):
         raise ConfigError(f"{run_dir} already holds a run: --resume continues it (same config only), "
@@ -196,10 +224,16 @@ def _train_in(
     sinks: Sequence[Sink],
     early_stop: EarlyStop | None,
     task_eval: Callable[[torch.nn.Module, Any], dict[str, Any]] | None,
+    world: World | None = None,
 ) -> RunResult:
-    """The run itself, in a prepared and locked run directory (see :func:`train`)."""
+    """The run itself, in a prepared and locked run directory (see :func:`train`).
+
+    With ``world`` (several ranks) every rank runs this same function; the few lines that
+    differ are marked, and only rank 0 (``main``) writes files.
+    """
     result = RunResult(status="failed", output_dir=str(run_dir), versions=_versions())
     owned: list[Sink] = []
+    main = world is None or world.is_main
     try:
         _seed_everything(config.seed)
         device, dtype = numerics.device, numerics.dtype
@@ -223,40 +257,58 @@ def _train_in(
         attn, row_tokens, budget = numerics.attn, numerics.row_tokens, numerics.budget
         pad_id = tokenizer.pad_token_id or 0
 
-        def pack(samples):
-            return plan_micro_batches(samples, budget, row_tokens, pad_id)
-
-        eval_batches = pack(data.eval) if data.eval else []
-
         # --- model, optimizer, schedule ---
-        model = load_model(
-            config.model, method=config.method, lora_r=config.lora.r, lora_alpha=config.lora.alpha,
+        build_model = partial(
+            load_model, config.model, method=config.method, lora_r=config.lora.r, lora_alpha=config.lora.alpha,
             lora_dropout=config.lora.dropout, lora_target_modules=config.lora.target_modules, dtype=weights_dtype,
             attn_implementation=attn, gradient_checkpointing=config.gradient_checkpointing, device=device,
+            liger=config.liger,
         )
+        model = build_model()
+        if config.compile:
+            compile_model(model)
+        evaluate, save = evaluate_loss, save_checkpoint
+        if world is not None:  # FSDP2; the collective twins of the steps below (train/distributed/ranks.py)
+            model = world.shard(model, build=build_model, seed=config.seed)
+            evaluate, save = world.evaluate_loss, partial(save_sharded_checkpoint, world)
+            early_stop = partial(world.decide, early_stop)  # rank 0 decides, every rank follows
+            task_eval = partial(world.task_eval, task_eval) if task_eval else None  # on rank 0's replica
         trainable, total = count_parameters(model)
         result.params = {"trainable": trainable, "total": total}
         params = [p for p in model.parameters() if p.requires_grad]
-        # Weight decay on matrices only: decaying norms and biases towards zero is never wanted.
-        optimizer = torch.optim.AdamW(
-            [{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
-             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
-            lr=config.learning_rate, betas=config.betas, eps=config.eps,
-        )
+        # AdamW, fused on a GPU; weight decay on matrices only.
+        optimizer = make_optimizer(params, lr=config.learning_rate, betas=config.betas, eps=config.eps,
+                                   weight_decay=config.weight_decay)
+        mfu = MfuMeter.for_model(model, device)
+        # Packing needs a model that keeps packed samples apart; else one sample per row (accel.py says why).
+        refusal = packing_refusal(model)
+        if refusal:
+            log.warning("packing off: %s; each sample trains in a row of its own (slower, same result)", refusal)
+
+        def pack(samples):
+            return plan_micro_batches(samples, budget, row_tokens, pad_id, boundaries=uses_varlen_kernel(attn),
+                                      pack=refusal is None)
+
+        eval_batches = (pack(data.eval) if world is None else world.share(data.eval, pack)) if data.eval else []
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: lr_factor(s, config.schedule, config.warmup_steps, total_steps)
         )
         state = {"step": 0, "samples": 0, "tokens": 0, "wall_s": 0.0}
         if checkpoint:
-            state = load_checkpoint(checkpoint, model, optimizer, scheduler)
-            truncate_records(run_dir / "eval.jsonl", state["step"])
+            state = (load_checkpoint(checkpoint, model, optimizer, scheduler) if world is None
+                     else load_sharded_checkpoint(world, checkpoint, model, optimizer, scheduler))
+            if main:
+                truncate_records(run_dir / "eval.jsonl", state["step"])
             log.info("resumed from %s (step %d)", checkpoint, state["step"])
         log.info("%s: %d steps, %s/%s trainable params, weights %s, compute %s on %s, data %s", config.method,
                  total_steps, f"{trainable:,}", f"{total:,}", weights_dtype, dtype, device, data.stats.summary())
 
-        owned = [JsonlSink(run_dir / "telemetry.jsonl", keep_steps=state["step"]),
-                 ProgressSink(total_steps, initial=state["step"], enabled=config.progress)]
-        all_sinks = [*owned, *sinks]
+        owned = [] if not main else [JsonlSink(run_dir / "telemetry.jsonl", keep_steps=state["step"]),
+                 ProgressSink(total_steps, initial=state["step"], enabled=config.progress),
+                 # trackers read `result` when closed in `finally`, after its status and scores are set
+                 *open_trackers(config.track, run_dir, config.to_dict(), result, group=config.track_group,
+                                start_step=state["step"])]
+        all_sinks = [*owned, *sinks] if main else []
         clip = config.grad_clip if config.grad_clip else float("inf")
         start_time = time.perf_counter() - state["wall_s"]
         result.status = "completed"
@@ -265,12 +317,18 @@ def _train_in(
         for step, batch in enumerate(schedule[state["step"]:], start=state["step"] + 1):
             t0 = time.perf_counter()
             samples = [data.train[i] for i in batch.indices]
-            micro_batches = pack(samples)
-            loss_tokens = sum(s.num_loss_tokens for s in samples)
             step_tokens = sum(len(s) for s in samples)
-            loss = accumulate_gradients(model, micro_batches, loss_tokens, device, autocast)
-            # clip_grad_norm_ returns the norm *before* clipping: the early-dynamics signal.
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm=clip))
+            if world is None:
+                micro_batches = pack(samples)
+                loss_tokens = sum(s.num_loss_tokens for s in samples)
+                loss = accumulate_gradients(model, micro_batches, loss_tokens, device, autocast)
+                # clip_grad_norm_ returns the norm *before* clipping: the early-dynamics signal.
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm=clip))
+            else:  # this rank's share of the batch; the token count, loss and norm are global
+                share = world.share(samples, pack)
+                micro_batches, loss_tokens = share.micro_batches, share.loss_tokens
+                loss = world.accumulate(model, share, device, autocast)
+                grad_norm = world.clip(params, clip)
             lr = scheduler.get_last_lr()[0]
             diverged = not (math.isfinite(loss) and math.isfinite(grad_norm))
             if not diverged:
@@ -288,15 +346,19 @@ def _train_in(
                 seen_before < n <= state["samples"] for n in config.eval_at_samples)
             if eval_due and not diverged:
                 if eval_batches:
-                    val_loss = evaluate_loss(model, eval_batches, device, autocast)
+                    val_loss = evaluate(model, eval_batches, device, autocast)
                 metrics = task_eval(model, tokenizer) if task_eval else None
-                if val_loss is not None or metrics:
+                if main and (val_loss is not None or metrics):
                     _log_eval(run_dir, step, state["samples"], val_loss, metrics)
             record = StepRecord(step=step, samples=state["samples"], tokens=state["tokens"], loss=loss,
                                 grad_norm=grad_norm, lr=lr, tokens_per_s=step_tokens / max(elapsed, 1e-9),
                                 wall_s=state["wall_s"], loss_tokens=loss_tokens, micro_batches=len(micro_batches),
                                 pad_tokens=sum(mb.input_ids.numel() - mb.num_tokens for mb in micro_batches),
-                                phase=batch.phase, epoch=batch.epoch, val_loss=val_loss, metrics=metrics)
+                                phase=batch.phase, epoch=batch.epoch, val_loss=val_loss, metrics=metrics,
+                                mfu=mfu(samples, loss_tokens, elapsed))
+            if world is not None:  # the whole batch's micro-batches and padding; MFU per device, not summed
+                record = replace(record, micro_batches=share.total_micro_batches, pad_tokens=share.pad_tokens,
+                                 mfu=None if record.mfu is None else record.mfu / world.size)
             for sink in all_sinks:
                 sink.write(record)
             result.steps, result.samples, result.tokens = step, state["samples"], state["tokens"]
@@ -317,22 +379,27 @@ def _train_in(
                 result.reason = verdict if isinstance(verdict, str) else f"early stop at step {step}"
                 break
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
-                save_checkpoint(run_dir, model, optimizer, scheduler, state)
+                save(run_dir, model, optimizer, scheduler, state)
 
         # --- the end: evaluate, checkpoint, save (a paused run only checkpoints: it goes on later) ---
         if result.status == "paused":
-            save_checkpoint(run_dir, model, optimizer, scheduler, state)
+            save(run_dir, model, optimizer, scheduler, state)
         elif result.status != "diverged":
             if eval_batches:
-                result.eval_loss = evaluate_loss(model, eval_batches, device, autocast)
+                result.eval_loss = evaluate(model, eval_batches, device, autocast)
             if task_eval is not None:
                 result.metrics = task_eval(model, tokenizer)
-            if eval_batches or task_eval is not None:
+            if main and (eval_batches or task_eval is not None):
                 _log_eval(run_dir, result.steps, result.samples, result.eval_loss, result.metrics)
             if config.checkpoint_every:
-                save_checkpoint(run_dir, model, optimizer, scheduler, state)
+                save(run_dir, model, optimizer, scheduler, state)
             if config.save_model:
-                save_model(model, tokenizer, run_dir / "model", merge_lora=config.merge_lora)
+                save_to = partial(save_model, tokenizer=tokenizer, out_dir=run_dir / "model",
+                                  merge_lora=config.merge_lora)
+                if world is None:
+                    save_to(model)
+                else:  # a full state dict gathered into rank 0's replica, saved as one process would
+                    world.save_model(model, save_to)
         result.wall_s = time.perf_counter() - start_time
         return result
     except BaseException as exc:
@@ -344,7 +411,8 @@ def _train_in(
             sink.close()
         for sink in sinks:
             sink.close()
-        _write_result(run_dir, result)
+        if main:
+            _write_result(run_dir, result)
 
 
 CPU_MICRO_BATCH_TOKENS = 1024
@@ -368,7 +436,7 @@ def _packing_shape(config: TrainConfig, attn: str, device: torch.device) -> tupl
         return config.max_tokens_per_row, budget
     if device.type == "cpu":
         budget = min(budget, max(config.max_length, CPU_MICRO_BATCH_TOKENS))
-    if attn == "flash_attention_2":
+    if uses_varlen_kernel(attn):
         return None, budget
     return config.max_length, budget
 

@@ -41,7 +41,8 @@ def micro_batch_loss_sum(model: torch.nn.Module, mb: MicroBatch, autocast: torch
     dtype while the weights stay as they are (mixed precision).
     """
     mask = mb.targets != IGNORE
-    kwargs = {"input_ids": mb.input_ids, "position_ids": mb.position_ids, "use_cache": False}
+    kwargs = {"input_ids": mb.input_ids, "position_ids": mb.position_ids, "use_cache": False,
+              **mb.attention_kwargs()}  # explicit sequence boundaries for flash attention, when planned
     device_type = mb.input_ids.device.type
     with torch.autocast(device_type, dtype=autocast or torch.float32, enabled=autocast is not None):
         if _supports_logits_to_keep(model):
@@ -95,7 +96,8 @@ def per_sample_losses(model: torch.nn.Module, mb: MicroBatch) -> list[float]:
 
     Used to check packing against unpacked runs.
     """
-    logits = model(input_ids=mb.input_ids, position_ids=mb.position_ids, use_cache=False).logits
+    logits = model(input_ids=mb.input_ids, position_ids=mb.position_ids, use_cache=False,
+                   **mb.attention_kwargs()).logits
     out = []
     for r in range(mb.input_ids.shape[0]):
         token_loss = F.cross_entropy(logits[r].float(), mb.targets[r], reduction="none", ignore_index=IGNORE)

@@ -13,6 +13,7 @@ from tunescout.builtins import BUILTIN_PREFIX, resolve_builtin
 
 __all__ = [
     "load_model",
+    "load_pretrained",
     "load_tokenizer",
     "resolve_attn_implementation",
     "resolve_device",
@@ -90,6 +91,7 @@ def load_model(
     attn_implementation: str = "sdpa",
     gradient_checkpointing: bool = False,
     device: torch.device | str = "cpu",
+    liger: bool = False,
 ) -> torch.nn.Module:
     """Load a causal LM for training: full fine-tuning, or frozen base plus a LoRA adapter.
 
@@ -100,6 +102,8 @@ def load_model(
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
         gradient_checkpointing: recompute activations in backward to save memory.
         device: where the model lives.
+        liger: swap in Liger's fused kernels (:func:`tunescout.train.accel.apply_liger`), on
+            the base model before any adapter wraps its layers.
 
     Returns:
         A ``PreTrainedModel`` (or ``PeftModel`` for LoRA) in train mode.
@@ -111,6 +115,10 @@ def load_model(
         folder, dtype=dtype, attn_implementation=attn_implementation, **extra
     )
     model.config.use_cache = False
+    if liger:
+        from tunescout.train.accel import apply_liger
+
+        apply_liger(model)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if method == "lora":
@@ -147,6 +155,102 @@ def save_model(model: torch.nn.Module, tokenizer: Any, out_dir: str | Path, merg
         tokenizer.save_pretrained(out)
     log.info("saved %s to %s", "adapter" if is_peft and not merge_lora else "model", out)
     return out
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def _run_dir_base(run_dir: Path) -> tuple[str | None, str | None]:
+    """(model, tokenizer) a run directory was trained from, from its ``config.yaml``."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None, None
+    return raw.get("model") or None, raw.get("tokenizer") or None
+
+
+def _inference_source(path: str, base: str | None) -> tuple[str, str, str | None, str | None]:
+    """``(kind, path, base, tokenizer)`` of what ``path`` names: ``model`` (a folder, hub id, ``.gguf``
+    or ``builtin:``) or ``adapter`` (a PEFT folder, loaded on ``base``)."""
+    p = Path(path)
+    tokenizer = None
+    if path.startswith(BUILTIN_PREFIX) or path.endswith(".gguf") or not p.exists():
+        if not p.exists() and (path.startswith((".", "/", "~")) or path.endswith(".gguf")):
+            raise FileNotFoundError(f"{path}: no such model file or folder")
+        return "model", path, None, None
+    if not p.is_dir():
+        raise ValueError(f"{path} is a file, not a model: give a save_pretrained folder, a PEFT adapter folder, "
+                         "a run directory, a .gguf file or a builtin: name")
+    if (p / "config.yaml").exists() and not (p / "config.json").exists() and not (p / ADAPTER_CONFIG).exists():
+        if not (p / "model").is_dir():  # a tunescout run directory: its model is in model/
+            raise ValueError(f"{path} is a run directory without a saved model (model/ is missing: trained with "
+                             "save_model: false, or not finished)")
+        trained_from, tokenizer = _run_dir_base(p)
+        base = base or trained_from
+        p = p / "model"
+    if (p / ADAPTER_CONFIG).exists():
+        if base is None:
+            import json
+
+            base = json.loads((p / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+        if not base:
+            raise ValueError(f"{p} is a PEFT adapter that does not name its base model; pass the base model")
+        tokenizer = str(p) if (p / "tokenizer_config.json").exists() else (tokenizer or base)
+        return "adapter", str(p), base, tokenizer
+    if (p / "config.json").exists():
+        return "model", str(p), None, str(p) if (p / "tokenizer_config.json").exists() else tokenizer
+    raise ValueError(f"{path} is not a model: no config.json (a save_pretrained folder), {ADAPTER_CONFIG} (a PEFT "
+                     "adapter) or model/ with config.yaml (a tunescout run directory)")
+
+
+def load_pretrained(
+    path: str,
+    *,
+    base: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str = "sdpa",
+    device: torch.device | str = "cpu",
+) -> tuple[torch.nn.Module, Any, dict[str, str]]:
+    """Load a trained model to evaluate or generate with, whatever shape it was saved in.
+
+    One loader for everything tunescout writes or reads: a ``save_pretrained`` folder or hub
+    id, a PEFT adapter (loaded on its base, kept as a ``PeftModel`` so it is scored as trained),
+    a run directory (its ``model/``; an adapter's base is the ``model`` its ``config.yaml``
+    names, which also covers bases given as ``builtin:`` names or ``.gguf`` files), a ``.gguf``
+    file, or a ``builtin:`` name.
+
+    Args:
+        path: what to load.
+        base: the base model of an adapter, overriding the one it records.
+        dtype: weights dtype.
+        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
+        device: where the model goes.
+
+    Returns:
+        ``(model in eval mode with its KV cache on, tokenizer with a pad token, {"kind", "path", "base"})``.
+
+    Raises:
+        FileNotFoundError: a local path that does not exist.
+        ValueError: a folder (or file) that is not a model, or an adapter without a base.
+    """
+    from transformers import AutoModelForCausalLM
+
+    kind, where, base, tokenizer_path = _inference_source(str(path), base)
+    folder, extra = _resolve_model_path(base if kind == "adapter" else where)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=attn_implementation,
+                                                 **extra)
+    if kind == "adapter":
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, where)
+    config = model.get_base_model().config if kind == "adapter" else model.config
+    config.use_cache = True
+    tokenizer = load_tokenizer(tokenizer_path or where)
+    model.to(device)
+    model.eval()
+    return model, tokenizer, {"kind": kind, "path": where, **({"base": base} if base else {})}
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

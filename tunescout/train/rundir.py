@@ -11,12 +11,15 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
+import uuid
 from pathlib import Path
 from typing import Iterator
 
 from tunescout.train.identity import RUN_FILE
 
-__all__ = ["RUN_OUTPUTS", "RunDirLocked", "clear_run", "hold_lock", "holds_run", "lock_run_dir"]
+__all__ = ["RUN_OUTPUTS", "STORAGE_CHECK", "RunDirLocked", "StorageNotShared", "check_storage", "clear_run",
+           "hold_lock", "holds_run", "lock_run_dir", "mark_storage"]
 
 RUN_OUTPUTS = ("checkpoints", "model", "telemetry.jsonl", "eval.jsonl", "result.json", RUN_FILE, "config.yaml")
 """What a run writes into its directory; ``--restart`` removes exactly these."""
@@ -72,3 +75,42 @@ def clear_run(run_dir: str | Path) -> None:
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
+
+
+STORAGE_CHECK = ".tunescout-storage"
+"""The token file a sweep driver writes into its runs folder for its trials to read back."""
+
+
+class StorageNotShared(RuntimeError):
+    """A trial's node does not see the runs folder its driver wrote."""
+
+
+def mark_storage(folder: str | Path) -> list[str]:
+    """Write a fresh token into a study's runs folder and return ``[path, token]`` for the trials.
+
+    On a cluster every node must see the runs folder (checkpoints there are what a trial retried
+    on another node resumes from). A trial that cannot read this token back is on a node where
+    the folder is not shared: :func:`check_storage` fails it at once, saying so, instead of
+    letting it train from scratch into a folder nobody else sees.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    path = folder / STORAGE_CHECK
+    tmp = folder / f"{STORAGE_CHECK}.{token}.tmp"
+    tmp.write_text(token)
+    os.replace(tmp, path)
+    return [str(path), token]
+
+
+def check_storage(path: str | Path, token: str) -> None:
+    """Raise :class:`StorageNotShared` unless ``path`` holds ``token`` (see :func:`mark_storage`)."""
+    try:
+        found = Path(path).read_text().strip()
+    except OSError:
+        found = None
+    if found != token:
+        raise StorageNotShared(
+            f"node {socket.gethostname()} does not see the study's runs folder {Path(path).parent} as the sweep "
+            f"driver wrote it ({'no ' + STORAGE_CHECK if found is None else 'another driver token'} there): "
+            "on a cluster set the study's `storage:` to a path every node mounts")

@@ -50,6 +50,10 @@ class StepRecord:
     """Validation loss measured after this step, when one was due (``eval_every``/``eval_at_samples``)."""
     metrics: dict[str, float] | None = None
     """Task metrics measured with the validation loss (see ``train(task_eval=...)``)."""
+    mfu: float | None = None
+    """Model FLOPs utilisation of this step on this device: the FLOPs its samples need (6·N per
+    token plus per-sample attention, :mod:`tunescout.train.flops`) per second over the device's
+    dense bf16 peak. ``None`` on a CPU or an unknown GPU (and in files written before it existed)."""
 
     def to_json(self) -> str:
         # Non-finite values are written as null: JSON has no NaN, and readers must not choke.
@@ -137,12 +141,13 @@ class ProgressSink:
         if self._bar is not None:
             self._bar.update(1)
             self._bar.set_postfix(loss=f"{record.loss:.4f}", gnorm=f"{record.grad_norm:.3f}",
-                                  lr=f"{record.lr:.2e}", tok_s=f"{record.tokens_per_s:.0f}")
+                                  lr=f"{record.lr:.2e}", tok_s=f"{record.tokens_per_s:.0f}",
+                                  **({} if record.mfu is None else {"mfu": f"{record.mfu:.1%}"}))
         elif record.step % self.every == 0 or record.step == self.total:
             log.info(
-                "step %d/%d | loss %.4f | grad_norm %.4f | lr %.3e | %.0f tok/s | %d samples | %.1fs",
-                record.step, self.total, record.loss, record.grad_norm, record.lr,
-                record.tokens_per_s, record.samples, record.wall_s,
+                "step %d/%d | loss %.4f | grad_norm %.4f | lr %.3e | %.0f tok/s%s | %d samples | %.1fs",
+                record.step, self.total, record.loss, record.grad_norm, record.lr, record.tokens_per_s,
+                "" if record.mfu is None else f" | mfu {record.mfu:.1%}", record.samples, record.wall_s,
             )
 
     def close(self) -> None:

@@ -1,69 +1,66 @@
-"""Executors run trials and hand their telemetry back to the driver.
-
-The interface is small so that a Ray executor can drive the same stopping rule and the same
-store: ``submit`` a trial, read ``Event``s (a telemetry record, which needs a ``reply`` with
-the verdict, or the trial's end), ``cancel``, ``shutdown``.
-"""
+"""The local executor: a pool of trial processes on this machine, talking over pipes."""
 
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, Protocol
+from typing import Any
 
-__all__ = ["Event", "Executor", "LocalExecutor", "default_slots"]
+from tunescout.study.executors import Event
+
+__all__ = ["LocalExecutor", "PipeChannel", "default_slots"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Event:
-    """What a running trial reported to the driver."""
+class PipeChannel:
+    """A trial's :class:`~tunescout.study.worker.Channel` to a driver on this machine: one pipe,
+    which keeps the order of messages; a broken pipe (the driver died) raises."""
 
-    trial_id: str
-    kind: str
-    """``record`` (reply with a verdict) or ``done``."""
-    data: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
 
+    def send(self, kind: str, data: dict[str, Any]) -> None:
+        self.conn.send((kind, data))
 
-class Executor(Protocol):
-    """Runs trials. ``slots`` trials at most run at once."""
-
-    slots: int
-
-    def submit(self, trial_id: str, payload: dict[str, Any]) -> None: ...
-
-    def running(self) -> list[str]: ...
-
-    def next_event(self, timeout: float | None = None) -> Event | None:
-        """The next record or end of any running trial, or None after ``timeout`` seconds."""
-
-    def reply(self, trial_id: str, verdict: str | None) -> None:
-        """Answer a ``record`` event: None to continue, a reason to stop the trial."""
-
-    def cancel(self, trial_id: str) -> None: ...
-
-    def shutdown(self) -> None: ...
+    def ask(self, record: dict[str, Any]) -> Any:
+        self.conn.send(("ask", record))
+        return self.conn.recv()
 
 
-def default_slots() -> list[int | None]:
-    """One slot per visible GPU, or a single CPU slot (a CPU trial already uses every core)."""
+def _pipe_trial(conn: Connection, payload: dict[str, Any]) -> None:
+    """The trial process's entry point."""
+    from tunescout.study.worker import run_trial
+
+    try:
+        run_trial(PipeChannel(conn), payload)
+    finally:
+        conn.close()
+
+
+def default_slots(gpus_per_trial: int = 1) -> list[str | None]:
+    """The GPUs of each slot (``CUDA_VISIBLE_DEVICES`` values): one slot per ``gpus_per_trial``
+    visible GPUs, or a single CPU slot (a CPU trial already uses every core)."""
     import torch
 
-    if torch.cuda.is_available():
-        return list(range(torch.cuda.device_count()))
-    return [None]
+    if not torch.cuda.is_available():
+        if gpus_per_trial > 1:
+            raise ValueError(f"executor.gpus_per_trial: {gpus_per_trial} GPUs per trial, but this machine has no CUDA GPU")
+        return [None]
+    count, per = torch.cuda.device_count(), max(1, gpus_per_trial)
+    if per > count:
+        raise ValueError(f"executor.gpus_per_trial: {per} GPUs per trial, but only {count} are visible")
+    return [",".join(str(g) for g in range(i, i + per)) for i in range(0, count - per + 1, per)]
 
 
 @dataclass
 class _Running:
     process: Any
     conn: Connection
-    device: int | None
-    done: bool = False
+    device: str | None
 
 
 class LocalExecutor:
@@ -72,8 +69,9 @@ class LocalExecutor:
     Each trial is its own process, so a crash or an out-of-memory kill fails that trial only.
     """
 
-    def __init__(self, slots: int | None = None, threads: int | None = None) -> None:
-        devices = default_slots()
+    def __init__(self, slots: int | None = None, threads: int | None = None, gpus_per_trial: int = 0) -> None:
+        self.ranks = int(gpus_per_trial) if gpus_per_trial > 1 else 1
+        devices = default_slots(self.ranks)
         self.devices: list[int | None] = devices if slots is None else [devices[i % len(devices)] for i in range(slots)]
         self.slots = len(self.devices)
         self.threads = threads or (max(1, (os.cpu_count() or 1) // self.slots) if devices == [None] else None)
@@ -82,14 +80,12 @@ class LocalExecutor:
         self._trials: dict[str, _Running] = {}
 
     def submit(self, trial_id: str, payload: dict[str, Any]) -> None:
-        from tunescout.study.worker import run_trial
-
         busy = {r.device for r in self._trials.values()}
         device = next((d for d in self.devices if d not in busy or d is None), self.devices[0])
         parent, child = self._ctx.Pipe()
-        process = self._ctx.Process(target=run_trial, args=(child, {**payload, "cuda_device": device,
-                                                                    "threads": self.threads,
-                                                                    "driver_pid": os.getpid()}),
+        process = self._ctx.Process(target=_pipe_trial, args=(child, {**payload, "cuda_device": device,
+                                                                      "threads": self.threads, "ranks": self.ranks,
+                                                                      "driver_pid": os.getpid()}),
                                     name=f"trial-{trial_id}")
         process.start()
         child.close()
@@ -123,7 +119,7 @@ class LocalExecutor:
         code = run.process.exitcode
         return Event(trial_id, "done", {"status": "failed", "reason": f"{lost} (exit code {code})"})
 
-    def reply(self, trial_id: str, verdict: str | None) -> None:
+    def reply(self, trial_id: str, verdict: Any) -> None:
         run = self._trials.get(trial_id)
         if run is not None:
             try:
@@ -132,6 +128,7 @@ class LocalExecutor:
                 pass  # the process died; its EOF arrives as the next event
 
     def cancel(self, trial_id: str) -> None:
+        """Kill the trial's process; its end arrives as a ``done`` event (failed, cancelled)."""
         run = self._trials.get(trial_id)
         if run is not None:
             run.process.kill()
