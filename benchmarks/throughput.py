@@ -81,6 +81,8 @@ class ModelSpec:
     learning_rate: float = 1e-4
     min_tokens: int = 20
     max_tokens: int = 1000
+    hidden: int = 256
+    """Width of the tiny Llama (its MLP is 4x that); the other models ignore it."""
 
 
 MODELS = {
@@ -226,8 +228,10 @@ def prepare_model(spec: ModelSpec, work: Path, seed: int) -> Path:
     if spec.name in ("tiny", "llama-1b"):
         from tunescout.demo.tiny import build_tiny_model
 
-        tiny = build_tiny_model(work / "models" / "tiny-h256-l4", corpus=tokenizer_corpus(seed), seed=seed,
-                                max_positions=max(1024, spec.max_length), **TINY_SHAPE)
+        shape = {**TINY_SHAPE, "hidden_size": spec.hidden, "intermediate_size": 4 * spec.hidden}
+        tiny = build_tiny_model(work / "models" / f"tiny-h{spec.hidden}-l4-p{max(1024, spec.max_length)}",
+                                corpus=tokenizer_corpus(seed), seed=seed, max_positions=max(1024, spec.max_length),
+                                **shape)
         if spec.name == "tiny":
             return tiny
         from throughput_gpu import build_llama_1b  # the tiny model's tokenizer, a 1B Llama's shape
@@ -424,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads per trainer process (default 1: on a shared machine two threads "
                         "on two cores make step times swing by an order of magnitude whenever another "
                         "process runs; one thread keeps the comparison stable)")
+    parser.add_argument("--max-length", type=int, help="max_length of every trainer (default 1024, 2048 for llama-1b)")
+    parser.add_argument("--lengths", help="sample lengths log-uniform in LO-HI tokens (default 20-1000)")
+    parser.add_argument("--hidden", type=int, help="width of the tiny model (default 256)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--worker-timeout", type=float, default=WORKER_TIMEOUT_S,
                         help=f"seconds a trainer may take before its row is marked failed (default {WORKER_TIMEOUT_S})")
@@ -466,8 +473,11 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     for name in names:
         spec = MODELS[name]
+        lo, hi = (int(x) for x in args.lengths.split("-")) if args.lengths else (None, None)
         spec = replace(spec, **{k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
-                                                   ("micro_batch", args.micro_batch)) if v is not None})
+                                                   ("micro_batch", args.micro_batch), ("max_length", args.max_length),
+                                                   ("min_tokens", lo), ("max_tokens", hi), ("hidden", args.hidden))
+                                if v is not None})
         if spec.batch_size % spec.micro_batch:
             parser.error(f"--micro-batch {spec.micro_batch} must divide the batch size {spec.batch_size}")
         print(f"[{name}] preparing model and data ...", flush=True)
@@ -552,8 +562,6 @@ def run_tunescout(job: dict[str, Any]) -> dict[str, Any]:
     steps = read_telemetry(Path(job["run_dir"]) / "telemetry.jsonl")
     tokens = steps[-1]["tokens"] - steps[0]["tokens"]
     budget = config.max_tokens_per_micro_batch
-    rows = config.max_tokens_per_row or config.max_length  # the loop's default without flash attention
-    one_row = config.max_tokens_per_row is None and config.attn_implementation.startswith("flash_attention")
     mbs = [s["micro_batches"] for s in steps[1:]]
     mfus = [s.get("mfu") for s in steps[1:]]
     padding = sum(s.get("pad_tokens", 0) for s in steps[1:])
@@ -563,8 +571,7 @@ def run_tunescout(job: dict[str, Any]) -> dict[str, Any]:
     return {
         **clock.window(), "tokens": tokens, "padded_tokens": tokens + padding,
         "telemetry_s": steps[-1]["wall_s"] - steps[0]["wall_s"],
-        "batching": (f"1 row <= {budget} tok (varlen), {min(mbs)}-{max(mbs)} mb/step" if one_row else
-                     f"rows <= {min(rows, budget)} tok in <= {budget} tok, {min(mbs)}-{max(mbs)} mb/step"),
+        "batching": f"cost-model plan in <= {budget} tok, {min(mbs)}-{max(mbs)} mb/step, {padding} pad tok",
         "telemetry_mfu": sum(mfus) / len(mfus) if mfus and None not in mfus else None,
         "micro_batches_per_step": mbs, "train_total_s": total_s, "final_loss": result.final_loss,
         "params_text": (f"{result.params['total'] / 1e6:.1f}M params "

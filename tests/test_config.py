@@ -112,3 +112,51 @@ def test_nest_dotted_copies_nested_values_and_names_conflicts() -> None:
         nest_dotted({"lora": 8, "lora.r": 8})
     with pytest.raises(ConfigError, match="override `lora.r=8` conflicts with another override"):
         parse_overrides(["lora=1", "lora.r=8"])
+
+
+def test_transformers_names_load_as_their_tunescout_keys() -> None:
+    cfg = build_config({"num_train_epochs": 3, "max_grad_norm": 0.5, "lr_scheduler_type": "cosine",
+                        "adam_beta1": 0.85, "adam_beta2": 0.999, "adam_epsilon": 1e-6, "warmup_ratio": 0.1})
+    assert (cfg.epochs, cfg.grad_clip, cfg.schedule, cfg.betas, cfg.eps, cfg.warmup_ratio) == (
+        3.0, 0.5, "cosine", (0.85, 0.999), 1e-6, 0.1)
+    assert cfg.warmup_for(95) == 10  # ceil(9.5), as transformers rounds it
+    assert build_config({"max_grad_norm": 0}).grad_clip is None  # transformers clips only when > 0
+    assert build_config({"adam_beta2": 0.99}).betas == (0.9, 0.99)  # the other beta keeps tunescout's
+    assert build_config({"betas": [0.8, 0.9]}, ["adam_beta2=0.99"]).betas == (0.8, 0.99)
+    assert build_config({"epochs": 2}, ["num_train_epochs=4"]).epochs == 4.0  # an override may rename
+    for hf, ours in (("linear", "linear"), ("constant", "constant"), ("constant_with_warmup", "constant")):
+        assert build_config({"lr_scheduler_type": hf}).schedule == ours
+    assert build_config({"lr_scheduler_type": "constant_with_warmup", "warmup_steps": 5}).warmup_steps == 5
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"num_train_epochs": 2, "epochs": 1}, r"`num_train_epochs` is transformers' name for `epochs`: give one"),
+        ({"max_grad_norm": 1.0, "grad_clip": 1.0}, r"`max_grad_norm` .* `grad_clip`"),
+        ({"lr_scheduler_type": "linear", "schedule": "cosine"}, r"`lr_scheduler_type` .* `schedule`"),
+        ({"adam_beta1": 0.9, "betas": [0.9, 0.95]}, r"`adam_beta1` .* `betas`"),
+        ({"adam_epsilon": 1e-6, "eps": 1e-8}, r"`adam_epsilon` .* `eps`"),
+        ({"lr_scheduler_type": "polynomial"}, r"lr_scheduler_type: 'polynomial' has no tunescout schedule"),
+        ({"lr_scheduler_type": "constant", "warmup_ratio": 0.1}, r"`constant` has no warmup in transformers"),
+        ({"num_train_epochs": "two"}, r"num_train_epochs: expected a number"),
+        ({"warmup_steps": 0.1}, r"warmup_steps: 0.1 .* use `warmup_ratio: 0.1`"),
+        ({"warmup_steps": 10, "warmup_ratio": 0.1}, r"warmup_steps \(10\) and warmup_ratio \(0.1\)"),
+        ({"warmup_ratio": 1.5}, r"warmup_ratio must be in \[0, 1\]"),
+        ({"per_device_train_batch_size": 4, "gradient_accumulation_steps": 8},
+         r"`per_device_train_batch_size` and `gradient_accumulation_steps`: not tunescout settings.*"
+         r"`batch_size`.*`max_tokens_per_micro_batch`.*x 1 process\(es\) is `batch_size: 32`"),
+        ({"gradient_accumulation_steps": 2}, r"per_device_train_batch_size=8 x gradient_accumulation_steps=2"),
+        ({"per_device_train_batch_size": 0}, r"per_device_train_batch_size: expected a positive integer"),
+    ],
+)
+def test_transformers_names_refused_with_the_reason(raw: dict, message: str, monkeypatch) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(ConfigError, match=message):
+        build_config(raw)
+
+
+def test_batch_refusal_counts_the_processes(monkeypatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(ConfigError, match=r"x 4 process\(es\) is `batch_size: 64`"):
+        build_config({}, ["per_device_train_batch_size=2", "gradient_accumulation_steps=8"])

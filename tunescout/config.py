@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -113,15 +114,27 @@ class TrainConfig:
     (SDPA/eager block-diagonal masks cost attention compute quadratic in the row length), with
     the budget cut to about 1,024 tokens on CPU. Setting it keeps both values as given."""
     epochs: float = 1.0
+    """Passes over the data (per phase, unless a data entry sets its own); ignored for the length
+    when ``max_steps`` or ``max_samples`` is set."""
     max_steps: int | None = None
-    """Stop after this many optimizer steps (overrides epochs when smaller)."""
+    """Total optimizer steps, as in Hugging Face's ``TrainingArguments``: overrides ``epochs``,
+    cycling through the data (a new shuffle each pass) when it needs more than one pass. Phased
+    data repeat the whole curriculum (see ``tunescout/data/phases.py``)."""
     max_samples: int | None = None
-    """Stop after this many training samples."""
+    """Total training samples, overriding ``epochs`` and cycling like ``max_steps``; with both
+    set, the first reached ends the run."""
 
     # --- optimizer and schedule ---
     learning_rate: float = 2.0e-5
     schedule: Schedule = "constant"
     warmup_steps: int = 0
+    """Optimizer steps of linear warmup; step ``i`` (0-based) trains at ``(i + 1) / warmup_steps``
+    of the peak, so no step is spent at zero (transformers' schedules reach the same factors one
+    step later: their first step has a learning rate of 0)."""
+    warmup_ratio: float | None = None
+    """Warmup as a fraction of the run's total optimizer steps (transformers' name):
+    ``ceil(warmup_ratio * total_steps)`` steps, as transformers rounds it, computed once the
+    schedule is built (:meth:`warmup_for`). Exclusive with a non-zero ``warmup_steps``."""
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1.0e-8
@@ -223,6 +236,12 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1 or null, got {value}")
         if self.warmup_steps < 0:
             raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.warmup_ratio is not None:
+            if not 0.0 <= self.warmup_ratio <= 1.0:
+                raise ConfigError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+            if self.warmup_steps:
+                raise ConfigError(f"warmup_steps ({self.warmup_steps}) and warmup_ratio ({self.warmup_ratio}) "
+                                  "both set the warmup; give one of them")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.strategy == "phased" and any(d.phase is None for d in self.data):
@@ -231,6 +250,14 @@ class TrainConfig:
             from tunescout.track import check_trackers  # names and installs only; no backend is imported
 
             check_trackers(self.track)
+
+    def warmup_for(self, total_steps: int) -> int:
+        """Warmup steps of a run of ``total_steps`` optimizer steps: ``warmup_steps``, or
+        ``warmup_ratio`` of the total rounded up (as transformers' ``get_warmup_steps``). A
+        method, because the total is known only once the data are tokenised and scheduled."""
+        if self.warmup_ratio is None:
+            return self.warmup_steps
+        return math.ceil(total_steps * self.warmup_ratio)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (YAML/JSON-safe) of every field."""
@@ -402,11 +429,18 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> TrainConfig:
     """Build a :class:`TrainConfig` from a mapping and optional ``key=value`` overrides.
 
+    Hugging Face ``TrainingArguments`` names (``num_train_epochs``, ``max_grad_norm``, ...) are
+    accepted for their tunescout keys (see :mod:`tunescout.hf_args`).
+
     Raises:
         ConfigError: unknown key, wrong type, or inconsistent values.
     """
-    raw = {ALIASES.get(k, k): v for k, v in (raw or {}).items()}
-    over = {ALIASES.get(k, k): v for k, v in parse_overrides(overrides or []).items()}
+    from tunescout.hf_args import resolve_hf_names  # imports ConfigError from here
+
+    # Transformers' names are resolved in each mapping alone: an override may replace a YAML key
+    # under the other name, but one mapping giving both names is a contradiction.
+    raw = {ALIASES.get(k, k): v for k, v in resolve_hf_names(raw or {}).items()}
+    over = {ALIASES.get(k, k): v for k, v in resolve_hf_names(parse_overrides(overrides or []), base=raw).items()}
     merged = _normalise_data(_merge(raw, over), "data")
     return _build(TrainConfig, _normalise_data(merged, "eval_data"))
 

@@ -65,7 +65,8 @@ def add_eval_command(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="prompts per generate call")
     p.add_argument("--gen", action="append", default=[], metavar="KEY=VALUE",
                    help="generation setting over greedy decoding, repeatable (--gen do_sample=true --gen top_p=0.9)")
-    p.add_argument("--max-length", type=int, default=2048, help="truncate validation-loss rows to this many tokens")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="truncate validation-loss rows to this many tokens (default: a run directory's own, else 2048)")
     p.add_argument("--tasks", help="comma-separated lm-eval harness tasks (needs pip install 'tunescout[eval]')")
     p.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples per harness prompt")
     p.add_argument("--include-path", default=None, help="folder of extra harness task YAMLs")

@@ -543,3 +543,47 @@ def test_mixed_shapes_in_one_parquet_file(tmp_path):
     pq.write_table(pa.Table.from_pylist([{"text": "plain", "prompt": None, "completion": None},
                                          {"text": None, "prompt": "p", "completion": "c"}]), path)
     assert [e.kind for e in read_examples(str(path))] == ["text", "prompt_completion"]
+
+
+# --------------------------------------------------------------------------- TRL conversational rows
+
+
+class TestConversational:
+    P = [{"role": "user", "content": "q"}]
+    C = [{"role": "assistant", "content": "a"}]
+
+    def test_prompt_completion_lists_become_a_chat_that_knows_its_completion(self):
+        ex = normalise_row({"prompt": self.P, "completion": self.C}, "w")
+        assert ex == Example("messages", messages=(*self.P, *self.C), completion_from=1, where="w")
+
+    def test_prompt_only_for_evaluation(self):
+        ex = normalise_row({"prompt": self.P}, "w")
+        assert (ex.kind, ex.messages, ex.completion_from) == ("messages", tuple(self.P), 1)
+        assert normalise_row({"prompt": self.P, "completion": None}, "w").completion_from == 1  # a Parquet gap
+
+    @pytest.mark.parametrize(("row", "message"), [
+        ({"prompt": [{"role": "user", "content": "q"}], "completion": "a"},
+         r"`prompt` is a list of messages but `completion` is a str; give both as lists"),
+        ({"prompt": [], "completion": [{"role": "assistant", "content": "a"}]}, r"`prompt` must be a non-empty list"),
+        ({"prompt": [{"role": "user", "content": "q"}], "completion": []}, r"`completion` must be a non-empty list"),
+        ({"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "bot", "content": "a"}]},
+         r"completion\[0\] has role 'bot'"),
+        ({"prompt": [{"role": "user", "content": 3}], "completion": [{"role": "assistant", "content": "a"}]},
+         r"`prompt\[0\].content` must be a string"),
+        ({"prompt": ["q"]}, r"prompt\[0\] must be an object"),
+    ])
+    def test_malformed_rows_name_the_file_and_line(self, tmp_path, row, message):
+        path = write_jsonl(tmp_path / "trl.jsonl", [{"prompt": self.P, "completion": self.C}, row])
+        with raises_at(f"{path}:2: ", message):
+            read_examples(str(path))
+
+    def test_eval_items_prompt_with_the_prompt_and_score_the_completion(self):
+        from tunescout.evaluate.tasks import build_eval_items
+
+        rows = [normalise_row({"prompt": self.P, "completion": self.C}, "w:1")]
+        assert build_eval_items(rows, use_chat=True)[0] == (list(self.P), "a")
+        with raises_at("w:2: a prompt-only row has no `completion` to use as the reference answer"):
+            build_eval_items([normalise_row({"prompt": self.P}, "w:2")], use_chat=True)
+        with raises_at("w:3: `completion` has no assistant message"):
+            build_eval_items([normalise_row({"prompt": self.P, "completion": [{"role": "tool", "content": "x"}]},
+                                            "w:3")], use_chat=True)

@@ -450,3 +450,71 @@ class TestPrepare:
         path.write_text('{"text": "a"}\n{"prompt": "b"}\n', encoding="utf-8")
         with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:2: has `prompt` but no `completion`"):
             prepare_data([DataSource(str(path))], tok, max_length=128)
+
+
+# --------------------------------------------------------------------------- TRL conversational rows
+
+
+def trl_split(tok, prompt: list[dict], completion: list[dict]) -> tuple[str, str]:
+    """Prompt and completion text the way TRL's ``apply_chat_template`` cuts them."""
+    if prompt[-1]["role"] == "assistant":
+        head = tok.apply_chat_template(prompt, tokenize=False, continue_final_message=True)
+    else:
+        head = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    full = tok.apply_chat_template(prompt + completion, tokenize=False)
+    assert full.startswith(head)
+    return head, full[len(head):]
+
+
+class TestConversationalPromptCompletion:
+    PROMPT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 plus 3?"}]
+
+    @pytest.mark.parametrize("completion", [
+        [{"role": "assistant", "content": "5"}],
+        # TRL puts loss on the whole completion, whatever its roles
+        [{"role": "assistant", "content": "calling"}, {"role": "tool", "content": "{}"},
+         {"role": "assistant", "content": "5"}],
+    ])
+    def test_loss_on_the_completion_exactly_as_trl_renders_it(self, tok, tmp_path, completion):
+        ensure_chat_template(tok)
+        path = tmp_path / "trl.jsonl"
+        path.write_text(json.dumps({"prompt": self.PROMPT, "completion": completion}) + "\n")
+        from tunescout.data.formats import read_examples
+
+        [ex] = read_examples(str(path))
+        [s] = tokenize_examples([ex], tok, max_length=512)
+        head, tail = trl_split(tok, self.PROMPT, completion)
+        assert tok.decode(s.input_ids) == head + tail
+        assert loss_text(tok, s) == tail and masked_text(tok, s) == head
+        [every] = tokenize_examples([ex], tok, max_length=512, train_on="all")
+        assert every.input_ids == s.input_ids and IGNORE not in every.labels
+
+    def test_prompt_ending_with_assistant_is_continued(self, tok):
+        ensure_chat_template(tok)
+        prompt = [*self.PROMPT, {"role": "assistant", "content": "The answer"}]
+        completion = [{"role": "assistant", "content": " is 5"}]
+        ex = Example("messages", messages=tuple(prompt + completion), completion_from=3, where="t.jsonl:2")
+        [s] = tokenize_examples([ex], tok, max_length=512)
+        head, tail = trl_split(tok, prompt, completion)
+        assert loss_text(tok, s) == tail and masked_text(tok, s) == head
+
+    def test_single_turn_matches_an_ordinary_chat(self, tok):
+        ensure_chat_template(tok)
+        completion = [{"role": "assistant", "content": "5"}]
+        trl = Example("messages", messages=tuple(self.PROMPT + completion), completion_from=2, where="w")
+        plain = Example("messages", messages=tuple(self.PROMPT + completion), where="w")
+        assert tokenize_examples([trl], tok, 512) == tokenize_examples([plain], tok, 512)
+
+    def test_prompt_only_row_refused_for_training_naming_it(self, tok):
+        ensure_chat_template(tok)
+        ex = Example("messages", messages=tuple(self.PROMPT), completion_from=2, where="p.jsonl:4")
+        with pytest.raises(DataError, match=r"^p\.jsonl:4: a prompt-only row .* evaluation prompts"):
+            tokenize_examples([ex], tok, max_length=512)
+
+    def test_prepare_data_trains_on_trl_rows(self, tok, tmp_path):
+        path = tmp_path / "trl.jsonl"
+        rows = [{"prompt": [{"role": "user", "content": f"q{i}"}], "completion": [{"role": "assistant", "content": f"a{i}"}]}
+                for i in range(3)]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        data = prepare_data([DataSource(str(path))], tok, max_length=128)  # installs ChatML: rows are chats
+        assert [loss_text(tok, s) for s in data.train] == [f"a{i}<|im_end|>\n" for i in range(3)]

@@ -55,6 +55,33 @@ def test_a_run_directory_scores_its_adapter_with_the_loss_training_measured(lora
     assert "val_loss" in out and "f1" in out  # the table
 
 
+@pytest.mark.parametrize("dtype", ["auto", "bfloat16"])
+def test_a_run_directory_is_scored_with_its_own_data_settings_and_numerics(tiny_model_dir: Path, tmp_path: Path,
+                                                                          dtype: str, capsys) -> None:
+    # Loss on every token and rows cut to 8 tokens: not eval's defaults (completion, 2048); and in
+    # bfloat16, float32 master weights under bfloat16 autocast, as training computed it.
+    rows = [{"prompt": f"Please repeat after me the word {w}", "completion": f"{w}, {w} and {w} again"} for w in
+            "alpha beta gamma delta".split()]
+    train_file, eval_file = write_jsonl(rows, tmp_path / "train.jsonl"), write_jsonl(rows, tmp_path / "eval.jsonl")
+    config = TrainConfig(model=str(tiny_model_dir), method="full", data=[DataSource(str(train_file))],
+                         eval_data=[DataSource(str(eval_file))], batch_size=4, max_steps=2, learning_rate=1e-3,
+                         max_length=8, train_on="all", max_tokens_per_micro_batch=256, output_dir=str(tmp_path / "run"),
+                         progress=False, dtype=dtype)
+    assert train(config).status == "completed"
+    out_json = tmp_path / "r.json"
+    assert _eval([str(tmp_path / "run"), "--data", str(eval_file), "-o", str(out_json)], capsys)[0] == 0
+    doc = json.loads(out_json.read_text())
+    trained = json.loads((tmp_path / "run" / "result.json").read_text())["eval_loss"]
+    assert doc["metrics"]["val_loss"] == pytest.approx(trained, rel=1e-5)
+    assert doc["loaded"].get("autocast") == (None if dtype == "auto" else dtype)
+    assert doc["config"]["max_length"] == 8 and doc["tokenized"] == {"max_length": 8, "train_on": "all",
+                                                                    "too_long": "truncate", "chat_template": None}
+    # a setting given on the command line still wins
+    assert _eval([str(tmp_path / "run"), "--data", str(eval_file), "--max-length", "64", "-o", str(out_json)],
+                 capsys)[0] == 0
+    assert json.loads(out_json.read_text())["config"]["max_length"] == 64
+
+
 def test_a_model_folder_with_harness_tasks_and_a_limit(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
     pytest.importorskip("lm_eval")
     from harness_tasks import write_mc_task

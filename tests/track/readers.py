@@ -88,7 +88,8 @@ def read_wandb(run_dir: Path) -> dict:
     from wandb.proto import wandb_internal_pb2 as pb
 
     run_id = json.loads((run_dir / "trackers.json").read_text())["wandb"]["id"]
-    files = sorted(run_dir.glob(f"wandb/offline-run-*-{run_id}*/run-{run_id}.wandb"))  # "-1": same second
+    # "-1": same second; by folder name, where "<id>" sorts before "<id>-1" (the full path would not)
+    files = sorted(run_dir.glob(f"wandb/offline-run-*-{run_id}*/run-{run_id}.wandb"), key=lambda p: p.parent.name)
     assert files, f"no offline W&B run {run_id} under {run_dir}/wandb"
     params, history, summary, group, name = {}, {}, {}, None, None
     for path in files:  # a resumed run writes a second offline folder with the same id
@@ -98,6 +99,10 @@ def read_wandb(run_dir: Path) -> dict:
             kind = record.WhichOneof("record_type")
             if kind == "run":
                 group, name = record.run.run_group, record.run.display_name
+                point = record.run.branch_point
+                if record.run.HasField("branch_point") and point.run == run_id and point.metric == "_step":
+                    # a rewind: as the server does when the run is synced, drop the history after that step
+                    history = {k: [(s, v) for s, v in h if s <= point.value] for k, h in history.items()}
                 params.update({u.key: json.loads(u.value_json) for u in record.run.config.update})
             elif kind == "history":
                 items = {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item}

@@ -99,3 +99,31 @@ def test_a_study_tracks_each_trial_and_ranks_on_a_harness_task(tiny_model_dir: P
         assert r.data.tags["tunescout.status"] == "completed" and r.info.status == "FINISHED"
         assert r.data.metrics[f"final/{metric}"] == pytest.approx(scores[r.info.run_name])
         assert "final/val_loss" in r.data.metrics
+
+
+class _Unreachable:
+    def start(self, run, previous):
+        raise ConnectionError("tracking server unreachable")
+
+
+def test_a_tracker_that_cannot_start_fails_the_run_and_closes_what_was_opened(
+        tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from tunescout.config import DataSource, TrainConfig
+    from tunescout.track import TRACKERS
+    from tunescout.train import loop, train
+
+    closed = []
+    for cls in (loop.JsonlSink, loop.ProgressSink):
+        monkeypatch.setattr(cls, "close", lambda self, real=cls.close: (closed.append(type(self).__name__), real(self)))
+    monkeypatch.setitem(TRACKERS, "unreachable", SimpleNamespace(name="unreachable", modules=(), create=_Unreachable))
+    config = TrainConfig(model=str(tiny_model_dir), data=[DataSource(str(write_jsonl(ROWS, tmp_path / "t.jsonl")))],
+                         batch_size=4, max_steps=1, max_length=64, max_tokens_per_micro_batch=256, progress=False,
+                         output_dir=str(tmp_path / "run"), track=["tensorboard", "unreachable"])
+    with pytest.raises(ConnectionError, match="unreachable"):
+        train(config)
+    assert sorted(closed) == ["JsonlSink", "ProgressSink"]
+    assert read_tensorboard(tmp_path / "run")["status"] == "failed"  # the one started before it is finished
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["status"] == "failed" and "unreachable" in result["reason"]

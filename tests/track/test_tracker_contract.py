@@ -1,11 +1,15 @@
 """One contract suite over every registered tracker: what a run sends is what its backend holds
-(params, each step's values at the right step, final scores, status, group), a resumed run
-continues the same tracker run, and a missing package or unknown name fails when the config is built."""
+(params, each step's values at the right step, final scores, status, group), a resumed run holds
+each step once with the values of the attempt that finished, a tracker that cannot start leaves
+none of the others running, a study trial gets a tracker run of its own whatever the environment
+says, and a missing package or unknown name fails when the config is built."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -47,6 +51,14 @@ def name(request) -> str:
     return request.param
 
 
+def _next_attempt(name: str) -> None:
+    """TensorBoard reads a folder's event files in name order: creation time in seconds, then a
+    per-process counter compared as text (``.10`` before ``.9``). A real resume is a new process
+    and later; attempts made in one second of one process, as here, could be read out of order."""
+    if name == "tensorboard":
+        time.sleep(1.05)
+
+
 def test_a_run_arrives_whole(name: str, tmp_path: Path) -> None:
     run_dir = tmp_path / "t0123abcd"
     run_dir.mkdir()
@@ -73,25 +85,77 @@ def test_a_run_arrives_whole(name: str, tmp_path: Path) -> None:
         assert got["group"] == "my-study"
 
 
-def test_a_resumed_run_continues_its_tracker_run(name: str, tmp_path: Path) -> None:
+def test_a_resumed_run_holds_each_step_once_with_the_values_of_the_attempt_that_finished(
+        name: str, tmp_path: Path) -> None:
+    # The real case: the first attempt got past its last checkpoint (step 2) and logged step 3
+    # before it stopped; the resumed attempt redoes step 3 (on a GPU not always bit-identically).
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     first = SimpleNamespace(status="paused", eval_loss=None, metrics={}, final_loss=2.0)
     [sink] = open_trackers([name], run_dir, CONFIG, first)
-    sink.write(_record(1))
-    sink.write(_record(2))
+    for step in (1, 2, 3):
+        sink.write(_record(step))
     sink.close()
-    state = json.loads((run_dir / "trackers.json").read_text())
     assert READERS[name](run_dir)["status"] == "paused"
 
-    second = SimpleNamespace(status="completed", eval_loss=1.5, metrics={}, final_loss=1.0)
+    _next_attempt(name)
+    second = SimpleNamespace(status="completed", eval_loss=1.5, metrics={}, final_loss=0.25)
     [sink] = open_trackers([name], run_dir, CONFIG, second, start_step=2)
-    sink.write(_record(3))
+    sink.write(dataclasses.replace(_record(3), loss=0.25, grad_norm=9.0))
+    sink.write(_record(4))
     sink.close()
-    assert json.loads((run_dir / "trackers.json").read_text()) == state  # the same tracker run
     got = READERS[name](run_dir)
-    assert got["history"]["train/loss"] == [(1, 3.0), (2, 2.0), (3, 1.0)]
+    # every tracker can rewrite the redone step (MLflow: into a new run that carries steps 1-2 over)
+    assert got["history"]["train/loss"] == [(1, 3.0), (2, 2.0), (3, 0.25), (4, 0.0)]
+    assert got["history"]["train/grad_norm"] == [(1, 0.5), (2, 1.0), (3, 9.0), (4, 2.0)]
     assert got["status"] == "completed" and got["final"]["val_loss"] == 1.5
+    assert got["name"] == "run"
+
+
+def test_a_resume_can_resume_again(name: str, tmp_path: Path) -> None:
+    outcome = SimpleNamespace(status="paused", eval_loss=None, metrics={}, final_loss=1.0)
+    for start, steps in ((0, (1, 2)), (2, (3, 4)), (3, (4, 5))):
+        _next_attempt(name)
+        [sink] = open_trackers([name], tmp_path, CONFIG, outcome, start_step=start)
+        for step in steps:
+            sink.write(_record(step))
+        sink.close()
+    assert [s for s, _ in READERS[name](tmp_path)["history"]["train/loss"]] == [1, 2, 3, 4, 5]
+
+
+class _Boom:
+    def start(self, run, previous):
+        raise ConnectionError("tracking server unreachable")
+
+
+def test_a_tracker_that_fails_to_start_finishes_those_started_before_it(
+        name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(TRACKERS, "boom", SimpleNamespace(name="boom", modules=(), create=_Boom))
+    with pytest.raises(ConnectionError, match="unreachable"):
+        open_trackers([name, "boom"], tmp_path, CONFIG, SimpleNamespace(status="running"))
+    got = READERS[name](tmp_path)  # trackers.json names what was started
+    assert got["status"] == "failed"
+    if "backend_status" in got:
+        assert got["backend_status"] == "FAILED"  # not left RUNNING
+
+
+@pytest.mark.parametrize("var", ["MLFLOW_RUN_ID", "WANDB_RUN_ID"])
+def test_a_study_trial_ignores_a_global_run_id(name: str, var: str, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    # A run id in the environment would put every trial of a study into that one tracker run.
+    monkeypatch.setenv(var, "0123456789abcdef0123456789abcdef")
+    ids = []
+    for trial in ("t1", "t2"):
+        run_dir = tmp_path / trial
+        run_dir.mkdir()
+        [sink] = open_trackers([name], run_dir, CONFIG, SimpleNamespace(status="completed"), group="study")
+        sink.write(_record(1))
+        sink.close()
+        ids.append(json.loads((run_dir / "trackers.json").read_text())[name])
+        assert READERS[name](run_dir)["name"] == trial
+    if name in var.lower():
+        assert ids[0] != ids[1] and "0123456789abcdef" not in json.dumps(ids)
+        assert f"{var} is ignored" in caplog.text
 
 
 def test_a_backend_error_mid_run_drops_the_tracker_not_the_run(name: str, tmp_path: Path, caplog) -> None:
@@ -118,3 +182,25 @@ def test_off_rank_zero_nothing_is_tracked(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setenv("RANK", "1")
     assert open_trackers(NAMES, tmp_path, CONFIG, SimpleNamespace(status="completed")) == []
     assert not (tmp_path / "trackers.json").exists()
+
+
+def test_where_wandb_refuses_a_rewind_the_run_is_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         caplog) -> None:
+    wandb = pytest.importorskip("wandb")
+    real = wandb.init
+
+    def no_rewind(**kwargs):
+        if "resume_from" in kwargs:
+            raise wandb.errors.CommError("rewind is not enabled for this entity")
+        return real(**kwargs)
+
+    outcome = SimpleNamespace(status="completed", eval_loss=1.5, metrics={}, final_loss=1.0)
+    [sink] = open_trackers(["wandb"], tmp_path, CONFIG, outcome)
+    sink.write(_record(1))
+    sink.close()
+    monkeypatch.setattr(wandb, "init", no_rewind)
+    [sink] = open_trackers(["wandb"], tmp_path, CONFIG, outcome, start_step=1)
+    sink.write(_record(2))
+    sink.close()
+    assert "refused to rewind" in caplog.text
+    assert READERS["wandb"](tmp_path)["history"]["train/loss"] == [(1, 3.0), (2, 2.0)]

@@ -6,16 +6,17 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
-import random
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from samples import random_samples
+
 from tunescout.config import ConfigError, DataSource, TrainConfig, build_config
 from tunescout.data.packing import collate_packed, plan_micro_batches
-from tunescout.data.tokenize import IGNORE, TokenizedSample
+from tunescout.data.tokenize import TokenizedSample
 from tunescout.demo.tasks import make_rows, write_jsonl
 from tunescout.train import accel, read_telemetry, train
 from tunescout.train.accel import (
@@ -33,14 +34,7 @@ from tunescout.train.models import load_model
 
 
 def _samples(n: int, vocab: int, seed: int = 0, max_len: int = 40) -> list[TokenizedSample]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        length = rng.randint(4, max_len)
-        ids = [rng.randrange(3, vocab) for _ in range(length)]
-        prompt = rng.randint(1, length - 2)
-        out.append(TokenizedSample(tuple(ids), tuple([IGNORE] * prompt + ids[prompt:])))
-    return out
+    return random_samples(n, vocab, seed, max_len)
 
 
 @pytest.fixture(scope="module")

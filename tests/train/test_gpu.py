@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import random
 from pathlib import Path
 
 import pytest
 import torch
 
+from samples import random_samples
+
 from tunescout.config import DataSource, TrainConfig
 from tunescout.data.packing import collate_packed, plan_micro_batches
-from tunescout.data.tokenize import IGNORE, TokenizedSample
+from tunescout.data.tokenize import TokenizedSample
 from tunescout.demo.tasks import make_rows, write_jsonl
 from tunescout.train import read_telemetry, train
 from tunescout.train.accel import compile_model, make_optimizer
@@ -31,14 +32,7 @@ CUDA = torch.device("cuda")
 
 
 def _samples(n: int, vocab: int, seed: int = 0, max_len: int = 60) -> list[TokenizedSample]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        length = rng.randint(4, max_len)
-        ids = [rng.randrange(3, vocab) for _ in range(length)]
-        prompt = rng.randint(1, length - 2)
-        out.append(TokenizedSample(tuple(ids), tuple([IGNORE] * prompt + ids[prompt:])))
-    return out
+    return random_samples(n, vocab, seed, max_len)
 
 
 def _step(model: torch.nn.Module, samples, autocast=torch.bfloat16, **plan) -> tuple[float, torch.Tensor]:

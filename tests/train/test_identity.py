@@ -194,3 +194,27 @@ def test_what_auto_resolved_to_must_match_on_resume(tiny_model_dir, data_file, t
     (run / "run.json").write_text(json.dumps(record))
     with pytest.raises(ResumeMismatch, match="resolved.dtype: 'bfloat16' in the run, 'float32' now"):
         train(_config(tiny_model_dir, data_file, run), resume=True)
+
+
+def test_the_storage_token_is_per_study_and_a_folder_not_shared_is_named(tmp_path: Path) -> None:
+    from tunescout.train.rundir import StorageNotShared, check_storage, mark_storage
+
+    a = mark_storage(tmp_path / "runs", "study-a")
+    b = mark_storage(tmp_path / "runs", "study-b")  # another study's driver on the same folder
+    check_storage(*a)
+    check_storage(*b)
+    a_again = mark_storage(tmp_path / "runs", "study-a")  # the same study's next sweep: a new token
+    with pytest.raises(StorageNotShared, match="another driver token"):
+        check_storage(*a)
+    check_storage(*a_again)
+    with pytest.raises(StorageNotShared, match=r"does not see the study's runs folder .*no \.tunescout-storage-"):
+        check_storage(tmp_path / "elsewhere" / Path(a[0]).name, a[1])
+
+
+def test_a_run_length_limit_carries_its_meaning_into_the_identity(data_file: Path) -> None:
+    """max_steps/max_samples became totals that cycle the data: their runs are new trials."""
+    plain = run_identity(TrainConfig(model="m", data=[DataSource(str(data_file))]))
+    assert "run_length" not in plain
+    for limit in ({"max_steps": 8}, {"max_samples": 64}):
+        identity = run_identity(TrainConfig(model="m", data=[DataSource(str(data_file))], **limit))
+        assert identity["run_length"] == "total-cycling"

@@ -260,10 +260,12 @@ def test_eval_data_at_sample_counts_and_task_eval(tiny_model_dir, data_files, tm
 
 
 @pytest.mark.parametrize(("device", "attn", "settings", "expected"), [
-    ("cpu", "sdpa", {"max_length": 128, "max_tokens_per_micro_batch": 4096}, (128, 1024)),  # short rows: ~1k tokens
-    ("cpu", "sdpa", {"max_length": 2048, "max_tokens_per_micro_batch": 16384}, (2048, 2048)),  # one long row
-    ("cpu", "sdpa", {"max_length": 128, "max_tokens_per_micro_batch": 512}, (128, 512)),  # a smaller budget stays
-    ("cuda", "sdpa", {"max_length": 128, "max_tokens_per_micro_batch": 4096}, (128, 4096)),
+    # None: rows are the cost model's choice per batch (stepcost.py); the budget is the memory bound,
+    # cut to ~1k tokens on a CPU, which gains nothing from larger micro-batches.
+    ("cpu", "sdpa", {"max_length": 128, "max_tokens_per_micro_batch": 4096}, (None, 1024)),
+    ("cpu", "sdpa", {"max_length": 2048, "max_tokens_per_micro_batch": 16384}, (None, 2048)),  # one long row fits
+    ("cpu", "sdpa", {"max_length": 128, "max_tokens_per_micro_batch": 512}, (None, 512)),  # a smaller budget stays
+    ("cuda", "sdpa", {"max_length": 128, "max_tokens_per_micro_batch": 4096}, (None, 4096)),
     ("cuda", "flash_attention_2", {"max_length": 128, "max_tokens_per_micro_batch": 4096}, (None, 4096)),
     ("cpu", "sdpa", {"max_length": 128, "max_tokens_per_micro_batch": 4096, "max_tokens_per_row": 512}, (512, 4096)),
 ])

@@ -6,27 +6,21 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
 import torch
 
+from samples import random_samples
+
 from tunescout.data.packing import collate_packed, plan_micro_batches
-from tunescout.data.tokenize import IGNORE, TokenizedSample
+from tunescout.data.tokenize import TokenizedSample
 from tunescout.train.loss import accumulate_gradients, per_sample_losses
 from tunescout.train.models import load_model
 
 
 def _samples(n: int, vocab: int, seed: int = 0, max_len: int = 60) -> list[TokenizedSample]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        length = rng.randint(3, max_len)
-        ids = [rng.randrange(3, vocab) for _ in range(length)]
-        prompt = rng.randint(1, length - 2)  # loss on the tail, like a completion
-        out.append(TokenizedSample(tuple(ids), tuple([IGNORE] * prompt + ids[prompt:])))
-    return out
+    return random_samples(n, vocab, seed, max_len, min_len=3)
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
@@ -119,3 +113,35 @@ def test_mean_of_micro_batch_means_would_differ(tiny_model_dir: Path) -> None:
         accumulate_gradients(model, [mb], mb.num_loss_tokens * len(many), "cpu")
     g_naive = _grads(model)
     assert float((g_right - g_naive).norm() / g_right.norm()) > 1e-3
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_every_candidate_plan_gives_per_sample_losses_and_the_same_gradient(tiny_model_dir: Path,
+                                                                             method: str) -> None:
+    """Both proofs for each plan shape the cost model may choose (packing.PLAN_SHAPES)."""
+    from tunescout.data.packing import PLAN_SHAPES, candidate_plans, collate_plan
+
+    torch.manual_seed(0)
+    model = load_model(str(tiny_model_dir), method=method, lora_dropout=0.0)
+    samples = _samples(20, model.config.vocab_size, seed=4)
+    lengths = [len(s) for s in samples]
+    plans = candidate_plans(lengths, max_tokens=240, max_length=120)
+    assert set(plans) == set(PLAN_SHAPES)  # all four differ on this batch
+    n_loss = sum(s.num_loss_tokens for s in samples)
+    model.eval()
+    alone = sorted(per_sample_losses(model, collate_packed([s]))[0] for s in samples)
+    grads = {}
+    for name, plan in plans.items():
+        batches = collate_plan(samples, plan)
+        assert sorted(i for mb in plan for row in mb for i in row) == list(range(len(samples)))
+        assert all(mb.input_ids.numel() <= 240 for mb in batches)  # the budget holds, padding included
+        packed = sorted(loss for mb in batches for loss in per_sample_losses(model, mb))
+        torch.testing.assert_close(torch.tensor(packed), torch.tensor(alone), rtol=1e-5, atol=1e-5)
+        model.train()
+        accumulate_gradients(model, batches, n_loss, "cpu")
+        grads[name] = _grads(model).clone()
+        model.zero_grad(set_to_none=True)
+        model.eval()
+    reference = grads["one-row"]
+    for name, g in grads.items():
+        assert float((g - reference).norm() / reference.norm()) < 1e-5, name

@@ -5,6 +5,9 @@ Three shapes are accepted, and everything downstream sees only these:
 * ``{"messages": [{"role": ..., "content": ...}, ...]}`` — chat;
 * ``{"prompt": ..., "completion": ...}`` — single turn (Alpaca's ``instruction``/``input``/
   ``output`` columns are mapped onto it);
+* TRL's conversational ``{"prompt": [messages], "completion": [messages]}`` becomes a chat that
+  remembers where its completion starts (the loss is on the completion messages only), and
+  ``{"prompt": [messages]}`` a prompt-only chat (an evaluation prompt, nothing to train on);
 * ``{"text": ...}`` — plain text, loss on every token.
 
 A row that fits none of them is an error that names the file and line (or row index) and says
@@ -35,6 +38,10 @@ class Example:
     kind: str
     """``messages``, ``prompt_completion`` or ``text``."""
     messages: tuple[dict[str, str], ...] = ()
+    completion_from: int | None = None
+    """For a TRL conversational prompt/completion row: the index in ``messages`` where the
+    completion starts (its messages carry the loss, rendered as the continuation of the prompt);
+    ``len(messages)`` for a prompt-only row. ``None`` for an ordinary chat."""
     prompt: str = ""
     completion: str = ""
     text: str = ""
@@ -75,19 +82,9 @@ def _match_shape(row: dict[str, Any], where: str) -> Example | None:
                 raw = json.loads(raw)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{where}: `messages` is not valid JSON ({exc.msg})") from None
-        if not isinstance(raw, list) or not raw:
-            raise DataError(f"{where}: `messages` must be a non-empty list")
-        messages = []
-        for i, msg in enumerate(raw):
-            if not isinstance(msg, dict):
-                raise DataError(f"{where}: messages[{i}] must be an object")
-            role = msg.get("role", msg.get("from"))
-            content = msg.get("content", msg.get("value"))
-            role = {"human": "user", "gpt": "assistant"}.get(role, role)
-            if role not in ROLES:
-                raise DataError(f"{where}: messages[{i}] has role {role!r}; expected one of {list(ROLES)}")
-            messages.append({"role": role, "content": _check_str(content, f"messages[{i}].content", where)})
-        return Example("messages", messages=tuple(messages), where=where)
+        return Example("messages", messages=_messages(raw, "messages", where), where=where)
+    if isinstance(row.get("prompt"), list):  # a string prompt is the plain shape below
+        return _conversational(row, where)
     if "prompt" in row or "completion" in row:
         if "prompt" not in row or "completion" not in row:
             present, missing = ("prompt", "completion") if "prompt" in row else ("completion", "prompt")
@@ -108,6 +105,34 @@ def _match_shape(row: dict[str, Any], where: str) -> Example | None:
     if "text" in row:
         return Example("text", text=_check_str(row["text"], "text", where), where=where)
     return None
+
+
+def _messages(raw: Any, name: str, where: str) -> tuple[dict[str, str], ...]:
+    """A non-empty list of ``{role, content}`` (or ShareGPT ``{from, value}``) messages, checked."""
+    if not isinstance(raw, list) or not raw:
+        raise DataError(f"{where}: `{name}` must be a non-empty list")
+    messages = []
+    for i, msg in enumerate(raw):
+        if not isinstance(msg, dict):
+            raise DataError(f"{where}: {name}[{i}] must be an object")
+        role = msg.get("role", msg.get("from"))
+        content = msg.get("content", msg.get("value"))
+        role = {"human": "user", "gpt": "assistant"}.get(role, role)
+        if role not in ROLES:
+            raise DataError(f"{where}: {name}[{i}] has role {role!r}; expected one of {list(ROLES)}")
+        messages.append({"role": role, "content": _check_str(content, f"{name}[{i}].content", where)})
+    return tuple(messages)
+
+
+def _conversational(row: dict[str, Any], where: str) -> Example:
+    """TRL's conversational prompt/completion (or prompt-only) row: both fields lists of messages."""
+    if "completion" in row and not isinstance(row["completion"], list):
+        raise DataError(f"{where}: `prompt` is a list of messages but `completion` is a "
+                        f"{type(row['completion']).__name__}; give both as lists (TRL's conversational "
+                        "format) or both as strings")
+    prompt = _messages(row["prompt"], "prompt", where)
+    completion = _messages(row["completion"], "completion", where) if "completion" in row else ()
+    return Example("messages", messages=prompt + completion, completion_from=len(prompt), where=where)
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[Any, str]]:

@@ -32,7 +32,8 @@ import torch
 
 from tunescout.data.tokenize import IGNORE, TokenizedSample
 
-__all__ = ["MicroBatch", "pack_bins", "collate_packed", "plan_micro_batches"]
+__all__ = ["PLAN_SHAPES", "MicroBatch", "Plan", "candidate_plans", "collate_packed", "collate_plan", "pack_bins",
+           "plan_micro_batches", "plan_rows"]
 
 
 def pack_bins(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -150,6 +151,40 @@ def collate_packed(rows: Sequence[Sequence[TokenizedSample]] | Sequence[Tokenize
     return mb
 
 
+Plan = list[list[list[int]]]
+"""A micro-batch plan of one effective batch: micro-batches, each a list of rows, each a list of
+sample indices. Every sample is in exactly one row."""
+
+
+def plan_rows(lengths: Sequence[int], max_tokens: int, row_tokens: int | None = None, pack: bool = True) -> Plan:
+    """Where each sample of an effective batch goes: see :func:`plan_micro_batches` (same arguments,
+    sample lengths instead of samples)."""
+    if not pack:
+        if lengths and max(lengths) > max_tokens:
+            raise ValueError(f"a sample of {max(lengths)} tokens exceeds the micro-batch budget of {max_tokens}")
+        rows = [[i] for i in range(len(lengths))]
+    elif row_tokens is None or row_tokens >= max_tokens:
+        return [[b] for b in pack_bins(lengths, max_tokens)]
+    else:
+        rows = pack_bins(lengths, row_tokens)
+    widths = [sum(lengths[i] for i in r) for r in rows]
+    # Rows longest first; a micro-batch takes rows while (rows x longest row) fits the budget.
+    order = sorted(range(len(rows)), key=lambda k: (-widths[k], k))
+    batches: list[list[int]] = []
+    for k in order:
+        if batches and (len(batches[-1]) + 1) * widths[batches[-1][0]] <= max_tokens:
+            batches[-1].append(k)
+        else:
+            batches.append([k])
+    return [[rows[k] for k in b] for b in batches]
+
+
+def collate_plan(samples: Sequence[TokenizedSample], plan: Plan, pad_id: int = 0,
+                 boundaries: bool = False) -> list[MicroBatch]:
+    """The micro-batches of a plan, each row's samples concatenated (:func:`collate_packed`)."""
+    return [collate_packed([[samples[i] for i in row] for row in mb], pad_id, boundaries) for mb in plan]
+
+
 def plan_micro_batches(
     samples: Sequence[TokenizedSample], max_tokens: int, row_tokens: int | None = None, pad_id: int = 0,
     *, boundaries: bool = False, pack: bool = True,
@@ -161,33 +196,39 @@ def plan_micro_batches(
         row_tokens: longest packed row. ``None`` packs each micro-batch into a single row, which
             is ideal with flash attention's variable-length kernels. With SDPA or eager
             attention the block-diagonal mask still costs compute quadratic in the row length,
-            so rows of about the maximum sample length (several rows per micro-batch) are
-            much faster there.
+            so shorter rows (several per micro-batch) are much faster there.
         boundaries: attach the explicit sequence boundaries flash attention's varlen kernels take
             (:meth:`MicroBatch.attention_kwargs`).
         pack: ``False`` puts every sample in a row of its own (right-padded to the longest row of
-            its micro-batch), for architectures that cannot keep packed samples apart.
+            its micro-batch, rows grouped by length): for architectures that cannot keep packed
+            samples apart, and the plan of choice where attention cost grows with the row.
 
     Raises:
         ValueError: a sample longer than ``max_tokens`` (or ``row_tokens``).
     """
+    plan = plan_rows([len(s) for s in samples], max_tokens, row_tokens, pack)
+    return collate_plan(samples, plan, pad_id, boundaries)
+
+
+PLAN_SHAPES = ("one-row", "rows-max-length", "rows-longest", "sample-per-row")
+"""The plans :func:`candidate_plans` offers, in the order ties are broken: one packed row per
+micro-batch; rows packed up to ``max_length``; rows packed up to the batch's longest sample; one
+sample per row, rows grouped by length (lightly padded)."""
+
+
+def candidate_plans(lengths: Sequence[int], max_tokens: int, max_length: int, pack: bool = True) -> dict[str, Plan]:
+    """Every plan shape of :data:`PLAN_SHAPES` for one effective batch, all under ``max_tokens``
+    (only ``sample-per-row`` when ``pack`` is False); a shape that gives the same plan as an
+    earlier one is left out."""
     if not pack:
-        if samples and max(len(s) for s in samples) > max_tokens:
-            raise ValueError(f"a sample of {max(len(s) for s in samples)} tokens exceeds the micro-batch budget "
-                             f"of {max_tokens}")
-        rows = [[i] for i in range(len(samples))]
-    elif row_tokens is None or row_tokens >= max_tokens:
-        bins = pack_bins([len(s) for s in samples], max_tokens)
-        return [collate_packed([samples[i] for i in b], pad_id, boundaries) for b in bins]
-    else:
-        rows = pack_bins([len(s) for s in samples], row_tokens)
-    lengths = [sum(len(samples[i]) for i in r) for r in rows]
-    # Rows longest first; a micro-batch takes rows while (rows x longest row) fits the budget.
-    order = sorted(range(len(rows)), key=lambda k: (-lengths[k], k))
-    batches: list[list[int]] = []
-    for k in order:
-        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_tokens:
-            batches[-1].append(k)
-        else:
-            batches.append([k])
-    return [collate_packed([[samples[i] for i in rows[k]] for k in b], pad_id, boundaries) for b in batches]
+        return {"sample-per-row": plan_rows(lengths, max_tokens, pack=False)}
+    longest = max(lengths) if lengths else 1
+    plans = {"one-row": plan_rows(lengths, max_tokens, None),
+             "rows-max-length": plan_rows(lengths, max_tokens, max_length),
+             "rows-longest": plan_rows(lengths, max_tokens, longest),
+             "sample-per-row": plan_rows(lengths, max_tokens, pack=False)}
+    out: dict[str, Plan] = {}
+    for name, plan in plans.items():
+        if plan not in out.values():
+            out[name] = plan
+    return out

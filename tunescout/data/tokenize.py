@@ -6,6 +6,11 @@ generation prompt and up to ``i`` inclusive; the text between the two is the ass
 (its content and the end-of-turn marker, so the model learns to stop). Token offsets then map
 those spans to tokens. This works for any template whose renderings are prefixes of each other,
 which we check rather than assume.
+
+TRL's conversational prompt/completion rows are rendered as TRL renders them: the prompt with the
+generation prompt (or, when it ends with an assistant message, continuing that message), the
+whole row without; the completion is what the second adds to the first, and all of it carries
+loss, whatever the roles of its messages.
 """
 
 from __future__ import annotations
@@ -83,9 +88,12 @@ def ensure_chat_template(tokenizer: Any, template: str | None = None) -> None:
         tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
 
 
-def _render(tokenizer: Any, messages: Sequence[dict[str, str]], generation_prompt: bool) -> str:
+def _render(tokenizer: Any, messages: Sequence[dict[str, str]], generation_prompt: bool,
+            continue_final: bool = False) -> str:
     if not messages:
         return ""
+    if continue_final:  # only passed when needed: not every template (or tokenizer) knows it
+        return tokenizer.apply_chat_template(list(messages), tokenize=False, continue_final_message=True)
     return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=generation_prompt)
 
 
@@ -114,6 +122,29 @@ def _chat_text_and_spans(tokenizer: Any, messages: Sequence[dict[str, str]], whe
             )
         spans.append((len(before), len(upto)))
     return text, spans
+
+
+def _prompt_completion_chat(tokenizer: Any, ex: Example) -> tuple[str, tuple[int, int]]:
+    """The text of a TRL conversational row and the character span of its completion.
+
+    As TRL's ``apply_chat_template``: a prompt ending with a user (or system/tool) turn is
+    rendered with the generation prompt, so the assistant header is prompt and carries no loss;
+    one ending with an assistant message is continued, so the completion extends that message.
+    """
+    k = ex.completion_from
+    prompt, completion = ex.messages[:k], ex.messages[k:]
+    if not completion:
+        raise DataError(f"{ex.where}: a prompt-only row (`prompt` without `completion`) has no completion to "
+                        "train on or to take a validation loss over; such rows can only be evaluation prompts")
+    continue_final = prompt[-1]["role"] == "assistant"
+    before = _render(tokenizer, prompt, generation_prompt=not continue_final, continue_final=continue_final)
+    text = _render(tokenizer, ex.messages, generation_prompt=False)
+    if not text.startswith(before):
+        raise DataError(
+            f"{ex.where}: the chat template does not render the prompt as a prefix of prompt + completion, "
+            "so the completion tokens cannot be located; set `train_on: all` or give a `chat_template`"
+        )
+    return text, (len(before), len(text))
 
 
 def _label_spans(input_ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
@@ -152,6 +183,9 @@ def _tokenize_one(ex: Example, tokenizer: Any, train_on: str, use_chat: bool) ->
         {"role": "user", "content": ex.prompt},
         {"role": "assistant", "content": ex.completion},
     )
+    if ex.completion_from is not None:  # TRL conversational prompt/completion
+        text, span = _prompt_completion_chat(tokenizer, ex)
+        return _encode(tokenizer, text, None if train_on == "all" else [span], add_special=False)
     if train_on == "all":  # no spans needed, so no prefix-stability requirement either
         return _encode(tokenizer, _render(tokenizer, messages, generation_prompt=False), None, add_special=False)
     text, spans = _chat_text_and_spans(tokenizer, messages, ex.where)
@@ -179,7 +213,8 @@ def tokenize_examples(
         stats: counters to update (a new one is made when omitted).
 
     Raises:
-        DataError: the tokenizer is not a fast one, or the chat template cannot be masked.
+        DataError: the tokenizer is not a fast one, the chat template cannot be masked, or a
+            prompt-only row (no completion to train on), naming the row.
     """
     if train_on == "completion" and not getattr(tokenizer, "is_fast", False):
         raise DataError("masking the loss to completions needs a fast tokenizer (offset mapping)")

@@ -7,6 +7,14 @@ What ``tunescout eval`` does, as a library function. The pieces are the ones a t
 :func:`~tunescout.train.models.load_pretrained`, so a score here means what the same score means
 in a study. Everything that can be checked without the model (metric name, data rows, the
 harness install) is checked before the model is loaded.
+
+A run directory is scored as its run measured itself: rows tokenised with the run's own
+``max_length``, ``train_on``, ``too_long`` and ``chat_template`` (its ``config.yaml``), and,
+with ``dtype: auto`` on the device type it trained on, the numerics it trained with (its
+``run.json``'s resolved ``dtype``: a full fine-tune's float32 master weights under autocast, an
+adapter's weights in the compute dtype). On the run's own eval file the validation loss then
+equals the ``eval_loss`` in its ``result.json``. Settings given here (``max_length``, ``dtype``)
+win over the run's.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from tunescout.data.formats import read_examples
 from tunescout.data.packing import plan_micro_batches
@@ -49,8 +58,9 @@ class EvalArgs:
     """Prompts per ``generate`` call (and harness requests per forward pass)."""
     generation: dict[str, Any] = field(default_factory=dict)
     """``GenerationConfig`` settings over greedy decoding (``{"do_sample": true, "temperature": 0.7}``)."""
-    max_length: int = 2048
-    """Validation-loss rows are tokenised as training does and truncated to this many tokens."""
+    max_length: int | None = None
+    """Validation-loss rows are tokenised as training does and truncated to this many tokens
+    (unset: a run directory's own ``max_length``, else 2048)."""
     tasks: list[str] = field(default_factory=list)
     """lm-evaluation-harness tasks to run on the same model."""
     num_fewshot: int | None = None
@@ -88,13 +98,58 @@ def _read_rows(args: EvalArgs) -> list:
     return rows
 
 
-def _validation_loss(model: Any, tokenizer: Any, rows: list, max_length: int, device: Any) -> tuple[float | None, int]:
-    """Mean loss over the completion tokens of ``rows``, as the training loop's validation loss."""
-    samples = tokenize_examples(rows, tokenizer, max_length)
+DEFAULT_MAX_LENGTH = 2048
+
+
+@dataclass(frozen=True)
+class _RunSettings:
+    """What a run directory trained with, as far as scoring it again depends on it."""
+
+    max_length: int = DEFAULT_MAX_LENGTH
+    train_on: str = "completion"
+    too_long: str = "truncate"
+    chat_template: str | None = None
+    method: str = "full"
+    mixed_precision: bool = True
+    device: str | None = None
+    """The device type and compute dtype ``auto`` resolved to (``run.json``), when recorded."""
+    dtype: str | None = None
+
+    @classmethod
+    def of(cls, model_path: str) -> _RunSettings:
+        """A run directory's settings (its ``config.yaml`` and ``run.json``); the defaults for anything else."""
+        folder = Path(model_path)
+        if not (folder / "config.yaml").is_file() or (folder / "config.json").exists():
+            return cls()
+        config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+        resolved = {}
+        if (folder / "run.json").is_file():
+            resolved = json.loads((folder / "run.json").read_text()).get("resolved") or {}
+        defaults = cls()
+        return cls(**{k: config.get(k, getattr(defaults, k)) for k in
+                      ("max_length", "train_on", "too_long", "chat_template", "method", "mixed_precision")},
+                   device=resolved.get("device"), dtype=resolved.get("dtype"))
+
+    def numerics(self, args: EvalArgs, device: torch.device) -> tuple[torch.dtype, torch.dtype | None]:
+        """(weights dtype, autocast dtype or None): the run's when ``dtype`` is ``auto`` on its device type."""
+        if args.dtype != "auto" or self.dtype is None or self.device != device.type:
+            return resolve_dtype(args.dtype, device), None
+        compute = getattr(torch, self.dtype)
+        if compute == torch.float32:
+            return compute, None
+        # As the training loop: float32 master weights for a full fine-tune, compute under autocast.
+        full = self.mixed_precision and self.method == "full"
+        return (torch.float32 if full else compute), compute
+
+
+def _validation_loss(model: Any, tokenizer: Any, rows: list, run: _RunSettings, max_length: int, device: Any,
+                     autocast: torch.dtype | None) -> tuple[float | None, int]:
+    """Mean loss over the loss tokens of ``rows``, as the training loop's validation loss."""
+    samples = tokenize_examples(rows, tokenizer, max_length, train_on=run.train_on, too_long=run.too_long)
     if not samples:
         return None, 0
     batches = plan_micro_batches(samples, max(max_length, 1024), max_length, tokenizer.pad_token_id or 0)
-    return evaluate_loss(model, batches, device), len(samples)
+    return evaluate_loss(model, batches, device, autocast), len(samples)
 
 
 def evaluate_model(model_path: str, args: EvalArgs, predictions: str | Path | None = None) -> dict[str, Any]:
@@ -120,11 +175,13 @@ def evaluate_model(model_path: str, args: EvalArgs, predictions: str | Path | No
         require_harness()
     if predictions is not None and args.metric is None:
         raise ValueError("--predictions needs --metric: predictions are the generated answers it scores")
+    run = _RunSettings.of(model_path)
+    max_length = args.max_length or run.max_length
     device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
+    dtype, autocast = run.numerics(args, device)
     model, tokenizer, loaded = load_pretrained(model_path, base=args.base, dtype=dtype, device=device)
-    if any(ex.kind == "messages" for ex in rows):
-        ensure_chat_template(tokenizer)  # as training does for chat rows
+    if run.chat_template or any(ex.kind == "messages" for ex in rows):
+        ensure_chat_template(tokenizer, run.chat_template)  # as training does for chat rows
     metrics: dict[str, float | None] = {}
     doc: dict[str, Any] = {"model": model_path, "n": len(rows), "metrics": metrics}
     if rows:
@@ -136,14 +193,18 @@ def evaluate_model(model_path: str, args: EvalArgs, predictions: str | Path | No
             metrics[args.metric] = out["score"]
             if predictions is not None:
                 Path(predictions).write_text("".join(json.dumps(r) + "\n" for r in out["rows"]))
-        metrics["val_loss"], doc["val_loss_rows"] = _validation_loss(model, tokenizer, rows, args.max_length, device)
+        metrics["val_loss"], doc["val_loss_rows"] = _validation_loss(model, tokenizer, rows, run, max_length, device,
+                                                                     autocast)
+        doc["tokenized"] = {"max_length": max_length, "train_on": run.train_on, "too_long": run.too_long,
+                            "chat_template": run.chat_template}
     if args.tasks:
         result = run_harness(model, tokenizer, args.tasks, num_fewshot=args.num_fewshot, limit=args.limit,
                              include_path=args.include_path, batch_size=args.batch_size)
         doc["harness"] = result["scores"]
         doc["harness_n"] = result["n"]
-    doc["config"] = asdict(args)
-    doc["loaded"] = {**loaded, "device": device.type, "dtype": str(dtype).removeprefix("torch.")}
+    doc["config"] = {**asdict(args), "max_length": max_length}
+    doc["loaded"] = {**loaded, "device": device.type, "dtype": str(dtype).removeprefix("torch."),
+                     **({"autocast": str(autocast).removeprefix("torch.")} if autocast else {})}
     return doc
 
 

@@ -33,6 +33,13 @@ class EvalItem(NamedTuple):
 
 
 def _chat_item(ex: Example) -> EvalItem:
+    if ex.completion_from is not None:  # TRL conversational: the prompt is given, the reference is its answer
+        k = ex.completion_from
+        answer = next((m["content"] for m in ex.messages[k:] if m["role"] == "assistant"), None)
+        if answer is None:
+            what = "a prompt-only row has no `completion`" if k == len(ex.messages) else "`completion` has no assistant message"
+            raise DataError(f"{ex.where}: {what} to use as the reference answer")
+        return EvalItem(list(ex.messages[:k]), answer)
     last = max((i for i, m in enumerate(ex.messages) if m["role"] == "assistant"), default=None)
     if last is None:
         raise DataError(f"{ex.where}: chat has no assistant turn to use as the reference answer")

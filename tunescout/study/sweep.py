@@ -155,7 +155,8 @@ def _drive(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], rule:
     """The driver loop of :func:`run_sweep` on an open store; shuts the executor down on the way out.
 
     A failed trial (its process died, its node was lost, it raised) is launched again up to
-    ``max_retries`` times in this sweep, resuming from its checkpoint, before it counts as failed.
+    ``max_retries`` times in this sweep, resuming from its checkpoint, before it counts as failed;
+    not a failure another attempt would meet again (the worker marks those ``retryable: False``).
     """
     spec_doc = json.loads(json.dumps(dataclasses.asdict(spec), default=str))
     before = store.study_spec(spec.name) if spec.name in store.studies() else None
@@ -205,7 +206,7 @@ def _drive(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], rule:
     if promote:  # a driver killed after the last trial of a cohort paused, before it ranked them
         for key in cohorts:
             pending = decide(key) + pending
-    storage = mark_storage(spec.runs_dir)
+    storage = mark_storage(spec.runs_dir, spec.name)
     retries: dict[str, int] = {}
     started = saved_at = time.monotonic()
     study_row = store.study(spec.name) or {}
@@ -257,7 +258,8 @@ def _drive(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], rule:
                 store.pause(tid, f"waiting at {data.get('reason', 'a rung')} for its cohort", totals)
                 tp.status = "paused"
                 say(f"paused {tid} at {data.get('reason', '')}")
-            elif status not in ("completed", "stopped", "diverged") and retries.get(tid, 0) < max_retries:
+            elif status not in ("completed", "stopped", "diverged") and data.get("retryable", True) \
+                    and retries.get(tid, 0) < max_retries:
                 retries[tid] = retries.get(tid, 0) + 1
                 store.retry(tid, data.get("reason", ""))
                 tp.status = "pending"

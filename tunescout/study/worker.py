@@ -20,16 +20,20 @@ from typing import Any, Callable, Protocol, Sequence
 import torch  # noqa: F401  (preloaded on purpose, see above)
 import transformers  # noqa: F401
 
-from tunescout.config import build_config
-from tunescout.data.formats import read_examples
+from tunescout.config import ConfigError, build_config
+from tunescout.data.formats import DataError, read_examples
 from tunescout.study.keys import DEFAULT_METRIC, dataset_harness, dataset_metric
 from tunescout.train.loop import train
-from tunescout.train.rundir import RunDirLocked, check_storage, hold_lock
+from tunescout.train.rundir import RunDirLocked, StorageNotShared, check_storage, hold_lock
 from tunescout.train.telemetry import Pause, StepRecord
 
 __all__ = ["Channel", "Verdict", "asks_at", "run_trial", "task_evaluator"]
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+CERTAIN_FAILURES = (ConfigError, DataError, StorageNotShared)
+"""Failures that another attempt would meet again (a refused config or resume, malformed data, a
+node without the shared folder): the driver does not retry them."""
 
 Verdict = str | Pause | None
 """The driver's answer to an asked record: continue, stop (the reason), or pause at a rung."""
@@ -203,7 +207,8 @@ def run_trial(channel: Channel, payload: dict[str, Any]) -> None:
                                                     "eval_loss", "metrics")}
     except BaseException as exc:  # noqa: BLE001 - every failure is reported, none kills the sweep
         summary = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}",
-                   "traceback": traceback.format_exc(limit=8)}
+                   "traceback": traceback.format_exc(limit=8),
+                   "retryable": not isinstance(exc, CERTAIN_FAILURES)}
     try:
         channel.send("done", summary)
     except (BrokenPipeError, OSError):

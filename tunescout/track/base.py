@@ -7,6 +7,10 @@ W&B). It is deliberately small, three calls, in this order:
    config as params and the tags. ``previous`` is what an earlier ``start`` of the *same run
    directory* returned (kept in ``trackers.json`` there), so a resumed run continues its tracker
    run instead of opening a second one. Returns what to keep for that (ids), or ``{}``.
+   A resumed run (``run.start_step > 0``) redoes the steps its earlier attempt made after the
+   checkpoint, not always bit-identically (GPU kernels): ``start`` must see to it that the
+   backend ends up with each step once, holding the value the attempt that finishes logs, so
+   whatever it holds past ``start_step`` is dropped or rewritten (each tracker's docstring says how).
 2. ``log(step, values)`` once per optimizer step, in step order, with the step's numbers (see
    :func:`step_values`). After a resume, steps start again after the checkpoint's step.
 3. ``finish(status, scores)`` once at the end, whatever happened (failed runs too): the run's
@@ -16,8 +20,9 @@ W&B). It is deliberately small, three calls, in this order:
 Packages are imported in ``start`` only; whether they are installed is checked when the config
 is built (:func:`check_trackers`), so a missing one fails before training, with the install
 hint. A backend error *during* training is logged and that tracker is dropped: tracking must
-never end a run that is training fine. ``tests/track/test_tracker_contract.py`` runs one suite
-over every registered tracker.
+never end a run that is training fine. A tracker that fails to *start* ends the run before
+it trains, and those started before it are finished as ``failed`` first (no run left RUNNING).
+``tests/track/test_tracker_contract.py`` runs one suite over every registered tracker.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 from tunescout.config import ConfigError, did_you_mean, flatten_dotted
 
 __all__ = ["TRACKERS", "TRACK_INSTALL", "RunInfo", "Tracker", "TrackerEntry", "TrackerSink", "check_trackers",
-           "final_scores", "open_trackers", "register_tracker", "run_params", "step_values"]
+           "env_run_id", "final_scores", "open_trackers", "register_tracker", "run_params", "step_values"]
 
 log = logging.getLogger("tunescout.track")
 
@@ -61,6 +66,21 @@ class RunInfo:
     tags: Mapping[str, str] = field(default_factory=dict)
     start_step: int = 0
     """Steps already done (a resumed run): the first ``log`` is for ``start_step + 1``."""
+
+
+def env_run_id(var: str, run: RunInfo) -> str | None:
+    """The tracker run id the environment names (``MLFLOW_RUN_ID``, ``WANDB_RUN_ID``): log into that run.
+
+    Not for a run in a group (a study's trial): one id for the whole environment would put every
+    trial into the same tracker run, so there it is ignored, with a warning, and each trial gets
+    a run of its own.
+    """
+    value = os.environ.get(var) or None
+    if value and run.group:
+        log.warning("%s is ignored for %s: it is one of the runs of %r, and each gets a tracker run of its own",
+                    var, run.name, run.group)
+        return None
+    return value
 
 
 class Tracker(Protocol):
@@ -199,10 +219,21 @@ class TrackerSink:
         self._trackers = dict(trackers)
         state_path = run.run_dir / STATE_FILE
         previous = json.loads(state_path.read_text()) if run.start_step and state_path.exists() else {}
-        state = {}
-        for name, tracker in self._trackers.items():  # errors here end the run before it trains
-            state[name] = tracker.start(run, previous.get(name) or {})
-        state_path.write_text(json.dumps(state, indent=2))
+        state: dict[str, Any] = {}
+        try:
+            for name, tracker in self._trackers.items():  # errors here end the run before it trains
+                state[name] = tracker.start(run, previous.get(name) or {})
+        except BaseException:
+            # Those already started hold an open run (MLflow's would stay RUNNING): finish them.
+            for name in state:
+                try:
+                    self._trackers[name].finish("failed", {})
+                except Exception as exc:  # noqa: BLE001 - the start error is the one to raise
+                    log.warning("tracker %s failed to finish (%s: %s)", name, type(exc).__name__, exc)
+            self._trackers.clear()
+            raise
+        finally:  # what was started, for a later resume to find (a failed start included)
+            state_path.write_text(json.dumps({**previous, **state}, indent=2))
 
     def _each(self, what: str, call: Callable[[Tracker], None]) -> None:
         for name, tracker in list(self._trackers.items()):

@@ -6,8 +6,21 @@ sqlite:///mlruns.db`` shows it). The working directory rather than the run direc
 every run and every trial of a study, each in its own run directory, lands in one store. The
 environment variables the ``transformers`` integration honours mean the same here:
 ``MLFLOW_EXPERIMENT_NAME`` (overrides the group), ``MLFLOW_RUN_ID`` (log into that existing
-run), ``MLFLOW_TAGS`` (JSON object of extra tags). SQLite serialises writers; a study with
-several parallel workers is better served by a tracking server.
+run; ignored, with a warning, for a study's trials, which each need a run of their own),
+``MLFLOW_TAGS`` (JSON object of extra tags). SQLite serialises writers; a study with several
+parallel workers is better served by a tracking server.
+
+A resumed run is a new MLflow run. MLflow cannot delete or rewrite the points of a metric's
+history (logging a step again adds a second point at that step), and a resumed run redoes the
+steps after its checkpoint, on a GPU not always with the same numbers. Skipping the redone steps
+would keep the values of an attempt whose weights were thrown away. So each attempt gets its own
+run, which starts with the earlier run's history up to the checkpoint's step (copied, with its
+timestamps) and then holds what this attempt logs: the run that finishes holds every step once,
+with the values of the weights it ends with. The runs are linked by tags
+(``tunescout.resumed_from`` on the new one, ``tunescout.superseded_by`` on the old one), and the
+old one, when tunescout created it, is deleted (MLflow's soft delete: hidden from the experiment's
+views, where it would be a second copy of the trial, and kept in the store, ``mlflow runs
+restore`` brings it back). A run named by ``MLFLOW_RUN_ID`` is someone else's to keep: it is only tagged.
 """
 
 from __future__ import annotations
@@ -19,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from tunescout.track.base import RunInfo
+from tunescout.track.base import RunInfo, env_run_id
 
 __all__ = ["MlflowTracker", "default_tracking_uri"]
 
@@ -28,6 +41,7 @@ STATUS = {"completed": "FINISHED", "stopped": "FINISHED", "paused": "SCHEDULED",
 """tunescout's run status → MLflow's (``paused``: to be continued; the tag ``tunescout.status`` has ours)."""
 _BAD = re.compile(r"[^\w/.\- :]")
 CHUNK = 100  # MLflow's log_batch limit on params per call
+METRIC_CHUNK = 1000  # ... and on metrics
 
 
 def default_tracking_uri() -> str:
@@ -49,20 +63,40 @@ class MlflowTracker:
         uri = os.environ.get("MLFLOW_TRACKING_URI") or previous.get("tracking_uri") or default_tracking_uri()
         self.client = MlflowClient(tracking_uri=uri)
         self.last_step = run.start_step
-        run_id = previous.get("run_id") or os.environ.get("MLFLOW_RUN_ID")
-        if run_id:
-            self.client.update_run(run_id, status="RUNNING")
+        earlier = previous.get("run_id")
+        given = None if earlier else env_run_id("MLFLOW_RUN_ID", run)
+        if given:  # a fresh start into the run the environment names
+            self.client.update_run(given, status="RUNNING")
+            self.run_id = given
+            return {"run_id": given, "tracking_uri": uri, "created": False}
+        tags = {**run.tags, **json.loads(os.environ.get("MLFLOW_TAGS") or "{}")}
+        if earlier:
+            old = self.client.get_run(earlier)
+            experiment_id = old.info.experiment_id
+            tags["tunescout.resumed_from"] = earlier
         else:
-            experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or run.group or "tunescout"
-            tags = {**run.tags, **json.loads(os.environ.get("MLFLOW_TAGS") or "{}")}
-            created = self.client.create_run(self._experiment_id(experiment), run_name=run.name,
-                                             tags={k: str(v) for k, v in tags.items()})
-            run_id = created.info.run_id
-            params = [Param(_key(k), str(v)[:6000]) for k, v in run.params.items()]
-            for i in range(0, len(params), CHUNK):
-                self.client.log_batch(run_id, params=params[i:i + CHUNK])
-        self.run_id = run_id
-        return {"run_id": run_id, "tracking_uri": uri}
+            experiment_id = self._experiment_id(os.environ.get("MLFLOW_EXPERIMENT_NAME") or run.group or "tunescout")
+        created = self.client.create_run(experiment_id, run_name=run.name, tags={k: str(v) for k, v in tags.items()})
+        self.run_id = created.info.run_id
+        params = [Param(_key(k), str(v)[:6000]) for k, v in run.params.items()]
+        for i in range(0, len(params), CHUNK):
+            self.client.log_batch(self.run_id, params=params[i:i + CHUNK])
+        if earlier:
+            self._carry_over(old, run.start_step)
+            self.client.set_tag(earlier, "tunescout.superseded_by", self.run_id)
+            if previous.get("created"):  # a record without it may name a run given by MLFLOW_RUN_ID
+                self.client.delete_run(earlier)
+        return {"run_id": self.run_id, "tracking_uri": uri, "created": True}
+
+    def _carry_over(self, old: Any, upto: int) -> None:
+        """Copy ``old``'s step history up to step ``upto`` (the checkpoint's) into this run."""
+        from mlflow.entities import Metric
+
+        points = [Metric(m.key, m.value, m.timestamp, m.step)
+                  for key in old.data.metrics if not key.startswith("final/")
+                  for m in self.client.get_metric_history(old.info.run_id, key) if m.step <= upto]
+        for i in range(0, len(points), METRIC_CHUNK):
+            self.client.log_batch(self.run_id, metrics=points[i:i + METRIC_CHUNK])
 
     def _experiment_id(self, name: str) -> str:
         from mlflow.exceptions import MlflowException

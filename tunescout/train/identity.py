@@ -35,15 +35,23 @@ make a trial a different trial. Everything else counts, numerics included (``dty
 budget, attention kernel): a different rounding is a different run.
 """
 
-ADDED_KEYS = {"compile": False, "liger": False}
+ADDED_KEYS = {"compile": False, "liger": False, "warmup_ratio": None}
 """Settings added after identities were first recorded, with the value every earlier run had.
 
-They count like any other setting (``compile`` and ``liger`` change the rounding), but enter
+They count like any other setting (``compile`` and ``liger`` change the rounding, ``warmup_ratio``
+the schedule), but enter
 the identity only when set away from that value: a config that leaves them alone hashes as it
 did before they existed, so recorded trials keep their ids and recorded runs stay resumable.
 """
 
 RUN_FILE = "run.json"
+
+RUN_LENGTH = "total-cycling"
+"""What ``max_steps``/``max_samples`` mean, in the identity of every run that sets one: since
+they became totals that cycle through the data (as in HF), a run with ``max_steps`` past its
+epochs trains longer than it did, under the same settings. Marking them makes those runs new
+trials (and refuses resuming an old one under the new meaning) instead of mixing results of
+two meanings under one id; runs without either keep their ids."""
 
 
 class ResumeMismatch(ConfigError):
@@ -72,6 +80,8 @@ def run_identity(config: TrainConfig) -> dict[str, Any]:
     for key in ("data", "eval_data"):
         raw[key] = [_source_identity(s) for s in raw[key]]
     raw["betas"] = list(raw["betas"])
+    if raw.get("max_steps") is not None or raw.get("max_samples") is not None:
+        raw["run_length"] = RUN_LENGTH
     return raw
 
 

@@ -24,8 +24,8 @@ import torch
 import yaml
 
 from tunescout.config import ConfigError, TrainConfig
-from tunescout.data.packing import plan_micro_batches
-from tunescout.data.phases import build_schedule
+from tunescout.data.packing import collate_plan, plan_micro_batches
+from tunescout.data.phases import build_schedule, describe_length
 from tunescout.data.prepare import prepare_data
 from tunescout.train.accel import check_kernels, compile_model, make_optimizer, packing_refusal, uses_varlen_kernel
 from tunescout.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -45,6 +45,7 @@ from tunescout.train.models import (
 )
 from tunescout.train.rundir import clear_run, holds_run, lock_run_dir
 from tunescout.train.schedules import lr_factor
+from tunescout.train.stepcost import PlanChooser, StepCost
 from tunescout.track import open_trackers
 from tunescout.train.telemetry import EarlyStop, JsonlSink, Pause, ProgressSink, Sink, StepRecord, truncate_records
 
@@ -178,7 +179,10 @@ class _Numerics:
     def record(self) -> dict[str, Any]:
         return {"device": self.device.type, "dtype": str(self.dtype).removeprefix("torch."),
                 "attn_implementation": self.attn, "max_tokens_per_row": self.row_tokens,
+                "packing": "fixed" if self.row_tokens is not None else "cost-model",
                 "max_tokens_per_micro_batch": self.budget,
+                # the fused AdamW of a GPU (accel.adamw_kwargs) rounds differently from the CPU's
+                **({"optimizer": "adamw-fused"} if self.device.type == "cuda" else {}),
                 **({"world_size": self.world_size} if self.world_size > 1 else {})}
 
 
@@ -252,6 +256,7 @@ def _train_in(
         )
         schedule = build_schedule(data.phases, config.batch_size, config.seed, config.max_samples, config.max_steps)
         total_steps = len(schedule)
+        warmup_steps = config.warmup_for(total_steps)  # warmup_ratio needs the total, known only now
         result.total_steps = total_steps
         result.data = {"train_samples": len(data.train), "eval_samples": len(data.eval), **vars(data.stats)}
         attn, row_tokens, budget = numerics.attn, numerics.row_tokens, numerics.budget
@@ -285,13 +290,25 @@ def _train_in(
         if refusal:
             log.warning("packing off: %s; each sample trains in a row of its own (slower, same result)", refusal)
 
-        def pack(samples):
-            return plan_micro_batches(samples, budget, row_tokens, pad_id, boundaries=uses_varlen_kernel(attn),
-                                      pack=refusal is None)
+        # Rows and micro-batches: the plan the cost model finds fastest for each batch (stepcost.py),
+        # or, with max_tokens_per_row set, that fixed plan.
+        varlen = uses_varlen_kernel(attn)
+        chooser = None if row_tokens is not None else PlanChooser(
+            StepCost.for_model(model, device, varlen), budget, config.max_length, pack=refusal is None)
 
-        eval_batches = (pack(data.eval) if world is None else world.share(data.eval, pack)) if data.eval else []
+        def pack(samples, count: bool = True):
+            if chooser is None:
+                return plan_micro_batches(samples, budget, row_tokens, pad_id, boundaries=varlen,
+                                          pack=refusal is None)
+            _, plan = chooser([len(s) for s in samples], sum(s.num_loss_tokens for s in samples), count=count)
+            return collate_plan(samples, plan, pad_id, varlen)
+
+        eval_pack = partial(pack, count=False)
+        eval_batches = (eval_pack(data.eval) if world is None else world.share(data.eval, eval_pack)) \
+            if data.eval else []
+        step_seconds: list[float] = []
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_factor(s, config.schedule, config.warmup_steps, total_steps)
+            optimizer, lambda s: lr_factor(s, config.schedule, warmup_steps, total_steps)
         )
         state = {"step": 0, "samples": 0, "tokens": 0, "wall_s": 0.0}
         if checkpoint:
@@ -300,14 +317,16 @@ def _train_in(
             if main:
                 truncate_records(run_dir / "eval.jsonl", state["step"])
             log.info("resumed from %s (step %d)", checkpoint, state["step"])
-        log.info("%s: %d steps, %s/%s trainable params, weights %s, compute %s on %s, data %s", config.method,
-                 total_steps, f"{trainable:,}", f"{total:,}", weights_dtype, dtype, device, data.stats.summary())
+        log.info("%s: %s, %s/%s trainable params, weights %s, compute %s on %s, data %s", config.method,
+                 describe_length(schedule, len(data.train), config.max_samples, config.max_steps),
+                 f"{trainable:,}", f"{total:,}", weights_dtype, dtype, device, data.stats.summary())
 
-        owned = [] if not main else [JsonlSink(run_dir / "telemetry.jsonl", keep_steps=state["step"]),
-                 ProgressSink(total_steps, initial=state["step"], enabled=config.progress),
-                 # trackers read `result` when closed in `finally`, after its status and scores are set
-                 *open_trackers(config.track, run_dir, config.to_dict(), result, group=config.track_group,
-                                start_step=state["step"])]
+        if main:  # one at a time, so that `finally` closes those opened before one that fails to open
+            owned.append(JsonlSink(run_dir / "telemetry.jsonl", keep_steps=state["step"]))
+            owned.append(ProgressSink(total_steps, initial=state["step"], enabled=config.progress))
+            # trackers read `result` when closed in `finally`, after its status and scores are set
+            owned.extend(open_trackers(config.track, run_dir, config.to_dict(), result, group=config.track_group,
+                                       start_step=state["step"]))
         all_sinks = [*owned, *sinks] if main else []
         clip = config.grad_clip if config.grad_clip else float("inf")
         start_time = time.perf_counter() - state["wall_s"]
@@ -338,6 +357,7 @@ def _train_in(
             if device.type == "cuda":
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - t0
+            step_seconds.append(elapsed)
             seen_before = state["samples"]
             state = {"step": step, "samples": seen_before + len(samples),
                      "tokens": state["tokens"] + step_tokens, "wall_s": time.perf_counter() - start_time}
@@ -381,6 +401,8 @@ def _train_in(
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
                 save(run_dir, model, optimizer, scheduler, state)
 
+        if chooser is not None and step_seconds:
+            log.info("%s", chooser.summary(step_seconds))
         # --- the end: evaluate, checkpoint, save (a paused run only checkpoints: it goes on later) ---
         if result.status == "paused":
             save(run_dir, model, optimizer, scheduler, state)
@@ -419,26 +441,20 @@ CPU_MICRO_BATCH_TOKENS = 1024
 
 
 def _packing_shape(config: TrainConfig, attn: str, device: torch.device) -> tuple[int | None, int]:
-    """(longest row, micro-batch budget) for this attention kernel and device.
+    """(fixed longest row, or None for the cost model's plan; micro-batch budget).
 
-    Flash attention: one row per micro-batch, its varlen kernels make row length free. Otherwise
-    rows of at most ``max_length`` (the block-diagonal mask costs compute quadratic in row
-    length), several to a micro-batch under the budget. A CPU gains nothing from large
-    micro-batches once the per-forward overhead is paid, so there the budget is cut to about
-    ``CPU_MICRO_BATCH_TOKENS`` (or one row of ``max_length`` if longer). The demo's base model
-    (128-token rows) pretrained in 32 s that way against 82 s with one row per micro-batch
-    (``make demo``, stage 1, on a 2-core CPU); with ``max_length`` of 1,024 or more each row is
-    its own micro-batch, the plan measured in benchmarks/README.md.
-    Setting ``max_tokens_per_row`` turns all of this off: rows and budget are taken as given.
+    The budget is the user's memory bound. A CPU gains nothing from large micro-batches once the
+    per-forward overhead is paid, so there it is cut to about ``CPU_MICRO_BATCH_TOKENS`` (or one
+    row of ``max_length`` if longer). The rows within it are the cost model's choice per batch
+    (:mod:`tunescout.train.stepcost`). Setting ``max_tokens_per_row`` turns all of this off:
+    rows packed up to it and the budget as given.
     """
     budget = config.max_tokens_per_micro_batch
     if config.max_tokens_per_row is not None:
         return config.max_tokens_per_row, budget
     if device.type == "cpu":
         budget = min(budget, max(config.max_length, CPU_MICRO_BATCH_TOKENS))
-    if uses_varlen_kernel(attn):
-        return None, budget
-    return config.max_length, budget
+    return None, budget
 
 
 def _log_eval(run_dir: Path, step: int, samples: int, val_loss: float | None, metrics: dict | None = None) -> None:

@@ -9,6 +9,7 @@ run never leaves a stale lock behind.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import socket
@@ -78,15 +79,18 @@ def clear_run(run_dir: str | Path) -> None:
 
 
 STORAGE_CHECK = ".tunescout-storage"
-"""The token file a sweep driver writes into its runs folder for its trials to read back."""
+"""The prefix of the token file a sweep driver writes into its runs folder for its trials to read back."""
 
 
 class StorageNotShared(RuntimeError):
     """A trial's node does not see the runs folder its driver wrote."""
 
 
-def mark_storage(folder: str | Path) -> list[str]:
+def mark_storage(folder: str | Path, study: str) -> list[str]:
     """Write a fresh token into a study's runs folder and return ``[path, token]`` for the trials.
+
+    The token file is the study's own (several studies may share one folder), named after a
+    hash of the study name.
 
     On a cluster every node must see the runs folder (checkpoints there are what a trial retried
     on another node resumes from). A trial that cannot read this token back is on a node where
@@ -96,8 +100,8 @@ def mark_storage(folder: str | Path) -> list[str]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex
-    path = folder / STORAGE_CHECK
-    tmp = folder / f"{STORAGE_CHECK}.{token}.tmp"
+    path = folder / f"{STORAGE_CHECK}-{hashlib.sha256(study.encode()).hexdigest()[:12]}"
+    tmp = folder / f"{path.name}.{token}.tmp"
     tmp.write_text(token)
     os.replace(tmp, path)
     return [str(path), token]
@@ -112,5 +116,5 @@ def check_storage(path: str | Path, token: str) -> None:
     if found != token:
         raise StorageNotShared(
             f"node {socket.gethostname()} does not see the study's runs folder {Path(path).parent} as the sweep "
-            f"driver wrote it ({'no ' + STORAGE_CHECK if found is None else 'another driver token'} there): "
+            f"driver wrote it ({'no ' + Path(path).name if found is None else 'another driver token'} there): "
             "on a cluster set the study's `storage:` to a path every node mounts")

@@ -73,9 +73,13 @@ DEFAULTS: dict[str, Any] = {"name": "local", "address": None, "workers": None, "
 def _local(options: Mapping[str, Any]) -> Executor:
     from tunescout.study.executors.local import LocalExecutor
 
+    gpus = options.get("gpus_per_trial") or 0
+    if gpus and not float(gpus).is_integer():
+        raise ValueError(f"executor.gpus_per_trial: {gpus} GPUs per trial; sharing a GPU between trials needs "
+                         "the ray executor (the local one gives each trial whole GPUs)")
     cpus = options.get("cpus_per_trial")
     return LocalExecutor(slots=options.get("workers"), threads=max(1, int(cpus)) if cpus else None,
-                         gpus_per_trial=int(options.get("gpus_per_trial") or 0))
+                         ranks=ranks_per_trial(options))
 
 
 def _ray(options: Mapping[str, Any]) -> Executor:

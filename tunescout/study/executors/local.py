@@ -15,6 +15,9 @@ __all__ = ["LocalExecutor", "PipeChannel", "default_slots"]
 
 log = logging.getLogger(__name__)
 
+REAP_S = 5.0
+"""How long a trial's process may take to exit after it reported its end."""
+
 
 class PipeChannel:
     """A trial's :class:`~tunescout.study.worker.Channel` to a driver on this machine: one pipe,
@@ -43,7 +46,8 @@ def _pipe_trial(conn: Connection, payload: dict[str, Any]) -> None:
 
 def default_slots(gpus_per_trial: int = 1) -> list[str | None]:
     """The GPUs of each slot (``CUDA_VISIBLE_DEVICES`` values): one slot per ``gpus_per_trial``
-    visible GPUs, or a single CPU slot (a CPU trial already uses every core)."""
+    visible GPUs (one trial on that many processes), or a single CPU slot (a CPU trial already
+    uses every core)."""
     import torch
 
     if not torch.cuda.is_available():
@@ -69,10 +73,10 @@ class LocalExecutor:
     Each trial is its own process, so a crash or an out-of-memory kill fails that trial only.
     """
 
-    def __init__(self, slots: int | None = None, threads: int | None = None, gpus_per_trial: int = 0) -> None:
-        self.ranks = int(gpus_per_trial) if gpus_per_trial > 1 else 1
-        devices = default_slots(self.ranks)
-        self.devices: list[int | None] = devices if slots is None else [devices[i % len(devices)] for i in range(slots)]
+    def __init__(self, slots: int | None = None, threads: int | None = None, ranks: int = 1) -> None:
+        self.ranks = ranks
+        devices = default_slots(ranks)
+        self.devices: list[str | None] = devices if slots is None else [devices[i % len(devices)] for i in range(slots)]
         self.slots = len(self.devices)
         self.threads = threads or (max(1, (os.cpu_count() or 1) // self.slots) if devices == [None] else None)
         self._ctx = mp.get_context("forkserver")
@@ -111,8 +115,14 @@ class LocalExecutor:
         return None
 
     def _reap(self, trial_id: str, lost: str | None) -> Event | None:
+        """Forget a trial whose process ended or reported its end, killing it if it lingers (a
+        tracker's flush, CUDA teardown): the driver, and every trial waiting on it, never stalls."""
         run = self._trials.pop(trial_id)
-        run.process.join(timeout=30)
+        run.process.join(timeout=REAP_S)
+        if run.process.is_alive():
+            log.warning("trial %s: its process lingered %gs after its end; killed", trial_id, REAP_S)
+            run.process.kill()
+            run.process.join()
         run.conn.close()
         if lost is None:
             return None

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from typing import Any, Mapping
 
-from tunescout.study.executors import Event
+from tunescout.study.executors import Event, ranks_per_trial
 
 __all__ = ["ActorChannel", "RayExecutor"]
 
@@ -112,7 +112,7 @@ class RayExecutor:
             ray.init(address=options.get("address"), include_dashboard=False, configure_logging=False)
         gpus = float(options.get("gpus_per_trial") or 0)
         cpus = float(options.get("cpus_per_trial") or 1)
-        self.ranks = int(gpus) if gpus > 1 else 1
+        self.ranks = ranks_per_trial(options)
         self.threads = max(1, int(cpus))
         resources = ray.cluster_resources()
         fit = int(resources.get("GPU", 0) // gpus) if gpus else int(resources.get("CPU", 1) // cpus)
@@ -125,6 +125,7 @@ class RayExecutor:
         self._refs: dict[str, Any] = {}
         self._keys: dict[str, str] = {}
         self._events: deque[Event] = deque()
+        self._closed = False
 
     def submit(self, trial_id: str, payload: dict[str, Any]) -> None:
         key = f"{trial_id}#{payload.get('attempt', 1)}"
@@ -199,12 +200,18 @@ class RayExecutor:
             _ray().cancel(ref, force=True)
 
     def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         ray = _ray()
         refs = list(self._refs.values())
         for trial_id in list(self._refs):
             self.cancel(trial_id)
         if refs:
-            ray.wait(refs, num_returns=len(refs), timeout=30)
+            _, left = ray.wait(refs, num_returns=len(refs), timeout=30)
+            if left:  # cancelled with force, yet alive: say so rather than claim a clean end
+                log.warning("%d trial task(s) still running 30 s after they were cancelled; Ray ends them with "
+                            "this driver's job", len(left))
         self._refs.clear()
         self._keys.clear()
         ray.kill(self._mailbox)
