@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tunescout.config import ConfigError, TrainConfig, build_config, load_config, nest_dotted, parse_overrides
+from tunescout.config import ConfigError, TrainConfig, build_config, load_config
+from tunescout.settings import nest_dotted, parse_overrides
 
 
 def test_yaml_with_overrides(tmp_path: Path) -> None:

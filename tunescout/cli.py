@@ -126,7 +126,7 @@ def _results_table(source: str, include: str, study: str | None = None, all_vers
 def _preset_config_id(name: str) -> str:
     """A shipped preset as a config id, so the held-out table can score it when it is in the grid."""
     from tunescout.analysis import config_id_of
-    from tunescout.config import flatten_dotted
+    from tunescout.settings import flatten_dotted
     from tunescout.presets import load_presets
 
     presets = {p.name: p for p in load_presets()}

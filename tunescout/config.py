@@ -7,18 +7,17 @@ model is loaded, with the offending key named (and the closest valid key suggest
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import difflib
 import math
 import types
 import typing
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from tunescout.settings import ConfigError, did_you_mean, merge_nested, parse_overrides
 
 __all__ = [
     "ConfigError",
@@ -26,19 +25,11 @@ __all__ = [
     "LoraConfig",
     "TrainConfig",
     "build_config",
-    "did_you_mean",
-    "flatten_dotted",
     "load_config",
-    "nest_dotted",
-    "parse_overrides",
 ]
 
 # Short names accepted on the command line and in YAML (``tunescout train run.yaml lr=1e-5``).
 ALIASES = {"lr": "learning_rate", "bs": "batch_size"}
-
-
-class ConfigError(ValueError):
-    """A configuration value is unknown, of the wrong type, or inconsistent."""
 
 
 @dataclass
@@ -264,53 +255,6 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def did_you_mean(key: str, valid: Sequence[str], prefix: str = "") -> str:
-    """`` (did you mean `<prefix><name>`?)`` for the valid name closest to ``key``, or "" if none is close.
-
-    Every "unknown key" error of tunescout (configs, studies, stopping rules) words its hint this way.
-    """
-    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5) or [
-        v for v in valid if key.startswith(v) or v.startswith(key)
-    ]
-    return f" (did you mean `{prefix}{close[0]}`?)" if close else ""
-
-
-def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
-    """``tree[a][b] = value`` for ``key`` ``a.b``, creating the parent mappings."""
-    *parents, last = key.split(".")
-    node = tree
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"`{key}` conflicts with `{part}`, which is set to a value")
-    node[last] = value
-
-
-def nest_dotted(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"lora.r": 8, "learning_rate": 1e-4}`` → ``{"lora": {"r": 8}, "learning_rate": 1e-4}``:
-    dotted keys (grid axes, overrides) in the nested shape a train config takes.
-
-    Raises:
-        ConfigError: a key sets a field inside a key that also holds a value (``lora`` and ``lora.r``).
-    """
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        # a copy: a nested value (``fixed: {lora: {r: 8}}``) may get keys set inside it (``lora.alpha``)
-        _set_dotted(out, key, copy.deepcopy(value))
-    return out
-
-
-def flatten_dotted(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """The inverse of :func:`nest_dotted`: ``{"lora": {"r": 8}}`` → ``{"lora.r": 8}``."""
-    out: dict[str, Any] = {}
-    for key, value in nested.items():
-        if isinstance(value, Mapping):
-            out.update(flatten_dotted(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
@@ -402,30 +346,6 @@ def _normalise_data(raw: dict[str, Any], key: str) -> dict[str, Any]:
     return raw
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """Turn ``["lr=1e-5", "lora.r=8"]`` into a nested dict; values are parsed as YAML."""
-    out: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"override `{item}` is not of the form key=value")
-        key, text = item.split("=", 1)
-        try:
-            _set_dotted(out, key.strip(), yaml.safe_load(text) if text else None)
-        except ConfigError:
-            raise ConfigError(f"override `{item}` conflicts with another override") from None
-    return out
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> TrainConfig:
     """Build a :class:`TrainConfig` from a mapping and optional ``key=value`` overrides.
 
@@ -441,7 +361,7 @@ def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> Tra
     # under the other name, but one mapping giving both names is a contradiction.
     raw = {ALIASES.get(k, k): v for k, v in resolve_hf_names(raw or {}).items()}
     over = {ALIASES.get(k, k): v for k, v in resolve_hf_names(parse_overrides(overrides or []), base=raw).items()}
-    merged = _normalise_data(_merge(raw, over), "data")
+    merged = _normalise_data(merge_nested(raw, over), "data")
     return _build(TrainConfig, _normalise_data(merged, "eval_data"))
 
 

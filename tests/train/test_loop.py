@@ -270,6 +270,6 @@ def test_eval_data_at_sample_counts_and_task_eval(tiny_model_dir, data_files, tm
     ("cpu", "sdpa", {"max_length": 128, "max_tokens_per_micro_batch": 4096, "max_tokens_per_row": 512}, (512, 4096)),
 ])
 def test_packing_shape_follows_kernel_and_device(device, attn, settings, expected) -> None:
-    from tunescout.train.loop import _packing_shape
+    from tunescout.train.setup import packing_shape
 
-    assert _packing_shape(TrainConfig(**settings), attn, torch.device(device)) == expected
+    assert packing_shape(TrainConfig(**settings), attn, torch.device(device)) == expected

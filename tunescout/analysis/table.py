@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tunescout.config import nest_dotted
+from tunescout.settings import nest_dotted
 from tunescout.evaluate.metrics import get_metric
 from tunescout.study.keys import dataset_metric
 from tunescout.study.store import FINISHED, StudyStore, open_store

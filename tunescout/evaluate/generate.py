@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from tunescout.config import did_you_mean
+from tunescout.settings import did_you_mean
 
 __all__ = ["Prompt", "generate_batched", "render_prompt", "stop_token_ids"]
 

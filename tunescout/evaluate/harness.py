@@ -21,7 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tunescout.config import ConfigError, did_you_mean
+from tunescout.config import ConfigError
+from tunescout.settings import did_you_mean
 
 __all__ = ["HARNESS_INSTALL", "HARNESS_PREFIX", "HarnessMetric", "harness_available", "harness_direction",
            "harness_score", "parse_harness_metric", "require_harness", "run_harness"]

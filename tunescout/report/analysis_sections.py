@@ -11,7 +11,7 @@ from tunescout.analysis import (
     dynamics_correlations, early_signals, final_scores, leave_one_out, loo_summary, promotion_agreement,
     rank_results, replay_stopping, signal_directions, signals_advice, split_groups, suggest_signals,
 )
-from tunescout.config import nest_dotted
+from tunescout.settings import nest_dotted
 from tunescout.presets import load_presets
 from tunescout.report import figures
 from tunescout.report.blocks import Block, Section, StudyData, Table, fmt, fmt_rho, short_model

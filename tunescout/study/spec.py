@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunescout.config import (ConfigError, TrainConfig, build_config, did_you_mean, flatten_dotted, nest_dotted,
-                              read_yaml_mapping)
+from tunescout.config import ConfigError, TrainConfig, build_config, read_yaml_mapping
+from tunescout.settings import did_you_mean, flatten_dotted, nest_dotted
 from tunescout.study.keys import COHORT, DEFAULT_METRIC, dataset_metric
 from tunescout.train.identity import config_hash, run_identity
 

@@ -26,7 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
-from tunescout.config import ConfigError, did_you_mean
+from tunescout.config import ConfigError
+from tunescout.settings import did_you_mean
 from tunescout.study._signals import (
     RECIPE_SIGNALS,
     SIGNALS,

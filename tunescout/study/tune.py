@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from tunescout.config import ConfigError, flatten_dotted, nest_dotted, parse_overrides
+from tunescout.config import ConfigError
+from tunescout.settings import flatten_dotted, nest_dotted, parse_overrides
 from tunescout.study.spec import LORA_ONLY, DatasetSpec, StudySpec, validate
 
 __all__ = ["DEFAULT_STOPPING", "TuneResult", "candidate_configs", "format_fates", "tune"]

@@ -21,33 +21,23 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import yaml
 
-from tunescout.config import ConfigError, TrainConfig
+from tunescout.config import TrainConfig
 from tunescout.data.packing import collate_plan, plan_micro_batches
 from tunescout.data.phases import build_schedule, describe_length
 from tunescout.data.prepare import prepare_data
 from tunescout.train.accel import check_kernels, compile_model, make_optimizer, packing_refusal, uses_varlen_kernel
-from tunescout.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from tunescout.train.distributed import (World, check_world_size, join_world, load_sharded_checkpoint,
-                                         save_sharded_checkpoint)
+from tunescout.train.checkpoint import load_checkpoint, save_checkpoint
+from tunescout.train.distributed import World, join_world, load_sharded_checkpoint, save_sharded_checkpoint
 from tunescout.train.flops import MfuMeter
-from tunescout.train.identity import check_resume, record_run, run_identity
 from tunescout.train.loss import accumulate_gradients, evaluate_loss
-from tunescout.train.models import (
-    count_parameters,
-    load_model,
-    load_tokenizer,
-    resolve_attn_implementation,
-    resolve_device,
-    resolve_dtype,
-    save_model,
-)
-from tunescout.train.rundir import clear_run, holds_run, lock_run_dir
+from tunescout.train.models import count_parameters, load_model, load_tokenizer, save_model
+from tunescout.train.rundir import lock_run_dir
 from tunescout.train.schedules import lr_factor
+from tunescout.train.setup import Numerics, prepare_run_dir, resolve_numerics
 from tunescout.train.stepcost import PlanChooser, StepCost
-from tunescout.track import open_trackers
 from tunescout.train.telemetry import EarlyStop, JsonlSink, Pause, ProgressSink, Sink, StepRecord, truncate_records
+from tunescout.track import open_trackers
 
 __all__ = ["RunResult", "train"]
 
@@ -156,74 +146,17 @@ def _train_locked(run_dir: Path, config: TrainConfig, resume: bool, restart: boo
                   early_stop: EarlyStop | None, task_eval: Callable[[torch.nn.Module, Any], dict[str, Any]] | None,
                   world: World | None) -> RunResult:
     """:func:`train` once the run directory is locked (by rank 0 alone when there are several)."""
-    numerics = _resolve_numerics(config, 1 if world is None else world.size)
+    numerics = resolve_numerics(config, 1 if world is None else world.size)
     check_kernels(liger=config.liger, device=numerics.device)  # before any data is read
-    prepare = partial(_prepare_run_dir, run_dir, config, numerics, resume, restart)
+    prepare = partial(prepare_run_dir, run_dir, config, numerics, resume, restart)
     checkpoint = prepare() if world is None else world.on_main(prepare)  # rank 0 writes, all learn the checkpoint
     return _train_in(run_dir, config, numerics, checkpoint, sinks, early_stop, task_eval, world)
-
-
-@dataclass(frozen=True)
-class _Numerics:
-    """What ``auto`` settings resolve to on this machine: resolved once, recorded in ``run.json``
-    (a resume that resolves differently is refused) and used by the run."""
-
-    device: torch.device
-    dtype: torch.dtype
-    attn: str
-    row_tokens: int | None
-    budget: int
-    world_size: int = 1
-    """Processes training the run (torchrun); recorded only above 1, so single-process records are unchanged."""
-
-    def record(self) -> dict[str, Any]:
-        return {"device": self.device.type, "dtype": str(self.dtype).removeprefix("torch."),
-                "attn_implementation": self.attn, "max_tokens_per_row": self.row_tokens,
-                "packing": "fixed" if self.row_tokens is not None else "cost-model",
-                "max_tokens_per_micro_batch": self.budget,
-                # the fused AdamW of a GPU (accel.adamw_kwargs) rounds differently from the CPU's
-                **({"optimizer": "adamw-fused"} if self.device.type == "cuda" else {}),
-                **({"world_size": self.world_size} if self.world_size > 1 else {})}
-
-
-def _resolve_numerics(config: TrainConfig, world_size: int = 1) -> _Numerics:
-    device = resolve_device(config.device)
-    dtype = resolve_dtype(config.dtype, device)
-    attn = resolve_attn_implementation(config.attn_implementation, device, dtype)
-    return _Numerics(device, dtype, attn, *_packing_shape(config, attn, device), world_size=world_size)
-
-
-def _prepare_run_dir(run_dir: Path, config: TrainConfig, numerics: _Numerics, resume: bool,
-                     restart: bool) -> Path | None:
-    """Check the directory may hold this run, record its config, and return the checkpoint to resume.
-
-    A directory that already holds a run is never overwritten silently: it is continued
-    (``resume``, only with the same identity) or explicitly started over (``restart``).
-    """
-    identity = run_identity(config)
-    resolved = numerics.record()
-    if restart:
-        clear_run(run_dir)
-    elif resume:
-        check_world_size(run_dir, numerics.world_size)  # first: its error says more than the resolved diff
-        check_resume(run_dir, identity, resolved)
-    elif holds_run(run_dir):
-        raise ConfigError(f"{run_dir} already holds a run: --resume continues it (same config only), "
-                          "--restart starts it over, or choose another output_dir")
-    checkpoint = latest_checkpoint(run_dir) if resume else None
-    if not checkpoint:
-        if resume and holds_run(run_dir):
-            log.info("no checkpoint in %s; starting from scratch", run_dir)
-        clear_run(run_dir)  # same config and nothing to continue from: a fresh start
-    record_run(run_dir, identity, resolved)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    return checkpoint
 
 
 def _train_in(
     run_dir: Path,
     config: TrainConfig,
-    numerics: _Numerics,
+    numerics: Numerics,
     checkpoint: Path | None,
     sinks: Sequence[Sink],
     early_stop: EarlyStop | None,
@@ -435,26 +368,6 @@ def _train_in(
             sink.close()
         if main:
             _write_result(run_dir, result)
-
-
-CPU_MICRO_BATCH_TOKENS = 1024
-
-
-def _packing_shape(config: TrainConfig, attn: str, device: torch.device) -> tuple[int | None, int]:
-    """(fixed longest row, or None for the cost model's plan; micro-batch budget).
-
-    The budget is the user's memory bound. A CPU gains nothing from large micro-batches once the
-    per-forward overhead is paid, so there it is cut to about ``CPU_MICRO_BATCH_TOKENS`` (or one
-    row of ``max_length`` if longer). The rows within it are the cost model's choice per batch
-    (:mod:`tunescout.train.stepcost`). Setting ``max_tokens_per_row`` turns all of this off:
-    rows packed up to it and the budget as given.
-    """
-    budget = config.max_tokens_per_micro_batch
-    if config.max_tokens_per_row is not None:
-        return config.max_tokens_per_row, budget
-    if device.type == "cpu":
-        budget = min(budget, max(config.max_length, CPU_MICRO_BATCH_TOKENS))
-    return None, budget
 
 
 def _log_eval(run_dir: Path, step: int, samples: int, val_loss: float | None, metrics: dict | None = None) -> None:
