@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         for b in range(args.batches):
             lengths = [int(math.exp(rng.uniform(math.log(20), math.log(1000)))) for _ in range(16)]
             samples = [sample(n, MODELS[name][5], rng) for n in lengths]
-            plans = candidate_plans(lengths, 2048, 2048)
+            plans = candidate_plans(lengths, 2048, 2048, cost=cost.group)  # rows grouped as the chooser does
             measured = {k: time_plan(model, samples, p, device, args.repeats) for k, p in plans.items()}
             predicted = {k: cost.plan(p, lengths, sum(lengths)) for k, p in plans.items()}
             picked, fastest = min(predicted, key=predicted.get), min(measured, key=measured.get)

@@ -4,9 +4,9 @@ Every trainer trains the same model on the same tokenized samples, in the same o
 effective batch (samples per optimizer step) and the same number of optimizer steps. Only the way a
 trainer turns an effective batch into tensors differs, and that is what is measured:
 
-* ``tunescout``: :func:`tunescout.train.loop.train`, samples bin-packed into rows of at most
-  ``max_length`` tokens (its default without flash attention; on CPU each row is its own
-  micro-batch), run with its default token budget and with a budget of ``max_length``;
+* ``tunescout``: :func:`tunescout.train.loop.train` with its default plan (the cost model's
+  choice of rows and micro-batches for each batch, ``tunescout/train/stepcost.py``), run with its
+  default token budget and with a budget of ``max_length``;
 * ``hf-trainer``: ``transformers.Trainer`` with ``DataCollatorForSeq2Seq`` (right padding, labels
   padded with -100), ``per_device_train_batch_size × gradient_accumulation_steps`` = the batch;
 * ``trl-sft``: TRL ``SFTTrainer`` with its default (padding) collator;

@@ -81,3 +81,43 @@ def test_the_summary_compares_prediction_and_measurement_past_the_warm_up_step()
 def test_every_device_type_has_positive_constants() -> None:
     for cost in DEVICE_COSTS.values():
         assert cost.throughput > 0 and cost.layer_overhead_s >= 0 and cost.masked_penalty > 0
+
+
+def test_group_cost_equals_the_micro_batch_cost() -> None:
+    for varlen in (False, True):
+        cost = _cost(varlen)
+        rows = [[300, 100], [250], [90, 60, 40]]
+        widths = [sum(r) for r in rows]
+        got = cost.group(len(rows), max(widths), sum(widths), sum(w * w for w in widths),
+                         sum(s * s for r in rows for s in r))
+        assert got == pytest.approx(cost.micro_batch(rows))
+
+
+def test_rows_are_grouped_by_least_cost_not_filled_to_the_budget() -> None:
+    """One 900-token row and fifteen short ones: filling the budget pads the short rows to 900;
+    the least-cost grouping gives the long row a micro-batch of its own."""
+    from tunescout.data.packing import group_rows
+
+    widths = [900] + [60] * 15
+    cost = _cost(False)
+    greedy = group_rows(widths, 16384)
+    best = group_rows(widths, 16384, cost.group)
+    assert greedy == [list(range(16))]
+    assert best == [[0], list(range(1, 16))]
+
+    def total(groups, sizes=widths):
+        return sum(cost.micro_batch([[sizes[k]] for k in g]) for g in groups)
+
+    assert total(best) < total(greedy)
+    # exhaustive check on a small case: the DP's grouping is the cheapest contiguous one
+    import itertools
+
+    small = [700, 400, 390, 120, 100, 30]
+    order = sorted(range(len(small)), key=lambda k: -small[k])
+    dp = group_rows(small, 2048, cost.group)
+    cheapest = min(
+        ([order[a:b] for a, b in zip((0, *cuts), (*cuts, len(order)))]
+         for r in range(len(order)) for cuts in itertools.combinations(range(1, len(order)), r)
+         if all(len(g) * small[g[0]] <= 2048 for g in [order[a:b] for a, b in zip((0, *cuts), (*cuts, len(order)))])),
+        key=lambda groups: total(groups, small))
+    assert total(dp, small) == pytest.approx(total(cheapest, small))

@@ -26,14 +26,14 @@ from __future__ import annotations
 import bisect
 import itertools
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from tunescout.data.tokenize import IGNORE, TokenizedSample
 
-__all__ = ["PLAN_SHAPES", "MicroBatch", "Plan", "candidate_plans", "collate_packed", "collate_plan", "pack_bins",
-           "plan_micro_batches", "plan_rows"]
+__all__ = ["PLAN_SHAPES", "GroupCost", "MicroBatch", "Plan", "candidate_plans", "collate_packed", "collate_plan",
+           "group_rows", "pack_bins", "plan_micro_batches", "plan_rows"]
 
 
 def pack_bins(lengths: Sequence[int], capacity: int) -> list[list[int]]:
@@ -156,9 +156,63 @@ Plan = list[list[list[int]]]
 sample indices. Every sample is in exactly one row."""
 
 
-def plan_rows(lengths: Sequence[int], max_tokens: int, row_tokens: int | None = None, pack: bool = True) -> Plan:
+GroupCost = Callable[[int, int, int, int, int], float]
+"""The modelled cost of one micro-batch from its rows: ``(rows, width, Σ row lengths, Σ row
+lengths², Σ sample lengths²)`` (see :meth:`tunescout.train.stepcost.StepCost.group`)."""
+
+MAX_GROUP_ROWS = 256
+"""The most rows :func:`group_rows` considers for one micro-batch (it bounds the search)."""
+
+
+def group_rows(widths: Sequence[int], max_tokens: int, cost: GroupCost | None = None,
+               squares: Sequence[int] | None = None) -> list[list[int]]:
+    """Group rows (of ``widths`` tokens) into micro-batches of at most ``max_tokens`` padded tokens.
+
+    Rows are taken longest first and a micro-batch is a run of consecutive rows, padded to its
+    first. Without ``cost``, each micro-batch takes rows while they fit. With it, the runs are
+    the ones of least total cost, found exactly by dynamic programming over the sorted rows: a
+    few more micro-batches can beat one padded to a long row (``squares``: each row's Σ of its
+    samples' squared lengths, for a varlen kernel's attention).
+    """
+    order = sorted(range(len(widths)), key=lambda k: (-widths[k], k))
+    if cost is None:
+        batches: list[list[int]] = []
+        for k in order:
+            if batches and (len(batches[-1]) + 1) * widths[batches[-1][0]] <= max_tokens:
+                batches[-1].append(k)
+            else:
+                batches.append([k])
+        return batches
+    w = [widths[k] for k in order]
+    sq = [squares[k] for k in order] if squares is not None else [x * x for x in w]
+    sum_w, sum_w2, sum_sq = [0], [0], [0]
+    for x, q in zip(w, sq):
+        sum_w.append(sum_w[-1] + x)
+        sum_w2.append(sum_w2[-1] + x * x)
+        sum_sq.append(sum_sq[-1] + q)
+    n = len(w)
+    best = [0.0] + [float("inf")] * n
+    start = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j - 1, max(-1, j - 1 - MAX_GROUP_ROWS), -1):  # the run order[i:j], padded to w[i]
+            rows = j - i
+            if rows * w[i] > max_tokens and rows > 1:
+                break
+            c = best[i] + cost(rows, w[i], sum_w[j] - sum_w[i], sum_w2[j] - sum_w2[i], sum_sq[j] - sum_sq[i])
+            if c < best[j]:
+                best[j], start[j] = c, i
+    bounds, j = [], n
+    while j > 0:
+        bounds.append((start[j], j))
+        j = start[j]
+    return [order[i:j] for i, j in reversed(bounds)]
+
+
+def plan_rows(lengths: Sequence[int], max_tokens: int, row_tokens: int | None = None, pack: bool = True,
+              cost: GroupCost | None = None) -> Plan:
     """Where each sample of an effective batch goes: see :func:`plan_micro_batches` (same arguments,
-    sample lengths instead of samples)."""
+    sample lengths instead of samples); ``cost`` groups the rows into micro-batches by least
+    modelled cost (:func:`group_rows`) instead of filling each to the budget."""
     if not pack:
         if lengths and max(lengths) > max_tokens:
             raise ValueError(f"a sample of {max(lengths)} tokens exceeds the micro-batch budget of {max_tokens}")
@@ -168,15 +222,8 @@ def plan_rows(lengths: Sequence[int], max_tokens: int, row_tokens: int | None = 
     else:
         rows = pack_bins(lengths, row_tokens)
     widths = [sum(lengths[i] for i in r) for r in rows]
-    # Rows longest first; a micro-batch takes rows while (rows x longest row) fits the budget.
-    order = sorted(range(len(rows)), key=lambda k: (-widths[k], k))
-    batches: list[list[int]] = []
-    for k in order:
-        if batches and (len(batches[-1]) + 1) * widths[batches[-1][0]] <= max_tokens:
-            batches[-1].append(k)
-        else:
-            batches.append([k])
-    return [[rows[k] for k in b] for b in batches]
+    squares = [sum(lengths[i] ** 2 for i in r) for r in rows]
+    return [[rows[k] for k in b] for b in group_rows(widths, max_tokens, cost, squares)]
 
 
 def collate_plan(samples: Sequence[TokenizedSample], plan: Plan, pad_id: int = 0,
@@ -216,17 +263,18 @@ micro-batch; rows packed up to ``max_length``; rows packed up to the batch's lon
 sample per row, rows grouped by length (lightly padded)."""
 
 
-def candidate_plans(lengths: Sequence[int], max_tokens: int, max_length: int, pack: bool = True) -> dict[str, Plan]:
+def candidate_plans(lengths: Sequence[int], max_tokens: int, max_length: int, pack: bool = True,
+                    cost: GroupCost | None = None) -> dict[str, Plan]:
     """Every plan shape of :data:`PLAN_SHAPES` for one effective batch, all under ``max_tokens``
-    (only ``sample-per-row`` when ``pack`` is False); a shape that gives the same plan as an
-    earlier one is left out."""
+    (only ``sample-per-row`` when ``pack`` is False), rows grouped by ``cost`` when given; a
+    shape that gives the same plan as an earlier one is left out."""
     if not pack:
-        return {"sample-per-row": plan_rows(lengths, max_tokens, pack=False)}
+        return {"sample-per-row": plan_rows(lengths, max_tokens, pack=False, cost=cost)}
     longest = max(lengths) if lengths else 1
     plans = {"one-row": plan_rows(lengths, max_tokens, None),
-             "rows-max-length": plan_rows(lengths, max_tokens, max_length),
-             "rows-longest": plan_rows(lengths, max_tokens, longest),
-             "sample-per-row": plan_rows(lengths, max_tokens, pack=False)}
+             "rows-max-length": plan_rows(lengths, max_tokens, max_length, cost=cost),
+             "rows-longest": plan_rows(lengths, max_tokens, longest, cost=cost),
+             "sample-per-row": plan_rows(lengths, max_tokens, pack=False, cost=cost)}
     out: dict[str, Plan] = {}
     for name, plan in plans.items():
         if plan not in out.values():

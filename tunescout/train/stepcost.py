@@ -102,6 +102,18 @@ class StepCost:
         flops = self.token_flops * len(rows) * width + penalty * self.pair_flops * pairs
         return self.layers * self.device.layer_overhead_s + flops / self.device.throughput
 
+    def group(self, rows: int, width: int, sum_w: int, sum_w2: int, sum_sq: int) -> float:
+        """Seconds of a micro-batch of ``rows`` rows padded to ``width`` from row sums: Σ row
+        lengths, Σ row lengths², Σ sample lengths² (equal to :meth:`micro_batch`)."""
+        if self.varlen:  # each sample, and each row's padding, is a sequence of its own
+            pairs = sum_sq + rows * width * width - 2 * width * sum_w + sum_w2
+            penalty = self.device.varlen_penalty
+        else:
+            pairs = rows * width * width
+            penalty = self.device.masked_penalty
+        flops = self.token_flops * rows * width + penalty * self.pair_flops * pairs
+        return self.layers * self.device.layer_overhead_s + flops / self.device.throughput
+
     def plan(self, plan: Plan, lengths: Sequence[int], loss_tokens: int = 0) -> float:
         """Seconds of a whole plan over samples of ``lengths``, ``loss_tokens`` of them with loss."""
         body = sum(self.micro_batch([[lengths[i] for i in row] for row in mb]) for mb in plan)
@@ -120,7 +132,7 @@ class PlanChooser:
     def __call__(self, lengths: Sequence[int], loss_tokens: int = 0, count: bool = True) -> tuple[str, Plan]:
         """The fastest plan's shape and plan; ``count`` False (evaluation batches) keeps it out of
         the run's tally."""
-        plans = candidate_plans(lengths, self.max_tokens, self.max_length, self.pack)
+        plans = candidate_plans(lengths, self.max_tokens, self.max_length, self.pack, cost=self.cost.group)
         timed = {name: self.cost.plan(plan, lengths, loss_tokens) for name, plan in plans.items()}
         name = min(timed, key=lambda n: (timed[n], PLAN_SHAPES.index(n)))
         if count:
