@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
-from tunescout.settings import ConfigError, did_you_mean, merge_nested, parse_overrides
+from tunescout.settings import ConfigError, as_number, did_you_mean, merge_nested, parse_overrides
 
 __all__ = [
     "ConfigError",
@@ -305,14 +305,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if hint is float:
-        if isinstance(value, str):  # YAML 1.1 reads `1e-5` (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        return as_number(key, value)
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")

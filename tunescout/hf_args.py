@@ -18,6 +18,7 @@ import os
 from typing import Any, Mapping
 
 from tunescout.config import ConfigError, TrainConfig
+from tunescout.settings import as_number
 
 __all__ = ["HF_NAMES", "HF_SCHEDULES", "resolve_hf_names"]
 
@@ -37,17 +38,6 @@ only without warmup: transformers' ``constant`` ignores the warmup settings)."""
 
 _HF_BATCH = ("per_device_train_batch_size", "gradient_accumulation_steps")
 _HF_BATCH_DEFAULTS = {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1}
-
-
-def _number(key: str, value: Any) -> float:
-    if isinstance(value, str):  # YAML 1.1 reads `1e-8` (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    return float(value)
 
 
 def _positive_int(key: str, value: Any) -> int:
@@ -117,10 +107,10 @@ def resolve_hf_names(raw: Mapping[str, Any], base: Mapping[str, Any] | None = No
         if name in raw and key in raw:
             raise ConfigError(f"`{name}` is transformers' name for `{key}`: give one of them, not both")
     if "num_train_epochs" in raw:
-        out["epochs"] = _number("num_train_epochs", raw["num_train_epochs"])
+        out["epochs"] = as_number("num_train_epochs", raw["num_train_epochs"])
     if "max_grad_norm" in raw:
         value = raw["max_grad_norm"]
-        clip = None if value is None else _number("max_grad_norm", value)
+        clip = None if value is None else as_number("max_grad_norm", value)
         out["grad_clip"] = clip if clip is not None and clip > 0 else None
     if "lr_scheduler_type" in raw:
         out["schedule"] = _schedule(raw)
@@ -128,8 +118,8 @@ def resolve_hf_names(raw: Mapping[str, Any], base: Mapping[str, Any] | None = No
         before = list((base or {}).get("betas") or TrainConfig.betas)
         if len(before) != 2:
             raise ConfigError(f"betas: expected a list of 2 values, got {before!r}")
-        out["betas"] = [_number(name, raw[name]) if name in raw else old
+        out["betas"] = [as_number(name, raw[name]) if name in raw else old
                         for name, old in zip(("adam_beta1", "adam_beta2"), before)]
     if "adam_epsilon" in raw:
-        out["eps"] = _number("adam_epsilon", raw["adam_epsilon"])
+        out["eps"] = as_number("adam_epsilon", raw["adam_epsilon"])
     return out

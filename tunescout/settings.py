@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ConfigError", "did_you_mean", "flatten_dotted", "merge_nested", "nest_dotted", "parse_overrides"]
+__all__ = ["ConfigError", "as_number", "did_you_mean", "flatten_dotted", "merge_nested", "nest_dotted",
+           "parse_overrides"]
 
 
 class ConfigError(ValueError):
@@ -91,3 +92,16 @@ def merge_nested(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+def as_number(key: str, value: Any) -> float:
+    """``value`` as a float, or a ConfigError naming ``key``. A string is parsed: YAML 1.1 reads
+    ``1e-5`` (no dot) as one."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    return float(value)
