@@ -92,19 +92,13 @@ class StepCost:
 
     def micro_batch(self, rows: Sequence[Sequence[int]]) -> float:
         """Seconds of one micro-batch whose rows hold samples of these lengths (loss head excluded)."""
-        width = max(sum(r) for r in rows)
-        if self.varlen:
-            pairs = sum(s * s for r in rows for s in r) + sum((width - sum(r)) ** 2 for r in rows)
-            penalty = self.device.varlen_penalty
-        else:
-            pairs = len(rows) * width * width
-            penalty = self.device.masked_penalty
-        flops = self.token_flops * len(rows) * width + penalty * self.pair_flops * pairs
-        return self.layers * self.device.layer_overhead_s + flops / self.device.throughput
+        widths = [sum(r) for r in rows]
+        return self.group(len(rows), max(widths), sum(widths), sum(w * w for w in widths),
+                          sum(s * s for r in rows for s in r))
 
     def group(self, rows: int, width: int, sum_w: int, sum_w2: int, sum_sq: int) -> float:
         """Seconds of a micro-batch of ``rows`` rows padded to ``width`` from row sums: Σ row
-        lengths, Σ row lengths², Σ sample lengths² (equal to :meth:`micro_batch`)."""
+        lengths, Σ row lengths², Σ sample lengths² (what the row-grouping search has at hand)."""
         if self.varlen:  # each sample, and each row's padding, is a sequence of its own
             pairs = sum_sq + rows * width * width - 2 * width * sum_w + sum_w2
             penalty = self.device.varlen_penalty

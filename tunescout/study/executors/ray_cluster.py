@@ -123,14 +123,16 @@ class RayExecutor:
         self._task = ray.remote(_ray_trial).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
         self._mailbox = ray.remote(num_cpus=0)(_Mailbox).remote()
         self._refs: dict[str, Any] = {}
-        self._keys: dict[str, str] = {}
+        self._key_of: dict[str, str] = {}
+        """Each running trial's mailbox key (``trial_id#attempt``): messages under any other key
+        come from a lost attempt and are dropped."""
         self._events: deque[Event] = deque()
         self._closed = False
 
     def submit(self, trial_id: str, payload: dict[str, Any]) -> None:
         key = f"{trial_id}#{payload.get('attempt', 1)}"
         payload = {**payload, "threads": self.threads, "ranks": self.ranks, "driver_pid": None, "cuda_device": None}
-        self._keys[key] = trial_id
+        self._key_of[trial_id] = key
         self._refs[trial_id] = self._task.remote(self._mailbox, key, payload)
 
     def running(self) -> list[str]:
@@ -138,16 +140,15 @@ class RayExecutor:
 
     def _end(self, trial_id: str, data: dict[str, Any]) -> None:
         self._refs.pop(trial_id, None)
-        for key in [k for k, t in self._keys.items() if t == trial_id]:
-            del self._keys[key]
+        self._key_of.pop(trial_id, None)
         self._events.append(Event(trial_id, "done", data))
 
     def _collect(self) -> None:
         """Move the mailbox's messages into events (those of attempts no longer running dropped)."""
         ray = _ray()
         for key, kind, data in ray.get(self._mailbox.take.remote()):
-            trial_id = self._keys.get(key)
-            if trial_id is None:
+            trial_id = key.rsplit("#", 1)[0]
+            if self._key_of.get(trial_id) != key:
                 continue
             if kind == "done":
                 self._end(trial_id, data)
@@ -189,7 +190,7 @@ class RayExecutor:
             time.sleep(POLL_S)
 
     def reply(self, trial_id: str, verdict: Any) -> None:
-        key = next((k for k, t in self._keys.items() if t == trial_id), None)
+        key = self._key_of.get(trial_id)
         if key is not None:
             self._mailbox.reply.remote(key, verdict)
 
@@ -213,7 +214,7 @@ class RayExecutor:
                 log.warning("%d trial task(s) still running 30 s after they were cancelled; Ray ends them with "
                             "this driver's job", len(left))
         self._refs.clear()
-        self._keys.clear()
+        self._key_of.clear()
         ray.kill(self._mailbox)
         if self._owns_ray:
             ray.shutdown()
