@@ -51,7 +51,7 @@ fi
 echo "== CUDA-relevant tests"
 if "$PY" -c "import pytest" 2>/dev/null; then
     timeout 180 "$PY" -m pytest -q -p no:cacheprovider -rs \
-        tests/train/test_gpu.py tests/train/test_flops.py tests/train/test_accel.py \
+        tests/train/test_gpu.py tests/train/test_flex.py tests/train/test_flops.py tests/train/test_accel.py \
         tests/data/test_packing_boundaries.py tests/train/test_loss_equivalence.py 2>&1 | tee "$OUT_DIR/tests.log"
     [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 else

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, costs = [], {}
     for name, spec in MODELS.items():
         model = build(spec, device)
-        cost = StepCost.for_model(model, device, varlen=False)
+        cost = StepCost.for_model(model, device, "masked")
         costs[name] = (model, cost)
         for r, w in SHAPES:
             # One micro-batch of r full rows of w tokens, each row two packed samples: the
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ratios, pred_errors, hits, table_hits = [], [], 0, 0
     for name, (model, table_cost) in costs.items():
         cost = StepCost(table_cost.token_flops, table_cost.head_flops, table_cost.pair_flops, table_cost.layers,
-                        False, fitted)
+                        "masked", fitted)
         for b in range(args.batches):
             lengths = [int(math.exp(rng.uniform(math.log(20), math.log(1000)))) for _ in range(16)]
             samples = [sample(n, MODELS[name][5], rng) for n in lengths]

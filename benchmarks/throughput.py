@@ -25,8 +25,9 @@ CPU-second is the number to trust on a busy machine. Each trainer runs in its ow
 peak RSS it reports is its own.
 
 On a GPU, ``--device cuda`` runs the same code on a ~1.1B Llama in bf16 against HF Trainer and TRL
-(default and ``padding_free``) and adds MFU and peak GPU memory; what differs is in
-``throughput_gpu.py``.
+(default and ``padding_free``) and adds MFU and peak GPU memory, with tunescout also run with
+flex attention (against its default kernel: flash attention when installed, else SDPA with a
+mask); what differs is in ``throughput_gpu.py``.
 
 Run: ``.venv/bin/python benchmarks/throughput.py [--model tiny|smollm2|all] [--device cpu|cuda]``;
 see README.md.
@@ -118,6 +119,8 @@ def variants(spec: ModelSpec, device: str = "cpu") -> list[Variant]:
         mb = spec.micro_batch
         return [
             Variant("tunescout", f"tunescout (defaults, budget {default_budget} tok)", "tunescout", {"budget": None}),
+            Variant("tunescout-flex", "tunescout attn flex_attention", "tunescout",
+                    {"budget": None, "attn": "flex_attention"}),
             Variant("tunescout-compile", "tunescout compile: true", "tunescout", {"budget": None, "compile": True}),
             Variant("tunescout-liger", "tunescout liger: true", "tunescout", {"budget": None, "liger": True}),
             Variant("hf-trainer", "HF Trainer + DataCollatorForSeq2Seq", "hf", {"micro_batch": mb}),
@@ -189,6 +192,7 @@ def make_rows(tokenizer: Any, n: int, spec: ModelSpec, seed: int) -> list[dict[s
 
     Word counts are set from the tokenizer's measured tokens-per-word and the chat template's
     overhead, so lengths land near the target; the actual lengths are reported after tokenisation.
+    Rows longer than ``max_length`` are truncated by every trainer alike.
     """
     rng = random.Random(seed)
     words = lexicon(seed)
@@ -205,6 +209,9 @@ def make_rows(tokenizer: Any, n: int, spec: ModelSpec, seed: int) -> list[dict[s
         content = max(2.0, target - overhead)
         share = rng.uniform(0.2, 0.7)  # prompt share of the content
         n_prompt = max(1, round(content * share / per_word))
+        # A prompt past max_length would leave truncation no answer token to learn from (the row
+        # would be dropped by every trainer); end it early enough for 32 answer tokens.
+        n_prompt = min(n_prompt, max(1, int((spec.max_length - overhead - 32) / per_word)))
         n_answer = max(1, round(content * (1 - share) / per_word))
         rows.append({"messages": [
             {"role": "system", "content": system},
@@ -395,7 +402,8 @@ def machine_info() -> dict[str, Any]:
     from importlib.metadata import version
 
     out: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
-                           "cpus": os.cpu_count(), "load_avg": os.getloadavg()}
+                           "cpus": os.cpu_count(), "affinity": sorted(os.sched_getaffinity(0)),
+                           "load_avg": os.getloadavg()}
     for pkg in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tunescout", "flash-attn",
                 "liger-kernel"):
         try:
@@ -549,7 +557,7 @@ def run_tunescout(job: dict[str, Any]) -> dict[str, Any]:
         model=job["model_dir"], method=spec["method"], data=[DataSource(data["rows"])],
         batch_size=spec["batch_size"], max_steps=spec["steps"] + 1, epochs=1.0, max_length=spec["max_length"],
         learning_rate=spec["learning_rate"], train_on="completion", eval_fraction=0.0,
-        dtype="bfloat16" if device == "cuda" else "float32", attn_implementation=job.get("attn", "sdpa"),
+        dtype="bfloat16" if device == "cuda" else "float32", attn_implementation=opts.get("attn", job.get("attn", "sdpa")),
         device=device, seed=job["seed"], output_dir=job["run_dir"], save_model=False, progress=False,
         checkpoint_every=None, compile=opts.get("compile", False), liger=opts.get("liger", False), **extra,
     )

@@ -28,3 +28,20 @@ def tiny_tokenizer(tiny_model_dir: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_bloom_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> Path:
+    """A 2-layer Bloom (ALiBi: its mask ignores position ids, so it cannot be packed; no flex attention)."""
+    import torch
+    from transformers import BloomConfig, BloomForCausalLM
+
+    config = BloomConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, n_layer=2, n_head=4,
+                         hidden_dropout=0.0, attention_dropout=0.0,
+                         bos_token_id=tiny_tokenizer.bos_token_id, eos_token_id=tiny_tokenizer.eos_token_id,
+                         pad_token_id=tiny_tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("models") / "tiny-bloom"
+    BloomForCausalLM(config).save_pretrained(out)
+    tiny_tokenizer.save_pretrained(out)
+    return out

@@ -159,9 +159,12 @@ class TrainConfig:
     float32 and compute the forward pass in ``dtype`` (autocast). At recipe learning rates
     (~1e-5) most bf16 weight updates would round away. ``false`` trains the weights in
     ``dtype`` directly (half the memory). LoRA always keeps the frozen base in ``dtype``."""
-    attn_implementation: str = "auto"
-    """``auto``: flash_attention_2 when installed on a GPU, else sdpa. With flash attention
-    (2 or 3) packed rows carry explicit sequence boundaries to its variable-length kernels."""
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3",
+                                 "flex_attention"] = "auto"
+    """``auto``: flash_attention_2 when installed on a GPU, else flex_attention where torch can
+    train it and the architecture has it (a GPU), else sdpa. With flash attention (2 or 3) packed
+    rows carry explicit sequence boundaries to its variable-length kernels; flex attention builds
+    a block mask from the restarting position ids and skips the blocks between samples."""
     gradient_checkpointing: bool = False
     """Recompute each layer's activations in the backward pass: about a third more compute for
     much less activation memory (larger micro-batches fit). The loss and gradients are the same."""

@@ -180,21 +180,6 @@ def test_boundaries_pass_through_a_non_flash_forward_unchanged(tiny_model_dir) -
 # --- packing refused where masks ignore position ids (a tiny Bloom) ----------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_bloom_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> Path:
-    from transformers import BloomConfig, BloomForCausalLM
-
-    config = BloomConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, n_layer=2, n_head=4,
-                         hidden_dropout=0.0, attention_dropout=0.0,
-                         bos_token_id=tiny_tokenizer.bos_token_id, eos_token_id=tiny_tokenizer.eos_token_id,
-                         pad_token_id=tiny_tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("models") / "tiny-bloom"
-    BloomForCausalLM(config).save_pretrained(out)
-    tiny_tokenizer.save_pretrained(out)
-    return out
-
-
 def test_bloom_is_refused_llama_is_not(tiny_bloom_dir, tiny_model_dir) -> None:
     reason = packing_refusal(load_model(str(tiny_bloom_dir), attn_implementation="eager"))  # no SDPA for Bloom
     assert reason is not None and "bloom" in reason

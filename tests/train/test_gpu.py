@@ -1,5 +1,6 @@
 """The CUDA path on a tiny Llama: fused AdamW, bf16 autocast over float32 master weights, flash
-attention's varlen kernels fed explicit boundaries, compile, Liger, gradient checkpointing, MFU.
+attention's varlen kernels fed explicit boundaries, flex attention chosen by ``auto`` without
+flash attention, compile, Liger, gradient checkpointing, MFU.
 
 Every test is skipped without a CUDA GPU (flash attention and Liger tests also without their
 packages); ``benchmarks/gpu_check.sh`` runs them on a GPU machine.
@@ -104,6 +105,17 @@ def test_train_with_flash_attention_plans_one_row_with_boundaries(tiny_model_dir
     resolved = json.loads((run / "run.json").read_text())["resolved"]
     assert resolved["attn_implementation"] == "flash_attention_2" and resolved["max_tokens_per_row"] is None
     assert all(r["pad_tokens"] == 0 for r in read_telemetry(run / "telemetry.jsonl"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("flash_attn") is not None, reason="auto picks flash attention here")
+def test_auto_trains_with_flex_attention_without_flash_attn(tiny_model_dir, data_file, tmp_path) -> None:
+    run = tmp_path / "run"
+    cfg = TrainConfig(model=str(tiny_model_dir), data=[DataSource(data_file)], batch_size=8, max_length=128,
+                      learning_rate=1e-3, max_steps=2, device="cuda", attn_implementation="auto",
+                      output_dir=str(run), progress=False, save_model=False)
+    result = train(cfg)
+    assert result.status == "completed" and result.final_loss == result.final_loss  # not NaN
+    assert json.loads((run / "run.json").read_text())["resolved"]["attn_implementation"] == "flex_attention"
 
 
 def test_gradient_checkpointing_on_cuda_keeps_loss_and_gradients(tiny_model_dir) -> None:

@@ -14,9 +14,10 @@ from tunescout.train.stepcost import DEVICE_COSTS, DeviceCost, PlanChooser, Step
 CPU = DeviceCost(throughput=1e10, layer_overhead_s=1e-3, masked_penalty=2.0, varlen_penalty=1.0)
 
 
-def _cost(varlen: bool, device: DeviceCost = CPU) -> StepCost:
+def _cost(varlen: bool | str, device: DeviceCost = CPU) -> StepCost:
     # A ~10M-parameter body: 6e7 FLOPs per token, 4 layers of width 256.
-    return StepCost(token_flops=6e7, head_flops=1e7, pair_flops=12.0 * 4 * 256, layers=4, varlen=varlen,
+    kernel = varlen if isinstance(varlen, str) else ("varlen" if varlen else "masked")
+    return StepCost(token_flops=6e7, head_flops=1e7, pair_flops=12.0 * 4 * 256, layers=4, kernel=kernel,
                     device=device)
 
 
@@ -83,8 +84,37 @@ def test_every_device_type_has_positive_constants() -> None:
         assert cost.throughput > 0 and cost.layer_overhead_s >= 0 and cost.masked_penalty > 0
 
 
+def test_flex_blocks_cost_the_varlen_pairs_plus_a_diagonal_band() -> None:
+    """Flex attention skips empty blocks: a packed row costs about its samples' pairs (as varlen)
+    plus a band of partly filled 128-token blocks, far below the dense mask's W²."""
+    from tunescout.train.stepcost import FLEX_BLOCK
+
+    flex_device = DeviceCost(throughput=1e10, layer_overhead_s=1e-3, masked_penalty=2.0, varlen_penalty=1.0,
+                             block_penalty=1.5)
+    blocks, varlen, masked = (_cost(k, flex_device) for k in ("blocks", "varlen", "masked"))
+    rows = [[300, 200, 100, 400]]  # one row of 1000
+    attn = lambda c: c.micro_batch(rows) - 4e-3 - 6e7 * 1000 / 1e10  # noqa: E731 - overhead and tokens off
+    pairs = sum(s * s for s in rows[0]) + 2 * FLEX_BLOCK * 1000
+    assert attn(blocks) == pytest.approx(1.5 * 12 * 4 * 256 * pairs / 1e10)
+    assert attn(varlen) < attn(blocks) < attn(masked)
+    # where nobody measured flex, the masked penalty stands in
+    assert _cost("blocks", CPU).micro_batch(rows) > _cost("varlen", CPU).micro_batch(rows)
+    lengths = _lengths(64, 20, 1000)
+    heavy_masks = DeviceCost(throughput=1e10, layer_overhead_s=1e-4, masked_penalty=50.0, varlen_penalty=1.0,
+                             block_penalty=1.5)
+    name, _ = PlanChooser(_cost("blocks", heavy_masks), max_tokens=4096, max_length=4096)(lengths)
+    assert name != "sample-per-row"  # with empty blocks skipped, packing pays again
+
+
+def test_attention_kernels_of_the_transformers_implementations() -> None:
+    from tunescout.train.stepcost import attention_kernel
+
+    assert [attention_kernel(a) for a in ("sdpa", "eager", "flash_attention_2", "flash_attention_3",
+                                          "flex_attention")] == ["masked", "masked", "varlen", "varlen", "blocks"]
+
+
 def test_group_cost_equals_the_micro_batch_cost() -> None:
-    for varlen in (False, True):
+    for varlen in (False, True, "blocks"):
         cost = _cost(varlen)
         rows = [[300, 100], [250], [90, 60, 40]]
         widths = [sum(r) for r in rows]

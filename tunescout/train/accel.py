@@ -17,6 +17,7 @@ on a tiny Bloom). Slower than packing, never wrong.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 import logging
@@ -27,8 +28,8 @@ import torch
 from tunescout.config import ConfigError
 
 __all__ = ["COMPILE_BACKEND", "LIGER_HINT", "UNPACKABLE_MODEL_TYPES", "VARLEN_KERNELS", "adamw_kwargs",
-           "apply_liger", "check_kernels", "compile_model", "make_optimizer", "packing_refusal",
-           "uses_varlen_kernel"]
+           "apply_liger", "check_kernels", "compile_model", "flex_refusal", "make_optimizer", "model_supports_flex",
+           "packing_refusal", "uses_varlen_kernel"]
 
 log = logging.getLogger("tunescout.train")
 
@@ -55,6 +56,39 @@ def uses_varlen_kernel(attn_implementation: str) -> bool:
     return attn_implementation in VARLEN_KERNELS
 
 
+@functools.lru_cache(maxsize=None)
+def flex_refusal(device_type: str) -> str | None:
+    """Why flex attention cannot train on this device type, or None when it can.
+
+    Asked of torch itself, by a forward and backward pass of flex attention on a few tiny tensors
+    (uncompiled, so it takes milliseconds): torch 2.13 has no backward for it on a CPU, and a
+    later torch that adds one is used without a change here.
+    """
+    try:
+        from torch.nn.attention.flex_attention import flex_attention
+    except ImportError:
+        return f"torch {torch.__version__} has no flex attention"
+    try:
+        q = torch.randn(1, 1, 16, 8, device=device_type, requires_grad=True)
+        flex_attention(q, q, q).sum().backward()
+    except (NotImplementedError, RuntimeError) as exc:
+        return f"torch {torch.__version__} cannot train flex attention on {device_type}: {exc}"
+    return None
+
+
+def model_supports_flex(path: str) -> bool:
+    """Whether transformers has flex attention for this model's architecture (read from its
+    config on disk; False when that cannot be told)."""
+    try:
+        from transformers import AutoConfig
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+        config = AutoConfig.from_pretrained(path)
+        return bool(getattr(MODEL_FOR_CAUSAL_LM_MAPPING[type(config)], "_supports_flex_attn", False))
+    except Exception:  # noqa: BLE001 - an unknown architecture or an unreadable config: not chosen by auto
+        return False
+
+
 def adamw_kwargs(params: Iterable[torch.Tensor]) -> dict[str, Any]:
     """The AdamW implementation for these parameters: ``fused`` when all live on a CUDA device.
 
@@ -78,13 +112,17 @@ def make_optimizer(params: list[torch.nn.Parameter], *, lr: float, betas: tuple[
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, **adamw_kwargs(params))
 
 
-def check_kernels(*, liger: bool, device: torch.device) -> None:
+def check_kernels(*, liger: bool, device: torch.device, attn: str = "sdpa") -> None:
     """Fail at the start of a run, before any data is read, when an asked-for kernel cannot run.
 
     Raises:
         ImportError: ``liger: true`` without the liger-kernel package (with the install hint).
-        ConfigError: ``liger: true`` on a device other than a CUDA GPU (its kernels are Triton).
+        ConfigError: ``liger: true`` on a device other than a CUDA GPU (its kernels are Triton);
+            ``attn_implementation: flex_attention`` where torch cannot train it.
     """
+    if attn == "flex_attention" and (why := flex_refusal(device.type)):
+        raise ConfigError(f"attn_implementation: flex_attention: {why}; use sdpa (packed rows keep their "
+                          "block-diagonal mask) or train on a CUDA GPU")
     if not liger:
         return
     if importlib.util.find_spec("liger_kernel") is None:

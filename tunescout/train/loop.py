@@ -35,7 +35,7 @@ from tunescout.train.models import count_parameters, load_model, load_tokenizer,
 from tunescout.train.rundir import lock_run_dir
 from tunescout.train.schedules import lr_factor
 from tunescout.train.setup import Numerics, prepare_run_dir, resolve_numerics
-from tunescout.train.stepcost import PlanChooser, StepCost
+from tunescout.train.stepcost import PlanChooser, StepCost, attention_kernel
 from tunescout.train.telemetry import EarlyStop, JsonlSink, Pause, ProgressSink, Sink, StepRecord, truncate_records
 from tunescout.track import open_trackers
 
@@ -147,7 +147,7 @@ def _train_locked(run_dir: Path, config: TrainConfig, resume: bool, restart: boo
                   world: World | None) -> RunResult:
     """:func:`train` once the run directory is locked (by rank 0 alone when there are several)."""
     numerics = resolve_numerics(config, 1 if world is None else world.size)
-    check_kernels(liger=config.liger, device=numerics.device)  # before any data is read
+    check_kernels(liger=config.liger, device=numerics.device, attn=numerics.attn)  # before any data is read
     prepare = partial(prepare_run_dir, run_dir, config, numerics, resume, restart)
     checkpoint = prepare() if world is None else world.on_main(prepare)  # rank 0 writes, all learn the checkpoint
     return _train_in(run_dir, config, numerics, checkpoint, sinks, early_stop, task_eval, world)
@@ -227,7 +227,7 @@ def _train_in(
         # or, with max_tokens_per_row set, that fixed plan.
         varlen = uses_varlen_kernel(attn)
         chooser = None if row_tokens is not None else PlanChooser(
-            StepCost.for_model(model, device, varlen), budget, config.max_length, pack=refusal is None)
+            StepCost.for_model(model, device, attention_kernel(attn)), budget, config.max_length, pack=refusal is None)
 
         def pack(samples, count: bool = True):
             if chooser is None:

@@ -42,16 +42,25 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def resolve_attn_implementation(attn: str, device: torch.device, dtype: torch.dtype) -> str:
-    """``auto``: flash attention 2 when installed on a GPU in half precision, else SDPA."""
+def resolve_attn_implementation(attn: str, device: torch.device, dtype: torch.dtype, model: str | None = None) -> str:
+    """``auto``: the kernel that makes packed rows cheapest where it can train this ``model``.
+
+    Flash attention 2 when installed on a GPU in half precision (varlen kernels: a packed row
+    costs what its samples cost alone); else flex attention where torch can train it and
+    transformers has it for the architecture (its block mask skips the pairs between packed
+    samples, which a dense SDPA mask computes and throws away); else SDPA. On a CPU that is SDPA:
+    torch has no flex attention backward there (:func:`tunescout.train.accel.flex_refusal`).
+    """
+    from tunescout.train.accel import flex_refusal, model_supports_flex
+
     if attn != "auto":
         return attn
-    if (
-        device.type == "cuda"
-        and dtype in (torch.bfloat16, torch.float16)
-        and importlib.util.find_spec("flash_attn") is not None
-    ):
+    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16) \
+            and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"
+    if model is not None and device.type != "cpu" and flex_refusal(device.type) is None \
+            and model_supports_flex(_resolve_model_path(model)[0]):
+        return "flex_attention"
     return "sdpa"
 
 

@@ -9,10 +9,13 @@ rows padded to ``W`` tokens is modelled as
 * ``token_flops``: the body's matmul FLOPs per token, ``4·N + 2·N_trainable`` (forward, input
   gradient, weight gradient when trained; :mod:`tunescout.train.flops`), paid by padding too;
 * ``pair_flops = 12 · layers · width``: QKᵀ and AV per (query, key) pair, forward and backward;
-* ``pairs``: what the kernel computes. With a mask (SDPA, eager, flex on CPU) every row costs
-  ``W²``, however its samples are packed: packing many short samples into a long row makes
-  attention quadratic in the row. With flash attention's varlen kernels it is ``Σ s²`` over the
-  sequences (a row's padding is one), so packing is free;
+* ``pairs``: what the kernel computes (:func:`attention_kernel`). With a dense mask (SDPA,
+  eager) every row costs ``W²``, however its samples are packed: packing many short samples into
+  a long row makes attention quadratic in the row. With flash attention's varlen kernels it is
+  ``Σ s²`` over the sequences (a row's padding is one), so packing is free. Flex attention skips
+  the blocks of ``FLEX_BLOCK × FLEX_BLOCK`` pairs its block mask leaves empty, so it computes the
+  varlen pairs plus the partly filled blocks along the diagonal and at every sample boundary,
+  about ``2 · FLEX_BLOCK · W`` more per row;
 * ``overhead``: the fixed cost of running one layer forward and backward once (kernel launches,
   Python dispatch), which favours few micro-batches; ``penalty``: how much slower the device runs
   attention FLOPs than matmul FLOPs.
@@ -27,17 +30,34 @@ projection runs on the loss tokens whatever the plan, so it only enters the abso
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
 
 from tunescout.data.packing import PLAN_SHAPES, Plan, candidate_plans
+from tunescout.train.accel import uses_varlen_kernel
 from tunescout.train.flops import ModelShape, peak_bf16_flops
 
-__all__ = ["DEVICE_COSTS", "DeviceCost", "PlanChooser", "StepCost"]
+__all__ = ["ATTENTION_KERNELS", "DEVICE_COSTS", "FLEX_BLOCK", "DeviceCost", "PlanChooser", "StepCost",
+           "attention_kernel"]
 
 log = logging.getLogger("tunescout.train")
+
+ATTENTION_KERNELS = ("masked", "varlen", "blocks")
+"""How a kernel pays for packed rows: a dense mask over each row, variable-length sequences, or
+the non-empty blocks of a block mask."""
+
+FLEX_BLOCK = 128
+"""Flex attention's block size (torch's ``_DEFAULT_SPARSE_BLOCK_SIZE``), the granularity at which it
+skips masked-out pairs."""
+
+
+def attention_kernel(attn_implementation: str) -> str:
+    """The :data:`ATTENTION_KERNELS` entry of a transformers attention implementation."""
+    if uses_varlen_kernel(attn_implementation):
+        return "varlen"
+    return "blocks" if attn_implementation == "flex_attention" else "masked"
 
 
 @dataclass(frozen=True)
@@ -52,17 +72,23 @@ class DeviceCost:
     """Attention FLOPs under a mask cost this many matmul FLOPs."""
     varlen_penalty: float
     """Attention FLOPs in varlen kernels cost this many matmul FLOPs."""
+    block_penalty: float | None = None
+    """Attention FLOPs in flex attention's blocks cost this many matmul FLOPs; None where that was
+    never measured (the masked penalty stands in)."""
 
 
 DEVICE_COSTS: dict[str, DeviceCost] = {
     # Fitted by benchmarks/step_cost.py on this project's 2-core CPU at 2 threads, float32
     # (2026-12-01: 75 passes of three random Llamas, median error 6%; benchmarks/README.md). CPU
-    # attention has no varlen kernel, so its varlen penalty is the masked one (never used there).
+    # attention has no varlen kernel, so its varlen penalty is the masked one (never used there),
+    # and flex attention cannot train on a CPU (torch has no backward for it there).
     "cpu": DeviceCost(throughput=1.9e11, layer_overhead_s=1.9e-3, masked_penalty=1.7, varlen_penalty=1.7),
     # Not fitted (no GPU measured yet): 40% of an H100's bf16 peak, ~30 kernels of ~5 us per layer
     # forward and backward, flash attention near matmul speed and masked SDPA (memory-efficient
-    # kernel) about half of it. benchmarks/step_cost.py --device cuda fits them on a GPU.
-    "cuda": DeviceCost(throughput=4.0e14, layer_overhead_s=1.5e-4, masked_penalty=2.0, varlen_penalty=1.3),
+    # kernel) about half of it, flex attention's Triton kernel between the two.
+    # benchmarks/step_cost.py --device cuda fits them on a GPU.
+    "cuda": DeviceCost(throughput=4.0e14, layer_overhead_s=1.5e-4, masked_penalty=2.0, varlen_penalty=1.3,
+                       block_penalty=1.6),
 }
 
 
@@ -75,19 +101,20 @@ class StepCost:
     """Output projection FLOPs per loss token."""
     pair_flops: float
     layers: int
-    varlen: bool
+    kernel: str
+    """One of :data:`ATTENTION_KERNELS`."""
     device: DeviceCost
 
     @classmethod
-    def for_model(cls, model: torch.nn.Module, device: torch.device, varlen: bool) -> "StepCost":
+    def for_model(cls, model: torch.nn.Module, device: torch.device, kernel: str) -> "StepCost":
         shape = ModelShape.of(model)
         cost = DEVICE_COSTS.get(device.type, DEVICE_COSTS["cpu"])
         peak = peak_bf16_flops(device) if device.type == "cuda" else None
         if peak is not None:  # the known GPU's own peak, at the same 40% the table assumes for an H100
-            cost = DeviceCost(0.4 * peak, cost.layer_overhead_s, cost.masked_penalty, cost.varlen_penalty)
+            cost = replace(cost, throughput=0.4 * peak)
         return cls(token_flops=float(4 * shape.body + 2 * shape.body_trainable),
                    head_flops=float(4 * shape.head + 2 * shape.head_trainable),
-                   pair_flops=12.0 * shape.layers * shape.width, layers=max(1, shape.layers), varlen=varlen,
+                   pair_flops=12.0 * shape.layers * shape.width, layers=max(1, shape.layers), kernel=kernel,
                    device=cost)
 
     def micro_batch(self, rows: Sequence[Sequence[int]]) -> float:
@@ -99,12 +126,15 @@ class StepCost:
     def group(self, rows: int, width: int, sum_w: int, sum_w2: int, sum_sq: int) -> float:
         """Seconds of a micro-batch of ``rows`` rows padded to ``width`` from row sums: Σ row
         lengths, Σ row lengths², Σ sample lengths² (what the row-grouping search has at hand)."""
-        if self.varlen:  # each sample, and each row's padding, is a sequence of its own
-            pairs = sum_sq + rows * width * width - 2 * width * sum_w + sum_w2
-            penalty = self.device.varlen_penalty
-        else:
+        if self.kernel == "masked":
             pairs = rows * width * width
             penalty = self.device.masked_penalty
+        else:  # each sample, and each row's padding, is a sequence of its own
+            pairs = sum_sq + rows * width * width - 2 * width * sum_w + sum_w2
+            penalty = self.device.varlen_penalty
+            if self.kernel == "blocks":  # the partly filled blocks along the diagonal and at boundaries
+                pairs += 2 * FLEX_BLOCK * rows * width
+                penalty = self.device.block_penalty or self.device.masked_penalty
         flops = self.token_flops * rows * width + penalty * self.pair_flops * pairs
         return self.layers * self.device.layer_overhead_s + flops / self.device.throughput
 

@@ -1,0 +1,178 @@
+"""The throughput matrix of issue 12: every cell one run of ``throughput.py``, and the table made from them.
+
+A cell is (``max_length``, sample lengths, model, threads). ``run`` runs the cells that have no
+result yet, one at a time, each into ``benchmarks/out/matrix/<cell>/throughput.json``; ``table``
+reads every result there and prints the markdown table that benchmarks/README.md holds, with the
+target checked per cell and the cells not run listed, so the README's table is re-made from the
+files, not typed.
+
+Two runners may share the queue (a cell is claimed by creating its folder's ``.claimed`` file), so
+on a 2-core machine the 1-thread cells can run two at a time, each pinned to its own core
+(``--cpus 0`` and ``--cpus 1``; the affinity is recorded in the cell's JSON). The target is the
+issue's: tunescout >= 1.5x TRL's default collator and >= 1.2x the fastest TRL mode, with peak RSS
+no higher than TRL's ``padding_free``.
+
+Run: ``.venv/bin/python benchmarks/matrix.py run [--threads 1] [--model tiny-h128] [--cpus 0]``,
+then ``.venv/bin/python benchmarks/matrix.py table``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out" / "matrix"
+"""Work files of each cell (models, data, logs); not kept in git."""
+RESULTS = HERE / "results" / "matrix"
+"""Each cell's JSON, kept in git so that ``table`` re-makes the README's table on any checkout."""
+MAX_LENGTHS = (1024, 2048, 4096)
+LENGTHS = ("20-1000", "20-3000")
+MODELS = ("tiny-h128", "tiny-h256", "smollm2")
+THREADS = (1, 2)
+TRAINERS = "tunescout,hf-trainer,hf-trainer-mb1,trl-sft,trl-padding-free,trl-packing"
+"""The issue's peers; ``tunescout-budget-maxlen`` (a second tunescout budget) is left out of the matrix."""
+TRL = ("trl-sft", "trl-padding-free", "trl-packing")
+TARGET_DEFAULT, TARGET_FASTEST = 1.5, 1.2
+
+
+@dataclass(frozen=True)
+class Cell:
+    max_length: int
+    lengths: str
+    model: str
+    threads: int
+
+    @property
+    def name(self) -> str:
+        return f"ml{self.max_length}-len{self.lengths}-{self.model}-t{self.threads}"
+
+    def command(self, out: Path) -> list[str]:
+        family, _, hidden = self.model.partition("-h")
+        cmd = [sys.executable, str(HERE / "throughput.py"), "--model", family, "--threads", str(self.threads),
+               "--max-length", str(self.max_length), "--lengths", self.lengths, "--trainers", TRAINERS,
+               "--out", str(out)]
+        return cmd + (["--hidden", hidden] if hidden else [])
+
+
+def all_cells() -> list[Cell]:
+    """Cheapest first: tiny models before SmolLM2, short rows before long."""
+    return [Cell(ml, lengths, model, threads) for model in MODELS for lengths in LENGTHS
+            for ml in MAX_LENGTHS for threads in THREADS]
+
+
+def _chosen(args: argparse.Namespace) -> list[Cell]:
+    return [c for c in all_cells()
+            if (not args.threads or c.threads in args.threads) and (not args.model or c.model in args.model)
+            and (not args.max_length or c.max_length in args.max_length)
+            and (not args.lengths or c.lengths in args.lengths)]
+
+
+def run(args: argparse.Namespace) -> int:
+    failed = []
+    for cell in _chosen(args):
+        folder = OUT / cell.name
+        result = folder / "throughput.json"
+        if (RESULTS / f"{cell.name}.json").exists() and not args.force:
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        try:  # claim the cell, so a second runner skips it
+            os.close(os.open(folder / ".claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            if not args.force:
+                continue
+        cmd = cell.command(result)
+        if args.cpus:
+            cmd = ["taskset", "-c", args.cpus, *cmd]
+        print(f"[matrix] {cell.name}: {' '.join(cmd)}", flush=True)
+        t0 = time.perf_counter()
+        with open(folder / "run.log", "w") as log:
+            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+        print(f"[matrix] {cell.name}: rc {rc} in {time.perf_counter() - t0:.0f} s", flush=True)
+        (folder / ".claimed").unlink(missing_ok=True)
+        if rc or not result.exists():
+            failed.append(cell.name)
+        else:
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            (RESULTS / f"{cell.name}.json").write_text(result.read_text())
+    if failed:
+        print(f"[matrix] failed: {', '.join(failed)} (see run.log in each folder)")
+    return 1 if failed else 0
+
+
+def cell_row(cell: Cell, report: dict[str, Any]) -> tuple[str, bool]:
+    """One markdown row, and whether the cell meets the target."""
+    (entry,) = report["models"].values()
+    rows = {r["key"]: r for r in entry["results"] if r.get("status") == "ok"}
+    ours = rows["tunescout"]
+    trl = {k: rows[k] for k in TRL if k in rows}
+    default = ours["tokens_per_s"] / trl["trl-sft"]["tokens_per_s"]
+    fastest_key = max(trl, key=lambda k: trl[k]["tokens_per_s"])
+    fastest = ours["tokens_per_s"] / trl[fastest_key]["tokens_per_s"]
+    hf = max((rows[k]["tokens_per_s"] for k in ("hf-trainer", "hf-trainer-mb1") if k in rows), default=None)
+    rss, rss_pf = ours["peak_rss_mb"], trl["trl-padding-free"]["peak_rss_mb"]
+    ok = default >= TARGET_DEFAULT and fastest >= TARGET_FASTEST and rss <= rss_pf and len(trl) == len(TRL)
+    data = entry["data"]
+    model = "SmolLM2-135M LoRA" if cell.model == "smollm2" else cell.model.replace("-", " ")
+    mark = "" if ok else " **(miss)**"
+    return (f"| {cell.max_length} | {cell.lengths} ({data['length_min']}-{data['length_max']}) | {model} | "
+            f"{cell.threads} | {ours['tokens_per_s']:,.0f} | {default:.2f}× | {fastest_key} | {fastest:.2f}×{mark} | "
+            f"{ours['tokens_per_s'] / hf:.2f}× | {rss:.0f} / {rss_pf:.0f} MB | {100 * ours['padding_fraction']:.1f}% | "
+            f"{_affinity(report)} |"), ok
+
+
+def _affinity(report: dict[str, Any]) -> str:
+    cpus = report["machine"].get("affinity")
+    return "all" if not cpus or len(cpus) == report["machine"].get("cpus") else ",".join(map(str, cpus))
+
+
+def table(args: argparse.Namespace) -> int:
+    lines = ["| max_length | lengths (seen) | model | threads | tunescout tok/s | × TRL default | fastest TRL mode "
+             "| × it | × best HF Trainer | peak RSS tunescout / TRL padding-free | tunescout pad % | cores |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    missing, misses = [], []
+    cells = sorted(all_cells(), key=lambda c: (c.max_length, c.lengths, c.model, c.threads))
+    for cell in cells:
+        path = RESULTS / f"{cell.name}.json"
+        if not path.exists():
+            missing.append(cell.name)
+            continue
+        try:
+            row, ok = cell_row(cell, json.loads(path.read_text()))
+        except (KeyError, ValueError, ZeroDivisionError) as exc:
+            missing.append(f"{cell.name} (unreadable: {exc!r})")
+            continue
+        lines.append(row)
+        if not ok:
+            misses.append(cell.name)
+    print("\n".join(lines))
+    print(f"\n{len(cells) - len(missing)} of {len(cells)} cells run; target missed in: {', '.join(misses) or 'none'}")
+    if missing:
+        print(f"not run: {', '.join(missing)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    runner = sub.add_parser("run", help="run the cells without a result")
+    runner.add_argument("--threads", type=int, nargs="*", choices=THREADS)
+    runner.add_argument("--model", nargs="*", choices=MODELS)
+    runner.add_argument("--max-length", type=int, nargs="*", choices=MAX_LENGTHS)
+    runner.add_argument("--lengths", nargs="*", choices=LENGTHS)
+    runner.add_argument("--cpus", help="pin every trainer of the cell to these cores (taskset -c)")
+    runner.add_argument("--force", action="store_true", help="re-run cells that have a result or a claim")
+    sub.add_parser("table", help="print the markdown table of every result")
+    args = parser.parse_args(argv)
+    return run(args) if args.command == "run" else table(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
