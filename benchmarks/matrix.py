@@ -6,7 +6,8 @@ reads every result there and prints the markdown table that benchmarks/README.md
 target checked per cell and the cells not run listed, so the README's table is re-made from the
 files, not typed.
 
-Two runners may share the queue (a cell is claimed by creating its folder's ``.claimed`` file), so
+Two runners may share the queue (a cell is claimed by its folder's ``.claimed`` file, which holds
+the runner's pid; the claim of a process that is gone is taken over), so
 on a 2-core machine the 1-thread cells can run two at a time, each pinned to its own core
 (``--cpus 0`` and ``--cpus 1``; the affinity is recorded in the cell's JSON). The target is the
 issue's: tunescout >= 1.5x TRL's default collator and >= 1.2x the fastest TRL mode, with peak RSS
@@ -75,57 +76,116 @@ def _chosen(args: argparse.Namespace) -> list[Cell]:
             and (not args.lengths or c.lengths in args.lengths)]
 
 
+def _claim(folder: Path, force: bool) -> bool:
+    """Take the cell for this process: its ``.claimed`` file holds our pid. A claim whose process
+    is gone (a runner killed mid-cell) is taken over; a live one is left to its runner."""
+    claim = folder / ".claimed"
+    try:
+        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        owner = claim.read_text().strip()
+        if not force and (not owner.isdigit() or _alive(int(owner))):
+            return False
+        claim.write_text(str(os.getpid()))
+        return True
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
+    pinned = len(os.sched_getaffinity(0)) if not args.cpus else len(_cpu_list(args.cpus))
     failed = []
     for cell in _chosen(args):
+        if cell.threads > pinned:
+            print(f"[matrix] {cell.name}: skipped, {cell.threads} threads on {pinned} core(s)", flush=True)
+            continue
         folder = OUT / cell.name
         result = folder / "throughput.json"
         if (RESULTS / f"{cell.name}.json").exists() and not args.force:
             continue
         folder.mkdir(parents=True, exist_ok=True)
-        try:  # claim the cell, so a second runner skips it
-            os.close(os.open(folder / ".claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
-            if not args.force:
-                continue
-        cmd = cell.command(result)
-        if args.cpus:
-            cmd = ["taskset", "-c", args.cpus, *cmd]
-        print(f"[matrix] {cell.name}: {' '.join(cmd)}", flush=True)
-        t0 = time.perf_counter()
-        with open(folder / "run.log", "w") as log:
-            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
-        print(f"[matrix] {cell.name}: rc {rc} in {time.perf_counter() - t0:.0f} s", flush=True)
-        (folder / ".claimed").unlink(missing_ok=True)
-        if rc or not result.exists():
-            failed.append(cell.name)
-        else:
-            RESULTS.mkdir(parents=True, exist_ok=True)
-            (RESULTS / f"{cell.name}.json").write_text(result.read_text())
+        if not _claim(folder, args.force):
+            continue
+        try:
+            result.unlink(missing_ok=True)  # a result left by an earlier, failed run is not this run's
+            cmd = cell.command(result)
+            if args.cpus:
+                cmd = ["taskset", "-c", args.cpus, *cmd]
+            print(f"[matrix] {cell.name}: {' '.join(cmd)}", flush=True)
+            t0 = time.perf_counter()
+            with open(folder / "run.log", "w") as log:
+                rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+            print(f"[matrix] {cell.name}: rc {rc} in {time.perf_counter() - t0:.0f} s", flush=True)
+            if rc or not result.exists():
+                failed.append(cell.name)
+            else:
+                RESULTS.mkdir(parents=True, exist_ok=True)
+                (RESULTS / f"{cell.name}.json").write_text(result.read_text())
+        finally:
+            (folder / ".claimed").unlink(missing_ok=True)
     if failed:
         print(f"[matrix] failed: {', '.join(failed)} (see run.log in each folder)")
     return 1 if failed else 0
 
 
-def cell_row(cell: Cell, report: dict[str, Any]) -> tuple[str, bool]:
-    """One markdown row, and whether the cell meets the target."""
+def _cpu_list(spec: str) -> list[int]:
+    """``0,2-3`` -> [0, 2, 3] (taskset's list form)."""
+    cpus: list[int] = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.extend(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def cell_row(cell: Cell, report: dict[str, Any]) -> tuple[str, list[str]]:
+    """One markdown row, and what in it misses the target (empty when it meets it)."""
     (entry,) = report["models"].values()
     rows = {r["key"]: r for r in entry["results"] if r.get("status") == "ok"}
+    failed = [r["key"] for r in entry["results"] if r.get("status") != "ok"]
+    if "tunescout" not in rows:
+        return f"| {cell.max_length} | {cell.lengths} | {cell.model} | {cell.threads} | tunescout failed |", ["failed"]
     ours = rows["tunescout"]
+    rate = ours["tokens_per_s"]
     trl = {k: rows[k] for k in TRL if k in rows}
-    default = ours["tokens_per_s"] / trl["trl-sft"]["tokens_per_s"]
-    fastest_key = max(trl, key=lambda k: trl[k]["tokens_per_s"])
-    fastest = ours["tokens_per_s"] / trl[fastest_key]["tokens_per_s"]
+    misses = [f"{k} failed" for k in failed]
+    default = rate / trl["trl-sft"]["tokens_per_s"] if "trl-sft" in trl else None
+    if default is not None and default < TARGET_DEFAULT:
+        misses.append(f"x TRL default {default:.2f}")
+    fastest_key = max(trl, key=lambda k: trl[k]["tokens_per_s"], default=None)
+    fastest = rate / trl[fastest_key]["tokens_per_s"] if fastest_key else None
+    if fastest is not None and fastest < TARGET_FASTEST:
+        misses.append(f"x fastest TRL {fastest:.2f}")
+    rss = ours["peak_rss_mb"]
+    rss_pf = trl["trl-padding-free"]["peak_rss_mb"] if "trl-padding-free" in trl else None
+    if rss_pf is not None and rss > rss_pf:
+        misses.append("peak RSS")
     hf = max((rows[k]["tokens_per_s"] for k in ("hf-trainer", "hf-trainer-mb1") if k in rows), default=None)
-    rss, rss_pf = ours["peak_rss_mb"], trl["trl-padding-free"]["peak_rss_mb"]
-    ok = default >= TARGET_DEFAULT and fastest >= TARGET_FASTEST and rss <= rss_pf and len(trl) == len(TRL)
     data = entry["data"]
     model = "SmolLM2-135M LoRA" if cell.model == "smollm2" else cell.model.replace("-", " ")
-    mark = "" if ok else " **(miss)**"
+
+    def ratio(x: float | None, target: float | None = None) -> str:
+        if x is None:
+            return "-"
+        return f"**{x:.2f}× (miss)**" if target is not None and x < target else f"{x:.2f}×"
+
+    rss_text = f"{rss:.0f} / {rss_pf:.0f} MB" if rss_pf is not None else f"{rss:.0f} / - MB"
+    if rss_pf is not None and rss > rss_pf:
+        rss_text = f"**{rss_text} (miss)**"
     return (f"| {cell.max_length} | {cell.lengths} ({data['length_min']}-{data['length_max']}) | {model} | "
-            f"{cell.threads} | {ours['tokens_per_s']:,.0f} | {default:.2f}× | {fastest_key} | {fastest:.2f}×{mark} | "
-            f"{ours['tokens_per_s'] / hf:.2f}× | {rss:.0f} / {rss_pf:.0f} MB | {100 * ours['padding_fraction']:.1f}% | "
-            f"{_affinity(report)} |"), ok
+            f"{cell.threads} | {rate:,.0f} | {ratio(default, TARGET_DEFAULT)} | {fastest_key or '-'} | "
+            f"{ratio(fastest, TARGET_FASTEST)} | {ratio(rate / hf if hf else None)} | {rss_text} | "
+            f"{100 * ours['padding_fraction']:.1f}% | {_affinity(report)} | {report['machine'].get('git', '?')} |"), misses
 
 
 def _affinity(report: dict[str, Any]) -> str:
@@ -135,8 +195,8 @@ def _affinity(report: dict[str, Any]) -> str:
 
 def table(args: argparse.Namespace) -> int:
     lines = ["| max_length | lengths (seen) | model | threads | tunescout tok/s | × TRL default | fastest TRL mode "
-             "| × it | × best HF Trainer | peak RSS tunescout / TRL padding-free | tunescout pad % | cores |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| × it | × best HF Trainer | peak RSS tunescout / TRL padding-free | tunescout pad % | cores | commit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     missing, misses = [], []
     cells = sorted(all_cells(), key=lambda c: (c.max_length, c.lengths, c.model, c.threads))
     for cell in cells:
@@ -145,15 +205,15 @@ def table(args: argparse.Namespace) -> int:
             missing.append(cell.name)
             continue
         try:
-            row, ok = cell_row(cell, json.loads(path.read_text()))
-        except (KeyError, ValueError, ZeroDivisionError) as exc:
+            row, missed = cell_row(cell, json.loads(path.read_text()))
+        except (KeyError, ValueError) as exc:
             missing.append(f"{cell.name} (unreadable: {exc!r})")
             continue
         lines.append(row)
-        if not ok:
-            misses.append(cell.name)
+        if missed:
+            misses.append(f"{cell.name} ({', '.join(missed)})")
     print("\n".join(lines))
-    print(f"\n{len(cells) - len(missing)} of {len(cells)} cells run; target missed in: {', '.join(misses) or 'none'}")
+    print(f"\n{len(cells) - len(missing)} of {len(cells)} cells run; target missed in: {'; '.join(misses) or 'none'}")
     if missing:
         print(f"not run: {', '.join(missing)}")
     return 0

@@ -46,6 +46,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -411,8 +412,9 @@ def machine_info() -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - a missing package is reported, not fatal
             out[pkg] = None
     try:
-        out["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True,
-                                    text=True, cwd=ROOT, timeout=5).stdout.strip()
+        git = partial(subprocess.run, check=False, capture_output=True, text=True, cwd=ROOT, timeout=5)
+        dirty = git(["git", "status", "--porcelain", "--untracked-files=no"]).stdout.strip()
+        out["git"] = git(["git", "rev-parse", "--short", "HEAD"]).stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         pass
     return out

@@ -31,6 +31,9 @@ __all__ = [
 # Short names accepted on the command line and in YAML (``tunescout train run.yaml lr=1e-5``).
 ALIASES = {"lr": "learning_rate", "bs": "batch_size"}
 
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
+"""The attention implementations tunescout knows how to pack for (:mod:`tunescout.train.stepcost`)."""
+
 
 @dataclass
 class LoraConfig:
@@ -159,12 +162,13 @@ class TrainConfig:
     float32 and compute the forward pass in ``dtype`` (autocast). At recipe learning rates
     (~1e-5) most bf16 weight updates would round away. ``false`` trains the weights in
     ``dtype`` directly (half the memory). LoRA always keeps the frozen base in ``dtype``."""
-    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3",
-                                 "flex_attention"] = "auto"
+    attn_implementation: str = "auto"
     """``auto``: flash_attention_2 when installed on a GPU, else flex_attention where torch can
     train it and the architecture has it (a GPU), else sdpa. With flash attention (2 or 3) packed
     rows carry explicit sequence boundaries to its variable-length kernels; flex attention builds
-    a block mask from the restarting position ids and skips the blocks between samples."""
+    a block mask from the restarting position ids and skips the blocks between samples. One of
+    :data:`ATTN_IMPLEMENTATIONS`, or a kernel id of the Hub's ``kernels`` package (``org/name``),
+    passed to transformers as written."""
     gradient_checkpointing: bool = False
     """Recompute each layer's activations in the backward pass: about a third more compute for
     much less activation memory (larger micro-batches fit). The loss and gradients are the same."""
@@ -195,6 +199,10 @@ class TrainConfig:
     """Groups runs in the trackers (MLflow experiment, W&B group); a study sets its name."""
 
     def __post_init__(self) -> None:
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS and "/" not in self.attn_implementation:
+            raise ConfigError(f"attn_implementation: must be one of {list(ATTN_IMPLEMENTATIONS)} or a Hub kernel id "
+                              f"(org/name), got {self.attn_implementation!r}"
+                              f"{did_you_mean(self.attn_implementation, ATTN_IMPLEMENTATIONS)}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.max_length < 2:

@@ -61,32 +61,47 @@ def flex_refusal(device_type: str) -> str | None:
     """Why flex attention cannot train on this device type, or None when it can.
 
     Asked of torch itself, by a forward and backward pass of flex attention on a few tiny tensors
-    (uncompiled, so it takes milliseconds): torch 2.13 has no backward for it on a CPU, and a
-    later torch that adds one is used without a change here.
+    (once per process; torch traces it unfused, with a warning that it is not compiled): torch
+    2.13 has no backward for it on a CPU, and a later torch that adds one is used without a change
+    here. On a GPU, the fused kernel that training compiles to needs Triton, so its absence refuses.
     """
     try:
         from torch.nn.attention.flex_attention import flex_attention
     except ImportError:
         return f"torch {torch.__version__} has no flex attention"
+    if device_type == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            return "flex attention compiles to Triton kernels on a GPU, and Triton is not available"
     try:
         q = torch.randn(1, 1, 16, 8, device=device_type, requires_grad=True)
         flex_attention(q, q, q).sum().backward()
-    except (NotImplementedError, RuntimeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever torch raises is the reason, given to the user
         return f"torch {torch.__version__} cannot train flex attention on {device_type}: {exc}"
     return None
 
 
-def model_supports_flex(path: str) -> bool:
-    """Whether transformers has flex attention for this model's architecture (read from its
-    config on disk; False when that cannot be told)."""
-    try:
-        from transformers import AutoConfig
-        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+def model_supports_flex(path: str, **load: Any) -> bool:
+    """Whether transformers has flex attention for this model's architecture and packing it pays.
 
-        config = AutoConfig.from_pretrained(path)
-        return bool(getattr(MODEL_FOR_CAUSAL_LM_MAPPING[type(config)], "_supports_flex_attn", False))
-    except Exception:  # noqa: BLE001 - an unknown architecture or an unreadable config: not chosen by auto
+    Read from the config on disk (``load``: e.g. ``gguf_file``); an architecture transformers does
+    not map to a causal LM is not chosen, nor one whose samples cannot be packed
+    (:data:`UNPACKABLE_MODEL_TYPES`: one sample per row gains nothing from a block mask). A config
+    that cannot be read raises, as loading the model would: a silent fallback could resolve
+    differently on a resume.
+    """
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    config = AutoConfig.from_pretrained(path, **load)
+    if config.model_type in UNPACKABLE_MODEL_TYPES:
         return False
+    try:
+        model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    except KeyError:
+        return False
+    return bool(getattr(model_class, "_supports_flex_attn", False))
 
 
 def adamw_kwargs(params: Iterable[torch.Tensor]) -> dict[str, Any]:
@@ -120,16 +135,15 @@ def check_kernels(*, liger: bool, device: torch.device, attn: str = "sdpa") -> N
         ConfigError: ``liger: true`` on a device other than a CUDA GPU (its kernels are Triton);
             ``attn_implementation: flex_attention`` where torch cannot train it.
     """
+    if liger:
+        if importlib.util.find_spec("liger_kernel") is None:
+            raise ImportError(LIGER_HINT)
+        if device.type != "cuda":
+            raise ConfigError(f"liger: true needs a CUDA GPU (its kernels are Triton), but the run is on "
+                              f"{device.type}; set liger: false")
     if attn == "flex_attention" and (why := flex_refusal(device.type)):
         raise ConfigError(f"attn_implementation: flex_attention: {why}; use sdpa (packed rows keep their "
                           "block-diagonal mask) or train on a CUDA GPU")
-    if not liger:
-        return
-    if importlib.util.find_spec("liger_kernel") is None:
-        raise ImportError(LIGER_HINT)
-    if device.type != "cuda":
-        raise ConfigError(f"liger: true needs a CUDA GPU (its kernels are Triton), but the run is on {device.type}; "
-                          "set liger: false")
 
 
 def apply_liger(model: torch.nn.Module) -> None:

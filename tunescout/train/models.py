@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from tunescout.builtins import BUILTIN_PREFIX, resolve_builtin
+from tunescout.train.accel import flex_refusal, model_supports_flex
 
 __all__ = [
     "load_model",
@@ -48,19 +49,18 @@ def resolve_attn_implementation(attn: str, device: torch.device, dtype: torch.dt
     Flash attention 2 when installed on a GPU in half precision (varlen kernels: a packed row
     costs what its samples cost alone); else flex attention where torch can train it and
     transformers has it for the architecture (its block mask skips the pairs between packed
-    samples, which a dense SDPA mask computes and throws away); else SDPA. On a CPU that is SDPA:
-    torch has no flex attention backward there (:func:`tunescout.train.accel.flex_refusal`).
+    samples, which a dense SDPA mask computes and throws away); else SDPA. Off a CUDA GPU that is
+    SDPA: torch has no flex attention backward on a CPU (:func:`tunescout.train.accel.flex_refusal`),
+    and the cost model has constants for no other device.
     """
-    from tunescout.train.accel import flex_refusal, model_supports_flex
-
-    if attn != "auto":
-        return attn
-    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16) \
-            and importlib.util.find_spec("flash_attn") is not None:
+    if attn != "auto" or device.type != "cuda":
+        return "sdpa" if attn == "auto" else attn
+    if dtype in (torch.bfloat16, torch.float16) and importlib.util.find_spec("flash_attn") is not None:
         return "flash_attention_2"
-    if model is not None and device.type != "cpu" and flex_refusal(device.type) is None \
-            and model_supports_flex(_resolve_model_path(model)[0]):
-        return "flex_attention"
+    if model is not None and flex_refusal("cuda") is None:
+        folder, extra = _resolve_model_path(model)
+        if model_supports_flex(folder, **extra):
+            return "flex_attention"
     return "sdpa"
 
 
@@ -108,7 +108,8 @@ def load_model(
         path: folder, hub id, or ``.gguf`` file (dequantized by transformers on load).
         method: ``full`` or ``lora``.
         dtype: weights dtype; LoRA adapter weights follow it.
-        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
+        attn_implementation: a transformers attention implementation (``sdpa``, ``eager``,
+            ``flash_attention_2``/``3``, ``flex_attention``), resolved from ``auto`` already.
         gradient_checkpointing: recompute activations in backward to save memory.
         device: where the model lives.
         liger: swap in Liger's fused kernels (:func:`tunescout.train.accel.apply_liger`), on
@@ -234,7 +235,8 @@ def load_pretrained(
         path: what to load.
         base: the base model of an adapter, overriding the one it records.
         dtype: weights dtype.
-        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
+        attn_implementation: a transformers attention implementation (``sdpa``, ``eager``,
+            ``flash_attention_2``/``3``, ``flex_attention``), resolved from ``auto`` already.
         device: where the model goes.
 
     Returns:

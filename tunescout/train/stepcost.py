@@ -73,8 +73,8 @@ class DeviceCost:
     varlen_penalty: float
     """Attention FLOPs in varlen kernels cost this many matmul FLOPs."""
     block_penalty: float | None = None
-    """Attention FLOPs in flex attention's blocks cost this many matmul FLOPs; None where that was
-    never measured (the masked penalty stands in)."""
+    """Attention FLOPs in flex attention's blocks cost this many matmul FLOPs; None where no value
+    is set (a CPU, which cannot train flex attention: the masked penalty stands in)."""
 
 
 DEVICE_COSTS: dict[str, DeviceCost] = {
@@ -105,6 +105,10 @@ class StepCost:
     """One of :data:`ATTENTION_KERNELS`."""
     device: DeviceCost
 
+    def __post_init__(self) -> None:
+        if self.kernel not in ATTENTION_KERNELS:
+            raise ValueError(f"kernel must be one of {ATTENTION_KERNELS}, got {self.kernel!r}")
+
     @classmethod
     def for_model(cls, model: torch.nn.Module, device: torch.device, kernel: str) -> "StepCost":
         shape = ModelShape.of(model)
@@ -132,9 +136,10 @@ class StepCost:
         else:  # each sample, and each row's padding, is a sequence of its own
             pairs = sum_sq + rows * width * width - 2 * width * sum_w + sum_w2
             penalty = self.device.varlen_penalty
-            if self.kernel == "blocks":  # the partly filled blocks along the diagonal and at boundaries
-                pairs += 2 * FLEX_BLOCK * rows * width
-                penalty = self.device.block_penalty or self.device.masked_penalty
+            if self.kernel == "blocks":  # the partly filled blocks along the diagonal and at boundaries,
+                blocks = -(-width // FLEX_BLOCK)  # never more than every block of the row
+                pairs = min(pairs + 2 * FLEX_BLOCK * rows * width, rows * (blocks * FLEX_BLOCK) ** 2)
+                penalty = self.device.masked_penalty if self.device.block_penalty is None else self.device.block_penalty
         flops = self.token_flops * rows * width + penalty * self.pair_flops * pairs
         return self.layers * self.device.layer_overhead_s + flops / self.device.throughput
 
