@@ -14,7 +14,8 @@ issue's: tunescout >= 1.5x TRL's default collator and >= 1.2x the fastest TRL mo
 no higher than TRL's ``padding_free``.
 
 Run: ``.venv/bin/python benchmarks/matrix.py run [--threads 1] [--model tiny-h128] [--cpus 0]``,
-then ``.venv/bin/python benchmarks/matrix.py table``.
+``matrix.py fill`` (the same filters) to re-run only the trainers a cell lost, then
+``.venv/bin/python benchmarks/matrix.py table``.
 """
 
 from __future__ import annotations
@@ -139,6 +140,51 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def fill(args: argparse.Namespace) -> int:
+    """Re-run, alone, the trainers a cell lost (a crash, the OOM killer) and merge their rows in.
+
+    The cell's samples, order and model are rebuilt from the same seed, so the new rows measure
+    the same work; each carries ``filled`` (the commit, cores and load of its own run), and the
+    table marks the cell. Cells without a work-folder result are left to ``run``.
+    """
+    failed = []
+    for cell in _chosen(args):
+        folder = OUT / cell.name
+        result = folder / "throughput.json"
+        if not result.exists() or not _claim(folder, args.force):
+            continue
+        try:
+            report = json.loads(result.read_text())
+            (entry,) = report["models"].values()
+            lost = [r["key"] for r in entry["results"] if r.get("status") != "ok"]
+            if not lost:
+                continue
+            patch = folder / "fill.json"
+            patch.unlink(missing_ok=True)
+            cmd = [c if c != TRAINERS else ",".join(lost) for c in cell.command(patch)]
+            if args.cpus:
+                cmd = ["taskset", "-c", args.cpus, *cmd]
+            print(f"[matrix] {cell.name}: filling {', '.join(lost)}", flush=True)
+            with open(folder / "fill.log", "w") as log:
+                rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+            if rc or not patch.exists():
+                failed.append(cell.name)
+                continue
+            fresh = json.loads(patch.read_text())
+            (new_entry,) = fresh["models"].values()
+            machine = {k: fresh["machine"].get(k) for k in ("git", "affinity", "load_avg", "load_avg_after")}
+            by_key = {r["key"]: {**r, "filled": machine} for r in new_entry["results"]}
+            entry["results"] = [by_key.get(r["key"], r) for r in entry["results"]]
+            result.write_text(json.dumps(report, indent=2))
+            still = [r["key"] for r in entry["results"] if r.get("status") != "ok"]
+            print(f"[matrix] {cell.name}: filled; still failed: {', '.join(still) or 'none'}", flush=True)
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            (RESULTS / f"{cell.name}.json").write_text(result.read_text())
+        finally:
+            (folder / ".claimed").unlink(missing_ok=True)
+    return 1 if failed else 0
+
+
 def _cpu_list(spec: str) -> list[int]:
     """``0,2-3`` -> [0, 2, 3] (taskset's list form)."""
     cpus: list[int] = []
@@ -190,7 +236,10 @@ def cell_row(cell: Cell, report: dict[str, Any]) -> tuple[str, list[str]]:
 
 def _affinity(report: dict[str, Any]) -> str:
     cpus = report["machine"].get("affinity")
-    return "all" if not cpus or len(cpus) == report["machine"].get("cpus") else ",".join(map(str, cpus))
+    text = "all" if not cpus or len(cpus) == report["machine"].get("cpus") else ",".join(map(str, cpus))
+    (entry,) = report["models"].values()
+    filled = [r["key"] for r in entry["results"] if r.get("filled")]
+    return f"{text} ({', '.join(filled)} re-run alone)" if filled else text
 
 
 def table(args: argparse.Namespace) -> int:
@@ -229,9 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     runner.add_argument("--lengths", nargs="*", choices=LENGTHS)
     runner.add_argument("--cpus", help="pin every trainer of the cell to these cores (taskset -c)")
     runner.add_argument("--force", action="store_true", help="re-run cells that have a result or a claim")
+    filler = sub.add_parser("fill", help="re-run the trainers a cell lost and merge them in", parents=[])
+    for action in runner._actions[1:]:  # the same filters as run
+        filler._add_action(action)
     sub.add_parser("table", help="print the markdown table of every result")
     args = parser.parse_args(argv)
-    return run(args) if args.command == "run" else table(args)
+    return {"run": run, "fill": fill, "table": table}[args.command](args)
 
 
 if __name__ == "__main__":
