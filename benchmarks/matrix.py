@@ -146,6 +146,11 @@ def fill(args: argparse.Namespace) -> int:
     The cell's samples, order and model are rebuilt from the same seed, so the new rows measure
     the same work; each carries ``filled`` (the commit, cores and load of its own run), and the
     table marks the cell. Cells without a work-folder result are left to ``run``.
+
+    ``--micro-batch N`` re-runs the padded peers at ``per_device_train_batch_size`` N (the same
+    effective batch, more accumulation): what their user does after the OOM killer ends them at
+    the default 4. The row keeps the error it replaces and the micro-batch it ran at, and the
+    table names both, so a cell judged that way says so.
     """
     failed = []
     for cell in _chosen(args):
@@ -162,6 +167,8 @@ def fill(args: argparse.Namespace) -> int:
             patch = folder / "fill.json"
             patch.unlink(missing_ok=True)
             cmd = [c if c != TRAINERS else ",".join(lost) for c in cell.command(patch)]
+            if args.micro_batch:
+                cmd += ["--micro-batch", str(args.micro_batch)]
             if args.cpus:
                 cmd = ["taskset", "-c", args.cpus, *cmd]
             print(f"[matrix] {cell.name}: filling {', '.join(lost)}", flush=True)
@@ -173,7 +180,11 @@ def fill(args: argparse.Namespace) -> int:
             fresh = json.loads(patch.read_text())
             (new_entry,) = fresh["models"].values()
             machine = {k: fresh["machine"].get(k) for k in ("git", "affinity", "load_avg", "load_avg_after")}
-            by_key = {r["key"]: {**r, "filled": machine} for r in new_entry["results"]}
+            if args.micro_batch:
+                machine["micro_batch"] = args.micro_batch
+            old = {r["key"]: r for r in entry["results"]}
+            by_key = {r["key"]: {**r, "filled": {**machine, "replaced_error": old[r["key"]].get("error")}}
+                      for r in new_entry["results"]}
             entry["results"] = [by_key.get(r["key"], r) for r in entry["results"]]
             result.write_text(json.dumps(report, indent=2))
             still = [r["key"] for r in entry["results"] if r.get("status") != "ok"]
@@ -238,8 +249,13 @@ def _affinity(report: dict[str, Any]) -> str:
     cpus = report["machine"].get("affinity")
     text = "all" if not cpus or len(cpus) == report["machine"].get("cpus") else ",".join(map(str, cpus))
     (entry,) = report["models"].values()
-    filled = [r["key"] for r in entry["results"] if r.get("filled")]
-    return f"{text} ({', '.join(filled)} re-run alone)" if filled else text
+    groups: dict[int, list[str]] = {}
+    for r in entry["results"]:
+        if r.get("filled"):
+            groups.setdefault(r["filled"].get("micro_batch") or 0, []).append(r["key"])
+    notes = [f"{', '.join(keys)} re-run alone" + (f" at micro-batch {mb}" if mb else "")
+             for mb, keys in sorted(groups.items())]
+    return f"{text} ({'; '.join(notes)})" if notes else text
 
 
 def table(args: argparse.Namespace) -> int:
@@ -281,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     filler = sub.add_parser("fill", help="re-run the trainers a cell lost and merge them in", parents=[])
     for action in runner._actions[1:]:  # the same filters as run
         filler._add_action(action)
+    filler.add_argument("--micro-batch", type=int, help="per_device_train_batch_size of the re-run padded peers "
+                        "(default: the cell's, 4); for peers the OOM killer ended")
     sub.add_parser("table", help="print the markdown table of every result")
     args = parser.parse_args(argv)
     return {"run": run, "fill": fill, "table": table}[args.command](args)

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from tunescout.data.formats import normalise_row, read_examples
+from tunescout.demo.corpus import demo_pretraining_corpus
 from tunescout.demo.tasks import (
     DEMO_TASKS,
     TASKS,
     DemoTask,
-    demo_pretraining_corpus,
     make_rows,
     make_task_split,
     write_demo_datasets,

@@ -40,12 +40,12 @@ def _corpus(seed: int) -> list[str]:
     tokens keep random embeddings, and LoRA, which leaves embeddings frozen, cannot learn to
     close a turn. The exchanges hold no task: a paragraph's first sentence is the message and
     the rest is the reply, so where the paragraph refers back to its start (most of the corpus,
-    see :func:`tunescout.demo.tasks.demo_pretraining_corpus`) the reply copies from the message,
+    see :func:`tunescout.demo.corpus.demo_pretraining_corpus`) the reply copies from the message,
     as an answer does later, and where it does not the reply is just the next sentence.
     """
     import random
 
-    from tunescout.demo.tasks import demo_pretraining_corpus
+    from tunescout.demo.corpus import demo_pretraining_corpus
 
     lines = demo_pretraining_corpus(8000, seed=seed)
     rng = random.Random(seed)

@@ -3,8 +3,9 @@
 Two families live here. :data:`TASKS` are the original toy generators used by tests and the
 default run; their output is pinned byte for byte, so they are never changed. :data:`DEMO_TASKS`
 are the datasets of the embedded study: several task types, each with its metric, train and
-eval splits from disjoint random streams, and a pretraining corpus (:func:`demo_pretraining_corpus`)
-over the same vocabulary so a ~1M-parameter model has seen the words before it is fine-tuned.
+eval splits from disjoint random streams. Their words come from :mod:`tunescout.demo.vocab`, which
+the pretraining corpus (:mod:`tunescout.demo.corpus`) shares, so a ~1M-parameter model has seen
+the words before it is fine-tuned.
 """
 
 from __future__ import annotations
@@ -15,8 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from tunescout.demo.vocab import (
+    ASPECTS, CITIES, COUNTABLES, DAYS, JOBS, NAMES, NEG_ADJ, NEUTRAL, NEWS_OBJECTS, NEWS_SUBJECTS, NEWS_VERBS,
+    ONE_WORD_JOBS, PLACES, POS_ADJ, PRODUCTS, SORT_WORDS, SUPPORT,
+)
+
 __all__ = [
-    "DEMO_TASKS", "DemoTask", "TASKS", "demo_pretraining_corpus", "make_rows", "make_task_split",
+    "DEMO_TASKS", "DemoTask", "TASKS", "make_rows", "make_task_split",
     "write_demo_datasets", "write_jsonl",
 ]
 
@@ -89,54 +95,7 @@ def write_jsonl(rows: list[dict[str, Any]], path: str | Path) -> Path:
     return path
 
 
-# --- the demo study's tasks ---
-#
-# Every generator draws from small shared vocabularies (names, cities, products, ...) so that one
-# pretraining corpus covers them all and a byte-level BPE of ~1k tokens keeps most words whole:
-# prompts and answers then stay within ~20-80 tokens and answers within a few tokens, which a
-# ~0.5M-parameter model can learn in minutes on a CPU. Labels are drawn uniformly so no class
-# dominates, and each task mixes templates so that memorising one surface form is not enough.
-
-_NAMES = ("Anna Ben Carla David Elena Farid Grace Hugo Ines Jonas Kira Leo Maya Nora Omar Priya "
-          "Rosa Sam Tariq Uma Victor Wendy").split()
-_CITIES = "Leeds Porto Oslo Lyon Graz Cork Turin Bergen Ghent Split Bilbao Dublin Krakow Seville Utrecht".split()
-_PRODUCTS = ("kettle", "lamp", "backpack", "blender", "jacket", "printer", "speaker", "chair", "desk",
-             "mug", "toaster", "keyboard", "umbrella", "phone case", "coffee grinder")
-_COUNTABLES = "apples books boxes candles coins cups pencils plants shirts stamps tickets bottles".split()
-_DAYS = "Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split()
-_JOBS = ("baker", "nurse", "pilot", "teacher", "farmer", "painter", "chef", "librarian", "mechanic",
-         "tailor", "bus driver", "ship captain")
-_ONE_WORD_JOBS = tuple(job for job in _JOBS if " " not in job)
-_PLACES = ("the old harbor", "the north market", "the city library", "the train station",
-           "the river museum", "the town hall", "the main hospital", "the flower shop")
-_ASPECTS = ("the battery", "the delivery", "the price", "the colour", "the sound", "the handle",
-            "the packaging", "the build quality")
-_POS_ADJ = "great excellent lovely solid comfortable reliable perfect".split()
-_NEG_ADJ = "bad awful flimsy noisy disappointing broken terrible".split()
-_NEUTRAL = ("okay", "average", "ordinary", "as described", "about what I expected", "neither good nor bad")
-_UNITS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-          "fifteen sixteen seventeen eighteen nineteen").split()
-_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
-# Words the corpus uses often elsewhere, so a small BPE keeps them whole and sorted answers stay short.
-_SORT_WORDS = ("apples books boxes candles coins cups pencils plants shirts stamps tickets bottles lamp desk "
-               "mug chair kettle jacket printer speaker toaster keyboard umbrella blender backpack garden "
-               "tower bridge festival museum").split()
-# Headline parts: (subject, past tense used in the story, present tense used in the headline).
-_NEWS_SUBJECTS = ("city council", "local school", "river museum", "football club", "harbor police",
-                  "town library", "bus company", "science center", "hospital board", "farmers union")
-_NEWS_VERBS = (("approved", "approves"), ("opened", "opens"), ("cancelled", "cancels"),
-               ("announced", "announces"), ("rejected", "rejects"), ("delayed", "delays"),
-               ("sold", "sells"), ("repaired", "repairs"), ("bought", "buys"), ("closed", "closes"))
-_NEWS_OBJECTS = ("new bridge", "summer festival", "budget plan", "night market", "old tower",
-                 "public garden", "ferry service", "music school", "bike lanes", "rare painting")
-
-
-def _number_words(n: int) -> str:
-    """0-99 in English words, so arithmetic prompts can spell numbers the way people write them."""
-    if n < 20:
-        return _UNITS[n]
-    tens, unit = divmod(n, 10)
-    return _TENS[tens - 2] + (f"-{_UNITS[unit]}" if unit else "")
+# --- the demo study's tasks (their words come from tunescout.demo.vocab: why, there) ---
 
 
 def _chat(system: str | None, user: str, answer: str) -> dict[str, Any]:
@@ -160,25 +119,11 @@ def _as_in_text(answer: str) -> str:
     return f" {answer}"
 
 
-_SUPPORT = {
-    "billing": ("I was charged twice for my {item}.", "The invoice for order {order} shows the wrong amount.",
-                "Why did my card get billed {amount} euros for the {item}?", "Can I pay for the {item} in three parts?"),
-    "shipping": ("Where is my {item}? I ordered it {days} days ago.", "Order {order} still has not arrived in {city}.",
-                 "The tracking page for my {item} has not changed since {day}.", "Can you ship the {item} to {city} instead?"),
-    "refund": ("I want my money back for the {item}.", "Please refund order {order}, the {item} came broken.",
-               "How do I return the {item} and get my money back?", "I sent the {item} back on {day} but got nothing yet."),
-    "account": ("I cannot log in to my account since {day}.", "Please reset my password, I am locked out.",
-                "Change the email address on my account, {name} here.", "My profile shows the wrong city, it should be {city}."),
-    "cancel": ("Please cancel order {order} before it ships.", "I no longer want the {item}, stop the order.",
-               "End my {item} subscription from next month.", "How do I call off the {item} I ordered on {day}?"),
-}
-
-
 def _support_intents(rng: random.Random) -> dict[str, Any]:
-    label = rng.choice(sorted(_SUPPORT))
-    body = rng.choice(_SUPPORT[label]).format(
-        item=rng.choice(_PRODUCTS), order=rng.randint(10000, 99999), amount=rng.randint(5, 99),
-        days=rng.randint(2, 20), city=rng.choice(_CITIES), day=rng.choice(_DAYS), name=rng.choice(_NAMES))
+    label = rng.choice(sorted(SUPPORT))
+    body = rng.choice(SUPPORT[label]).format(
+        item=rng.choice(PRODUCTS), order=rng.randint(10000, 99999), amount=rng.randint(5, 99),
+        days=rng.randint(2, 20), city=rng.choice(CITIES), day=rng.choice(DAYS), name=rng.choice(NAMES))
     greeting, thanks = rng.choice(("", "Hi. ", "Hello team. ", "Good morning. ")), rng.choice(("", " Thanks.", " Please help."))
     text = greeting + body + thanks
     return _chat("Classify the customer message as billing, shipping, refund, account or cancel.", text, label)
@@ -189,14 +134,14 @@ def _review_sentiment(rng: random.Random) -> dict[str, Any]:
     # is not enough: the model has to read two words together.
     label = rng.choice(("negative", "neutral", "positive"))
     if label == "neutral":
-        phrase = rng.choice(_NEUTRAL)
+        phrase = rng.choice(NEUTRAL)
     else:
-        same, other = (_POS_ADJ, _NEG_ADJ) if label == "positive" else (_NEG_ADJ, _POS_ADJ)
+        same, other = (POS_ADJ, NEG_ADJ) if label == "positive" else (NEG_ADJ, POS_ADJ)
         phrase = rng.choice(same) if rng.random() < 0.65 else f"not {rng.choice(other)}"
-    opener = rng.choice((f"I bought the {rng.choice(_PRODUCTS)} in {rng.choice(_CITIES)} last {rng.choice(_DAYS)}.",
-                         f"My {rng.choice(_PRODUCTS)} arrived after {rng.randint(2, 9)} days.",
-                         f"This is my review of the {rng.choice(_PRODUCTS)}."))
-    verdict = f"{rng.choice(_ASPECTS + ('it',))} {rng.choice(('was', 'is', 'felt'))} {phrase}."
+    opener = rng.choice((f"I bought the {rng.choice(PRODUCTS)} in {rng.choice(CITIES)} last {rng.choice(DAYS)}.",
+                         f"My {rng.choice(PRODUCTS)} arrived after {rng.randint(2, 9)} days.",
+                         f"This is my review of the {rng.choice(PRODUCTS)}."))
+    verdict = f"{rng.choice(ASPECTS + ('it',))} {rng.choice(('was', 'is', 'felt'))} {phrase}."
     review = f"{opener} {rng.choice(('', 'Honestly, ', 'Overall, '))}{verdict}".replace(". it", ". It")
     return _chat("Label the review as positive, negative or neutral.", review, label)
 
@@ -208,7 +153,7 @@ def _order_extraction(rng: random.Random) -> dict[str, Any]:
     # to find the one city in the message and copy it. With the question choosing one of those
     # four fields, the best configuration of the demo's grid got 28% of the answers right (full)
     # and 25% (LoRA); asked for the city only, 91% and 100%.
-    name, city, product, order, extra = (rng.choice(_NAMES), rng.choice(_CITIES), rng.choice(_PRODUCTS),
+    name, city, product, order, extra = (rng.choice(NAMES), rng.choice(CITIES), rng.choice(PRODUCTS),
                                          rng.randint(10000, 99999), rng.randint(2, 60))
     message = rng.choice((
         f"Hi, this is {name} from {city}. My order {order} with a {product} is {extra} days late.",
@@ -226,9 +171,9 @@ def _passage_qa(rng: random.Random) -> dict[str, Any]:
     # the question says what kind of word to copy and the passage where it is. With years,
     # counts, two cities (moved from/to) and two-word places to answer as well, the best F1 of
     # the demo's grid was 0.34 (full) and 0.28 (LoRA); with these, 0.62 and 0.44.
-    a, b = rng.sample(_NAMES, 2)
-    city, job, things = rng.choice(_CITIES), rng.choice(_ONE_WORD_JOBS), rng.choice(_COUNTABLES)
-    facts = [f"{a} lives in {city}.", f"{a} works as a {job} at {rng.choice(_PLACES)}.",
+    a, b = rng.sample(NAMES, 2)
+    city, job, things = rng.choice(CITIES), rng.choice(ONE_WORD_JOBS), rng.choice(COUNTABLES)
+    facts = [f"{a} lives in {city}.", f"{a} works as a {job} at {rng.choice(PLACES)}.",
              f"{a}'s friend {b} keeps {rng.randint(2, 40)} {things} at home."]
     fact, question, answer = rng.choice((
         (0, f"Where does {a} live?", city), (1, f"What is {a}'s job?", job),
@@ -243,12 +188,12 @@ def _passage_qa(rng: random.Random) -> dict[str, Any]:
 def _headline(rng: random.Random) -> dict[str, Any]:
     # The rule to learn: "<subject> <verb, present tense> <object>" from the sentence that carries
     # the news, whichever place it takes in the item and whatever the other sentence says.
-    subject, (past, present), obj = rng.choice(_NEWS_SUBJECTS), rng.choice(_NEWS_VERBS), rng.choice(_NEWS_OBJECTS)
-    day, city = rng.choice(_DAYS), rng.choice(_CITIES)
+    subject, (past, present), obj = rng.choice(NEWS_SUBJECTS), rng.choice(NEWS_VERBS), rng.choice(NEWS_OBJECTS)
+    day, city = rng.choice(DAYS), rng.choice(CITIES)
     key = rng.choice((f"The {subject} {past} the {obj} on {day}.", f"On {day}, the {subject} in {city} {past} the {obj}.",
                       f"After a long debate, the {subject} {past} the {obj}."))
     other = rng.choice((f"About {rng.randint(20, 900)} people from {city} came to the meeting.",
-                        f"{rng.choice(_NAMES)}, a local {rng.choice(_JOBS)}, called it {rng.choice(_POS_ADJ + _NEG_ADJ)}.",
+                        f"{rng.choice(NAMES)}, a local {rng.choice(JOBS)}, called it {rng.choice(POS_ADJ + NEG_ADJ)}.",
                         f"The weather in {city} was {rng.choice(('cold', 'warm', 'wet', 'sunny'))} all week."))
     story = f"{key} {other}" if rng.random() < 0.7 else f"{other} {key}"
     return _chat(None, f"Write a short headline for this news item.\n{story}",
@@ -262,7 +207,7 @@ def _arithmetic_words(rng: random.Random) -> dict[str, Any]:
     # differences up to 99, half of them in words, scored under 0.1 with every configuration of
     # the earlier demo study (4 epochs, a base model that copied little).
     a, b = rng.randint(0, 9), rng.randint(0, 9)
-    name, other, things = *rng.sample(_NAMES, 2), rng.choice(_COUNTABLES)
+    name, other, things = *rng.sample(NAMES, 2), rng.choice(COUNTABLES)
     question = rng.choice((
         f"{name} has {a} {things} and buys {b} more. How many {things} does {name} have now?",
         f"{name} has {a} {things} and {other} gives {name} {b} more. How many {things} does {name} have?",
@@ -272,7 +217,7 @@ def _arithmetic_words(rng: random.Random) -> dict[str, Any]:
 
 
 def _sort_words(rng: random.Random) -> dict[str, Any]:
-    words = rng.sample(_SORT_WORDS, rng.randint(3, 5))
+    words = rng.sample(SORT_WORDS, rng.randint(3, 5))
     return _chat("Reply with the words in alphabetical order, separated by spaces.",
                  f"Sort these words alphabetically: {', '.join(words)}", " ".join(sorted(words)))
 
@@ -310,7 +255,7 @@ class DemoTask:
 
 
 DEMO_TASKS: dict[str, DemoTask] = {t.name: t for t in (
-    DemoTask("support-intents", "classification", "accuracy", _support_intents, 6, tuple(sorted(_SUPPORT))),
+    DemoTask("support-intents", "classification", "accuracy", _support_intents, 6, tuple(sorted(SUPPORT))),
     DemoTask("review-sentiment", "classification", "accuracy", _review_sentiment, 6, ("negative", "neutral", "positive")),
     DemoTask("order-extraction", "extraction", "exact_match", _order_extraction, 8),
     DemoTask("passage-qa", "qa", "f1", _passage_qa, 8),
@@ -385,84 +330,3 @@ def write_demo_datasets(out_dir: str | Path, n_train: int = 512, n_eval: int = 6
                         "metric": task.metric, "task_type": task.task_type, "max_new_tokens": task.max_new_tokens})
     return entries
 
-
-def _corpus_sentence(rng: random.Random) -> str:
-    """One plain sentence over the tasks' vocabulary (their labels and instruction words included,
-    so a tokenizer trained on the corpus keeps them whole), never in an instruction/answer format."""
-    name, other = rng.sample(_NAMES, 2)
-    city, day, thing, product = rng.choice(_CITIES), rng.choice(_DAYS), rng.choice(_COUNTABLES), rng.choice(_PRODUCTS)
-    a, b = rng.randint(0, 60), rng.randint(0, 39)
-    subject, (past, present), obj = rng.choice(_NEWS_SUBJECTS), rng.choice(_NEWS_VERBS), rng.choice(_NEWS_OBJECTS)
-    words = sorted(rng.sample(_SORT_WORDS, 3))
-    label, sentiment = rng.choice(sorted(_SUPPORT)), rng.choice(("positive", "negative", "neutral"))
-    trouble = rng.choice(("invoice", "tracking page", "refund", "password", "subscription", "email address",
-                          "card", "money back", "profile", "order"))
-    problem = rng.choice(("was charged twice", "got no refund", "could not log in", "wanted to cancel", "waited a week"))
-    opinion = rng.choice(("not ", "")) + rng.choice(_POS_ADJ + _NEG_ADJ)
-    return rng.choice((
-        f"{name} lives in {city} and works as a {rng.choice(_JOBS)} at {rng.choice(_PLACES)}.",
-        f"{name} bought {a} {thing} at {rng.choice(_PLACES)} on {day}.",
-        f"{name} moved from {city} to {rng.choice(_CITIES)} in {rng.randint(1990, 2024)} with {other}.",
-        f"The {product} from {city} was {rng.choice(_POS_ADJ + _NEG_ADJ + list(_NEUTRAL))}, said {name}.",
-        f"{a} plus {b} makes {a + b}, and {max(a, b)} minus {min(a, b)} leaves {abs(a - b)}.",
-        f"The number {_number_words(a)} is written {a}, and {_number_words(b)} is written {b}.",
-        f"{name} had {a + b} {thing}, gave {b} to {other} and kept {a}.",
-        f"Last {day} the {subject} {past} the {obj} in {city}, and the news made a short headline.",
-        f"The {subject} often {present} a {obj}, people in {city} say.",
-        f"Order {rng.randint(10000, 99999)} with a {product} was shipped to {city} on {day}.",
-        f"A customer in {city} sent a message about the {trouble} for a {product}, and {name} read it.",
-        f"{name} works on {label} questions at the help desk, where the customer {problem}.",
-        f"The words {', '.join(words[:2])} and {words[2]} are in alphabetical order.",
-        f"{name} gave the {product} a {sentiment} review, saying {rng.choice(_ASPECTS)} was {opinion}.",
-        f"{name} read a passage about {other}, a {rng.choice(_JOBS)}, and answered each question with words from it.",
-        f"{name} sorted the {product}, the {words[0]} and the {words[1]} into boxes.",
-    ))
-
-
-def _recall_paragraph(rng: random.Random) -> str:
-    """Two sentences where the second repeats facts of the first, in another order or form.
-
-    Plain facts (:func:`_corpus_sentence`) teach a base model words and what follows what, but
-    nothing in them rewards looking back: every sentence is predictable from its own start. Then
-    fine-tuning has to grow copying from scratch, and in a few dozen steps it does not (a model
-    without it answers every headline or extraction with the same memorised words). Here the end
-    of the paragraph is only predictable from its beginning (which city was whose, which number,
-    which words), as in real text that names a thing and refers back to it, so pretraining
-    learns to find a key earlier in the context and copy what came with it.
-    """
-    name, other = rng.sample(_NAMES, 2)
-    city, home = rng.sample(_CITIES, 2)
-    order, product = rng.randint(10000, 99999), rng.choice(_PRODUCTS)
-    job, place = rng.choice(_JOBS), rng.choice(_PLACES)
-    subject, (past, present), obj = rng.choice(_NEWS_SUBJECTS), rng.choice(_NEWS_VERBS), rng.choice(_NEWS_OBJECTS)
-    words = " ".join(rng.sample(_SORT_WORDS + _COUNTABLES, rng.randint(2, 4)))
-    a, b = rng.randint(0, 9), rng.randint(0, 9)
-    return rng.choice((
-        f"{name} lives in {city} and {other} lives in {home}. Ask {other} and you hear about {home}, "
-        f"ask {name} and you hear about {city}.",
-        f"{name} moved from {city} to {home}. Today {name} lives in {home}, far from {city}.",
-        f"{name} ordered a {product} from {city}, order {order}. "
-        f"The {product} for {name} left {city} as order {order}.",
-        f"{name} works as a {job} at {place}. At {place} everyone knows {name}, the {job}.",
-        f"On {rng.choice(_DAYS)} the {subject} {past} the {obj}. "
-        f"The news was short: the {subject} {present} the {obj}.",
-        f"{name} wrote down {words}. {other} read it back: {words}.",
-        f"{name} has {a} {rng.choice(_COUNTABLES)} and {other} has {b}. Together they have {a + b}, "
-        f"because {a} plus {b} is {a + b}.",
-    ))
-
-
-def demo_pretraining_corpus(n: int = 4000, seed: int = 0) -> list[str]:
-    """``n`` short English-like paragraphs (1-3 sentences) for pretraining the demo base model.
-
-    They use the names, places, numbers and objects of :data:`DEMO_TASKS` but none of their
-    instruction formats, so the base model knows the words and some world facts (numbers, order
-    of words) before fine-tuning, and a tokenizer trained on them keeps the tasks' words whole,
-    while what the fine-tuning teaches (following each instruction format) is still left to learn.
-    Four in five paragraphs refer back to their own start (:func:`_recall_paragraph`), the rest
-    are one to three independent facts: copying from the context is the skill the extraction,
-    QA and headline tasks build on, so most of the corpus exercises it.
-    """
-    rng = random.Random(f"pretraining-{seed}")
-    return [_recall_paragraph(rng) if rng.random() < 0.8 else
-            " ".join(_corpus_sentence(rng) for _ in range(rng.randint(1, 3))) for _ in range(n)]
