@@ -413,9 +413,9 @@ def machine_info() -> dict[str, Any]:
             out[pkg] = None
     try:
         git = partial(subprocess.run, check=False, capture_output=True, text=True, cwd=ROOT, timeout=5)
-        # Results written by earlier runs (benchmarks/results) are not code: they do not make a run dirty.
+        # Results of earlier runs (benchmarks/results) and prose (*.md) are not code: they leave a run clean.
         dirty = git(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                     ":(exclude)benchmarks/results"]).stdout.strip()
+                     ":(exclude)benchmarks/results", ":(exclude)*.md"]).stdout.strip()
         out["git"] = git(["git", "rev-parse", "--short", "HEAD"]).stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         pass
