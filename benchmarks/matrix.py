@@ -205,8 +205,10 @@ def _cpu_list(spec: str) -> list[int]:
     return cpus
 
 
-def cell_row(cell: Cell, report: dict[str, Any]) -> tuple[str, list[str]]:
-    """One markdown row, and what in it misses the target (empty when it meets it)."""
+def cell_row(cell: Cell, report: dict[str, Any], spans: dict[str, list[float]] | None = None
+             ) -> tuple[str, list[str]]:
+    """One markdown row, and what in it misses the target (empty when it meets it); the cell's
+    three target figures are appended to ``spans`` (for the ranges under the table)."""
     (entry,) = report["models"].values()
     rows = {r["key"]: r for r in entry["results"] if r.get("status") == "ok"}
     failed = [r["key"] for r in entry["results"] if r.get("status") != "ok"]
@@ -227,6 +229,11 @@ def cell_row(cell: Cell, report: dict[str, Any]) -> tuple[str, list[str]]:
     rss_pf = trl["trl-padding-free"]["peak_rss_mb"] if "trl-padding-free" in trl else None
     if rss_pf is not None and rss > rss_pf:
         misses.append("peak RSS")
+    if spans is not None:
+        for name, value in (("x TRL default", default), ("x fastest TRL", fastest),
+                            ("% of TRL padding-free's peak RSS", 100 * rss / rss_pf if rss_pf else None)):
+            if value is not None:
+                spans.setdefault(name, []).append(value)
     hf = max((rows[k]["tokens_per_s"] for k in ("hf-trainer", "hf-trainer-mb1") if k in rows), default=None)
     data = entry["data"]
     model = "SmolLM2-135M LoRA" if cell.model == "smollm2" else cell.model.replace("-", " ")
@@ -262,7 +269,7 @@ def table(args: argparse.Namespace) -> int:
     lines = ["| max_length | lengths (seen) | model | threads | tunescout tok/s | × TRL default | fastest TRL mode "
              "| × it | × best HF Trainer | peak RSS tunescout / TRL padding-free | tunescout pad % | cores | commit |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    missing, misses = [], []
+    missing, misses, spans = [], [], {}
     cells = sorted(all_cells(), key=lambda c: (c.max_length, c.lengths, c.model, c.threads))
     for cell in cells:
         path = RESULTS / f"{cell.name}.json"
@@ -270,7 +277,7 @@ def table(args: argparse.Namespace) -> int:
             missing.append(cell.name)
             continue
         try:
-            row, missed = cell_row(cell, json.loads(path.read_text()))
+            row, missed = cell_row(cell, json.loads(path.read_text()), spans)
         except (KeyError, ValueError) as exc:
             missing.append(f"{cell.name} (unreadable: {exc!r})")
             continue
@@ -279,6 +286,7 @@ def table(args: argparse.Namespace) -> int:
             misses.append(f"{cell.name} ({', '.join(missed)})")
     print("\n".join(lines))
     print(f"\n{len(cells) - len(missing)} of {len(cells)} cells run; target missed in: {'; '.join(misses) or 'none'}")
+    print("; ".join(f"{name}: {min(v):.2f}-{max(v):.2f} over {len(v)} cells" for name, v in spans.items()))
     if missing:
         print(f"not run: {', '.join(missing)}")
     return 0
