@@ -285,7 +285,8 @@ def table(args: argparse.Namespace) -> int:
         if missed:
             misses.append(f"{cell.name} ({', '.join(missed)})")
     print("\n".join(lines))
-    print(f"\n{len(cells) - len(missing)} of {len(cells)} cells run; target missed in: {'; '.join(misses) or 'none'}")
+    print(f"\n{len(cells) - len(missing)} of {len(cells)} cells run; "
+          f"target missed or not judged (a peer failed) in: {'; '.join(misses) or 'none'}")
     print("; ".join(f"{name}: {min(v):.2f}-{max(v):.2f} over {len(v)} cells" for name, v in spans.items()))
     if missing:
         print(f"not run: {', '.join(missing)}")
