@@ -14,7 +14,8 @@ issue's: tunescout >= 1.5x TRL's default collator and >= 1.2x the fastest TRL mo
 no higher than TRL's ``padding_free``.
 
 Run: ``.venv/bin/python benchmarks/matrix.py run [--threads 1] [--model tiny-h128] [--cpus 0]``,
-``matrix.py fill`` (the same filters) to re-run only the trainers a cell lost, then
+``matrix.py fill`` (the same filters; ``--micro-batch 2`` for padded peers the OOM killer ended) to
+re-run only the trainers a cell lost, then
 ``.venv/bin/python benchmarks/matrix.py table``.
 """
 
