@@ -132,8 +132,7 @@ def run(args: argparse.Namespace) -> int:
             if rc or not result.exists():
                 failed.append(cell.name)
             else:
-                RESULTS.mkdir(parents=True, exist_ok=True)
-                (RESULTS / f"{cell.name}.json").write_text(result.read_text())
+                _keep(cell, result.read_text())
         finally:
             (folder / ".claimed").unlink(missing_ok=True)
     if failed:
@@ -162,7 +161,7 @@ def fill(args: argparse.Namespace) -> int:
         try:
             report = json.loads(result.read_text())
             (entry,) = report["models"].values()
-            lost = [r["key"] for r in entry["results"] if r.get("status") != "ok"]
+            lost = _lost(entry)
             if not lost:
                 continue
             patch = folder / "fill.json"
@@ -187,14 +186,24 @@ def fill(args: argparse.Namespace) -> int:
             by_key = {r["key"]: {**r, "filled": {**machine, "replaced_error": old[r["key"]].get("error")}}
                       for r in new_entry["results"]}
             entry["results"] = [by_key.get(r["key"], r) for r in entry["results"]]
-            result.write_text(json.dumps(report, indent=2))
-            still = [r["key"] for r in entry["results"] if r.get("status") != "ok"]
-            print(f"[matrix] {cell.name}: filled; still failed: {', '.join(still) or 'none'}", flush=True)
-            RESULTS.mkdir(parents=True, exist_ok=True)
-            (RESULTS / f"{cell.name}.json").write_text(result.read_text())
+            text = json.dumps(report, indent=2)
+            result.write_text(text)
+            _keep(cell, text)
+            print(f"[matrix] {cell.name}: filled; still failed: {', '.join(_lost(entry)) or 'none'}", flush=True)
         finally:
             (folder / ".claimed").unlink(missing_ok=True)
     return 1 if failed else 0
+
+
+def _lost(entry: dict[str, Any]) -> list[str]:
+    """The trainers of a cell's results that did not finish (crashed, OOM-killed, timed out)."""
+    return [r["key"] for r in entry["results"] if r.get("status") != "ok"]
+
+
+def _keep(cell: Cell, text: str) -> None:
+    """Store a cell's result where git keeps it (``table`` reads only these)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{cell.name}.json").write_text(text)
 
 
 def _cpu_list(spec: str) -> list[int]:
@@ -212,7 +221,7 @@ def cell_row(cell: Cell, report: dict[str, Any], spans: dict[str, list[float]] |
     three target figures are appended to ``spans`` (for the ranges under the table)."""
     (entry,) = report["models"].values()
     rows = {r["key"]: r for r in entry["results"] if r.get("status") == "ok"}
-    failed = [r["key"] for r in entry["results"] if r.get("status") != "ok"]
+    failed = _lost(entry)
     if "tunescout" not in rows:
         return f"| {cell.max_length} | {cell.lengths} | {cell.model} | {cell.threads} | tunescout failed |", ["failed"]
     ours = rows["tunescout"]
