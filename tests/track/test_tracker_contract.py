@@ -1,17 +1,20 @@
 """One contract suite over every registered tracker: what a run sends is what its backend holds
 (params, each step's values at the right step, final scores, status, group), a resumed run holds
 each step once with the values of the attempt that finished, a tracker that cannot start leaves
-none of the others running, a study trial gets a tracker run of its own whatever the environment
-says, and a missing package or unknown name fails when the config is built."""
+none of the others running, trials opening one new store at once each arrive whole, a study
+trial gets a tracker run of its own whatever the environment says, and a missing package or
+unknown name fails when the config is built."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
 import json
+import multiprocessing
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from readers import READERS
@@ -156,6 +159,40 @@ def test_a_study_trial_ignores_a_global_run_id(name: str, var: str, tmp_path: Pa
     if name in var.lower():
         assert ids[0] != ids[1] and "0123456789abcdef" not in json.dumps(ids)
         assert f"{var} is ignored" in caplog.text
+
+
+def _parallel_trial(name: str, run_dir: Path, start: Any, errors: Any) -> None:
+    """One of several trials of a study, each in its own process, opening its tracker at once."""
+    try:
+        start.wait(timeout=60)
+        [sink] = open_trackers([name], run_dir, CONFIG, SimpleNamespace(status="completed"), group="study")
+        for step in (1, 2, 3):
+            sink.write(_record(step))
+        sink.close()
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the test
+        errors.put(f"{run_dir.name}: {type(exc).__name__}: {exc}")
+
+
+def test_trials_starting_at_once_into_one_new_store_each_arrive_whole(name: str, tmp_path: Path) -> None:
+    # Parallel workers of a sweep start their first trials together, into a store none has opened
+    # yet (MLflow's SQLite file: two processes creating its tables at once both fail).
+    context = multiprocessing.get_context("fork")
+    trials = [tmp_path / f"t{i}" for i in range(4)]
+    start, errors = context.Barrier(len(trials)), context.Queue()
+    workers = [context.Process(target=_parallel_trial, args=(name, run_dir, start, errors)) for run_dir in trials]
+    for run_dir, worker in zip(trials, workers):
+        run_dir.mkdir()
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=300)
+    failures = []
+    while not errors.empty():
+        failures.append(errors.get())
+    assert not failures and all(w.exitcode == 0 for w in workers), failures
+    for run_dir in trials:
+        got = READERS[name](run_dir)
+        assert got["name"] == run_dir.name and got["status"] == "completed"
+        assert got["history"]["train/loss"] == [(1, 3.0), (2, 2.0), (3, 1.0)]
 
 
 def test_a_backend_error_mid_run_drops_the_tracker_not_the_run(name: str, tmp_path: Path, caplog) -> None:

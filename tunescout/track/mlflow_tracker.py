@@ -7,8 +7,14 @@ every run and every trial of a study, each in its own run directory, lands in on
 environment variables the ``transformers`` integration honours mean the same here:
 ``MLFLOW_EXPERIMENT_NAME`` (overrides the group), ``MLFLOW_RUN_ID`` (log into that existing
 run; ignored, with a warning, for a study's trials, which each need a run of their own),
-``MLFLOW_TAGS`` (JSON object of extra tags). SQLite serialises writers; a study with several
-parallel workers is better served by a tracking server.
+``MLFLOW_TAGS`` (JSON object of extra tags).
+
+Parallel trials share that SQLite file. MLflow creates and migrates its tables when a process
+first opens a store, and two processes doing so at once on a new file fail (``table params
+already exists``, ``duplicate column name``), which would end those trials at their start. So a
+tracker opens an SQLite store under an exclusive ``flock`` on ``<file>.init-lock``, held only
+for that first access; afterwards SQLite serialises the writers itself. Many workers are still
+better served by a tracking server (SQLite writes one transaction at a time).
 
 A resumed run is a new MLflow run. MLflow cannot delete or rewrite the points of a metric's
 history (logging a step again adds a second point at that step), and a resumed run redoes the
@@ -25,12 +31,13 @@ restore`` brings it back). A run named by ``MLFLOW_RUN_ID`` is someone else's to
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from tunescout.track.base import RunInfo, env_run_id
 
@@ -49,6 +56,33 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlruns.db'}"
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The file of an SQLAlchemy SQLite URI (``sqlite:///rel.db``, ``sqlite:////abs.db``); None for
+    other stores and for an in-memory database."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None
+
+
+@contextlib.contextmanager
+def _first_open(uri: str) -> Iterator[None]:
+    """Hold ``<file>.init-lock`` of an SQLite store, waiting for it (see the module docstring)."""
+    import fcntl
+
+    file = sqlite_file(uri)
+    if file is None:
+        yield
+        return
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{file}.init-lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
 def _key(name: str) -> str:
     return _BAD.sub("_", name)  # MLflow keys: word characters, / . - space and colon only
 
@@ -61,7 +95,9 @@ class MlflowTracker:
         from mlflow.tracking import MlflowClient
 
         uri = os.environ.get("MLFLOW_TRACKING_URI") or previous.get("tracking_uri") or default_tracking_uri()
-        self.client = MlflowClient(tracking_uri=uri)
+        with _first_open(uri):
+            self.client = MlflowClient(tracking_uri=uri)
+            self.client.search_experiments(max_results=1)  # opens the store: creates or migrates its tables
         self.last_step = run.start_step
         earlier = previous.get("run_id")
         given = None if earlier else env_run_id("MLFLOW_RUN_ID", run)
