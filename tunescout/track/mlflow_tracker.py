@@ -56,7 +56,7 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlruns.db'}"
 
 
-def sqlite_file(uri: str) -> Path | None:
+def _sqlite_file(uri: str) -> Path | None:
     """The file of an SQLAlchemy SQLite URI (``sqlite:///rel.db``, ``sqlite:////abs.db``); None for
     other stores and for an in-memory database."""
     if not uri.startswith("sqlite:///"):
@@ -70,7 +70,7 @@ def _first_open(uri: str) -> Iterator[None]:
     """Hold ``<file>.init-lock`` of an SQLite store, waiting for it (see the module docstring)."""
     import fcntl
 
-    file = sqlite_file(uri)
+    file = _sqlite_file(uri)
     if file is None:
         yield
         return
