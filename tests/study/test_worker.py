@@ -102,3 +102,44 @@ def test_a_trial_on_two_ranks_reports_through_the_same_channel(tiny_model_dir: P
     done = channel.messages[-1][1]
     assert (done["status"], done["reason"], done["steps"]) == ("stopped", "rung 1: rank 2 of 2", 3), done
     assert json.loads((tmp_path / "run" / "run.json").read_text())["resolved"]["world_size"] == 2
+
+
+_PRELOADED_TRIALS = textwrap.dedent("""
+    import json, sys
+    import tunescout.study.worker as worker
+    from tunescout.demo.tasks import make_rows, write_jsonl
+
+    class Channel:
+        def send(self, kind, data):
+            self.last = (kind, data)
+        def ask(self, record):
+            return None
+
+    model, folder = sys.argv[1], sys.argv[2]
+    write_jsonl(make_rows("sentiment", 16, seed=0), f"{folder}/train.jsonl")
+    write_jsonl(make_rows("sentiment", 4, seed=1), f"{folder}/eval.jsonl")
+    loaded = {name.partition(".")[0] for name in sys.modules}
+    out = {}
+    for method in ("full", "lora"):
+        config = {"model": model, "method": method, "data": [{"path": f"{folder}/train.jsonl"}],
+                  "output_dir": f"{folder}/{method}", "epochs": 1, "batch_size": 4, "max_length": 64,
+                  "max_tokens_per_micro_batch": 256, "learning_rate": 1e-3, "progress": False}
+        task = {"eval": f"{folder}/eval.jsonl", "metric": "accuracy", "max_new_tokens": 4, "eval_limit": None}
+        channel = Channel()
+        worker.run_trial(channel, {"config": config, "task": task, "ask_at": []})
+        out[method] = channel.last[1]["status"]
+    out["new"] = sorted({name.partition(".")[0] for name in sys.modules} - loaded)
+    print(json.dumps(out))
+""")
+
+
+def test_a_trial_forked_from_the_preloaded_worker_imports_no_new_package(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Trials fork from a process that imported ``tunescout.study.worker``; a package a trial
+    imports after the fork costs every trial its import time (peft: ~3 s, which had made the
+    demo's sweep half imports)."""
+    done = subprocess.run([sys.executable, "-c", _PRELOADED_TRIALS, str(tiny_model_dir), str(tmp_path)], env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (out["full"], out["lora"]) == ("completed", "completed"), out
+    assert out["new"] == [], f"imported by a trial after the preload: {out['new']}"

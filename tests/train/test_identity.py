@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -78,6 +79,22 @@ def test_digests_are_cached_by_path_size_and_mtime(data_file: Path, tmp_path: Pa
     assert digest.file_digest(data_file) == first and len(calls) == 1
     data_file.write_text(data_file.read_text() + '{"prompt": "1+1=", "completion": "2"}\n')
     assert digest.file_digest(data_file) != first and len(calls) == 2
+
+
+def test_the_digest_cache_keeps_the_files_hashed_last(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(digest, "_MEMO", {})
+    monkeypatch.setattr(digest, "MAX_ENTRIES", 3)
+    files = [tmp_path / f"{i}.jsonl" for i in range(5)]
+    for i, file in enumerate(files):
+        file.write_text(f'{{"prompt": "{i}", "completion": "x"}}\n')
+    first = [digest.file_digest(file) for file in files]
+    kept = json.loads((tmp_path / "cache" / "tunescout" / "digests.json").read_text())
+    assert list(kept) == [str(file.resolve()) for file in files[2:]]
+    monkeypatch.setattr(digest, "_MEMO", {})
+    assert digest.file_digest(files[0]) == first[0]  # evicted: hashed again, the same digest
+    kept = json.loads((tmp_path / "cache" / "tunescout" / "digests.json").read_text())
+    assert list(kept) == [str(file.resolve()) for file in (files[3], files[4], files[0])]
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:

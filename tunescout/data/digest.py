@@ -3,7 +3,10 @@
 A trial's identity includes what its data files *hold*, not only their names: a training file
 regenerated in place must give new trials. Hashing a multi-GB file on every sweep would be slow,
 so a digest is kept in a small JSON cache (``$XDG_CACHE_HOME/tunescout/digests.json``) keyed by
-the resolved path, size and ``st_mtime_ns``; any change to the file misses the cache.
+the resolved path, size and ``st_mtime_ns``; any change to the file misses the cache. The cache
+keeps the :data:`MAX_ENTRIES` paths hashed last: without a bound it grew by every temporary data
+file ever digested (a test suite leaves thousands), and each miss re-reads and rewrites it whole.
+An evicted file only costs a re-hash.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 __all__ = ["file_digest"]
 
+MAX_ENTRIES = 512
 _MEMO: dict[str, tuple[str, str]] = {}
 _CHUNK = 1 << 20
 
@@ -79,7 +83,10 @@ def file_digest(path: str | Path) -> str:
     entry = cache.get(str(path))
     if not (isinstance(entry, list) and len(entry) == 2 and entry[0] == stamp):
         entry = [stamp, "sha256:" + _hash_path(path)]  # one entry per path: a changed file replaces its own
-        cache[str(path)] = entry
+        cache.pop(str(path), None)
+        cache[str(path)] = entry  # last in order: the oldest hashes go first
+        for stale in list(cache)[:-MAX_ENTRIES]:
+            del cache[stale]
         _write_cache(cache_file, cache)
     _MEMO[str(path)] = (stamp, entry[1])
     return entry[1]

@@ -1,8 +1,8 @@
 """What runs inside a trial's process: one ``train()`` call that reports to the driver.
 
-The module imports torch, transformers and the training code at the top on purpose: executors
-preload it into the process that trials are forked from, so a trial starts in milliseconds
-instead of paying several seconds of imports (a study has hundreds of short trials).
+The module imports torch, transformers, peft and the training code at the top on purpose:
+executors preload it into the process that trials are forked from, so a trial starts in
+milliseconds instead of paying several seconds of imports (a study has hundreds of short trials).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
+import peft  # noqa: F401  (LoRA trials need it: ~3 s each to import after the fork)
 import torch  # noqa: F401  (preloaded on purpose, see above)
 import transformers  # noqa: F401
 

@@ -67,13 +67,17 @@ class RunResult:
 
 
 def _versions() -> dict[str, str]:
-    import peft
+    """What the run ran on, for ``result.json``. peft's version comes from its package metadata:
+    importing peft takes seconds (it imports transformers' model zoo), which every full
+    fine-tuning trial of a study would pay for a version string."""
+    from importlib.metadata import version
+
     import transformers
 
     import tunescout
 
     out = {"python": platform.python_version(), "torch": torch.__version__,
-           "transformers": transformers.__version__, "peft": peft.__version__, "tunescout": tunescout.__version__}
+           "transformers": transformers.__version__, "peft": version("peft"), "tunescout": tunescout.__version__}
     try:  # the commit of tunescout's own source, when it runs from a checkout
         out["git"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                                     check=True, cwd=Path(tunescout.__file__).parent).stdout.strip()
