@@ -37,7 +37,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from tunescout.track.base import RunInfo, env_run_id
 
@@ -65,22 +65,15 @@ def _sqlite_file(uri: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
-@contextlib.contextmanager
-def _first_open(uri: str) -> Iterator[None]:
+def _first_open(uri: str) -> contextlib.AbstractContextManager[None]:
     """Hold ``<file>.init-lock`` of an SQLite store, waiting for it (see the module docstring)."""
-    import fcntl
+    from tunescout.train.rundir import hold_lock
 
     file = _sqlite_file(uri)
     if file is None:
-        yield
-        return
+        return contextlib.nullcontext()
     file.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(f"{file}.init-lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the flock
+    return hold_lock(f"{file}.init-lock", busy=None)
 
 
 def _key(name: str) -> str:

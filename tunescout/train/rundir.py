@@ -31,18 +31,21 @@ class RunDirLocked(RuntimeError):
 
 
 @contextlib.contextmanager
-def hold_lock(path: str | Path, busy: str) -> Iterator[None]:
+def hold_lock(path: str | Path, busy: str | None) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created if missing; the holder's pid written in it).
 
+    Args:
+        busy: the error when another process holds it (``{pid}`` filled in); None waits for it instead.
+
     Raises:
-        RunDirLocked: another live process holds it; the message is ``busy`` with ``{pid}`` filled in.
+        RunDirLocked: another live process holds it and ``busy`` is given.
     """
     import fcntl
 
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if busy is None else fcntl.LOCK_NB))
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             raise RunDirLocked(busy.format(pid=holder)) from None
