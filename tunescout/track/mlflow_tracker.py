@@ -31,7 +31,6 @@ restore`` brings it back). A run named by ``MLFLOW_RUN_ID`` is someone else's to
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -65,15 +64,21 @@ def _sqlite_file(uri: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
-def _first_open(uri: str) -> contextlib.AbstractContextManager[None]:
-    """Hold ``<file>.init-lock`` of an SQLite store, waiting for it (see the module docstring)."""
+def _open_client(uri: str) -> Any:
+    """An ``MlflowClient`` on ``uri``; an SQLite store is opened under ``<file>.init-lock`` (see the
+    module docstring), other stores as they are."""
+    from mlflow.tracking import MlflowClient
+
     from tunescout.train.rundir import hold_lock
 
     file = _sqlite_file(uri)
     if file is None:
-        return contextlib.nullcontext()
+        return MlflowClient(tracking_uri=uri)
     file.parent.mkdir(parents=True, exist_ok=True)
-    return hold_lock(f"{file}.init-lock", busy=None)
+    with hold_lock(f"{file}.init-lock", busy=None):
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # opens the store: creates or migrates its tables
+    return client
 
 
 def _key(name: str) -> str:
@@ -85,12 +90,9 @@ class MlflowTracker:
 
     def start(self, run: RunInfo, previous: Mapping[str, Any]) -> dict[str, Any]:
         from mlflow.entities import Param
-        from mlflow.tracking import MlflowClient
 
         uri = os.environ.get("MLFLOW_TRACKING_URI") or previous.get("tracking_uri") or default_tracking_uri()
-        with _first_open(uri):
-            self.client = MlflowClient(tracking_uri=uri)
-            self.client.search_experiments(max_results=1)  # opens the store: creates or migrates its tables
+        self.client = _open_client(uri)
         self.last_step = run.start_step
         earlier = previous.get("run_id")
         given = None if earlier else env_run_id("MLFLOW_RUN_ID", run)
