@@ -29,8 +29,8 @@ log = logging.getLogger("tunescout.study")
 DEFAULT_STOPPING = {"rule": "asha", "signal": "val_loss", "mode": "promote", "rungs": [0.25], "eta": 3}
 """Every candidate to a quarter of its samples, the best third by validation loss there on to the
 end. Validation loss, not the recipe's dynamics: on the demo grid (benchmarks/README.md, "Study
-efficiency") ASHA on validation loss kept each cohort's true best in every cohort at this rung,
-the recipe's signals in a quarter of them."""
+efficiency") ASHA on validation loss at this rung kept each cohort's best within 1% in 11 of 12
+cohorts, the recipe's signals in 2; it needs no signal direction to be guessed."""
 SOURCE_ONLY = ("eval_at_samples", "eval_every", "save_model", "output_dir", "progress", "checkpoint_every")
 """Fixed settings of a source study that belong to its own runs (sample counts of its data,
 its outputs), not to how its configurations train: left behind."""
