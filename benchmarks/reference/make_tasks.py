@@ -1,0 +1,164 @@
+"""Write the reference suite's eight tasks from data that PyPI packages ship or generate.
+
+The suite exists to measure `tunescout tune` on tasks nobody here wrote: every label, answer or
+source record comes from a package (scikit-learn's iris table, the AFINN-165 lexicon, ISO 3166
+via pycountry, Unicode CLDR names via Babel, Roman numerals via ``roman``, English number words
+via ``num2words``, derivatives via SymPy, people and dates via Faker). This script only phrases
+each record as a one-turn chat and splits it, deterministically, into train and held-out rows.
+
+    pip install -e '.[reference]'
+    python benchmarks/reference/make_tasks.py            # rewrites benchmarks/reference/data/
+
+The data it wrote is committed, so the study runs on any clone without these packages; the
+package versions are pinned in the ``reference`` extra because Faker's output, CLDR names and
+the AFINN list can change between releases. Each row has a short system turn so that the base
+model answers with the answer alone and rows stay short.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+SYSTEM = "Reply with the answer only."
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: how to make its (question, answer) pairs and how big each split is."""
+
+    name: str
+    task_type: str
+    metric: str
+    max_new_tokens: int
+    rows: Callable[[random.Random], list[tuple[str, str]]]
+    n_train: int
+    n_eval: int
+
+
+def _iris(rng: random.Random) -> list[tuple[str, str]]:
+    from sklearn.datasets import load_iris
+
+    table = load_iris()
+    out = []
+    for features, target in zip(table.data, table.target, strict=True):
+        sl, sw, pl, pw = (f"{v:.1f}" for v in features)
+        out.append((f"Which iris species has sepal length {sl} cm, sepal width {sw} cm, petal length "
+                    f"{pl} cm and petal width {pw} cm? (setosa, versicolor or virginica)",
+                    str(table.target_names[target])))
+    return out
+
+
+def _afinn(rng: random.Random) -> list[tuple[str, str]]:
+    from afinn import Afinn
+
+    lexicon = Afinn()._dict  # the AFINN-165 word list the package ships; no public accessor
+    words = sorted(w for w, score in lexicon.items() if score != 0 and " " not in w)
+    return [(f"Is the word \"{w}\" positive or negative?", "positive" if lexicon[w] > 0 else "negative")
+            for w in words]
+
+
+def _alpha3(rng: random.Random) -> list[tuple[str, str]]:
+    import pycountry
+
+    return [(f"What is the ISO 3166-1 alpha-3 code of {c.name}?", c.alpha_3)
+            for c in sorted(pycountry.countries, key=lambda c: c.alpha_3)]
+
+
+def _spanish_names(rng: random.Random) -> list[tuple[str, str]]:
+    from babel import Locale
+
+    english, spanish = Locale("en").territories, Locale("es").territories
+    codes = sorted(c for c in english if c.isalpha() and len(c) == 2 and c in spanish)
+    return [(f"What is the country {english[c]} called in Spanish?", spanish[c]) for c in codes]
+
+
+def _roman(rng: random.Random) -> list[tuple[str, str]]:
+    import roman
+
+    numbers = rng.sample(range(1, 4000), 700)
+    return [(f"Write {n} in Roman numerals.", roman.toRoman(n)) for n in numbers]
+
+
+def _number_words(rng: random.Random) -> list[tuple[str, str]]:
+    from num2words import num2words
+
+    numbers = rng.sample(range(1, 100_000), 700)
+    return [(f"Write {n} in English words.", num2words(n)) for n in numbers]
+
+
+def _derivative(rng: random.Random) -> list[tuple[str, str]]:
+    import sympy
+
+    x = sympy.Symbol("x")
+    seen: dict[str, str] = {}
+    while len(seen) < 700:
+        terms = rng.randint(1, 3)
+        powers = rng.sample(range(0, 6), terms)
+        poly = sum(rng.randint(1, 9) * x**p for p in powers)
+        question = f"What is the derivative of {sympy.sstr(poly)} with respect to x?"
+        seen.setdefault(question, sympy.sstr(sympy.diff(poly, x)))
+    return list(seen.items())
+
+
+def _birth_dates(rng: random.Random) -> list[tuple[str, str]]:
+    from faker import Faker
+
+    fake = Faker("en_US")
+    fake.seed_instance(rng.randint(0, 2**31))
+    out = []
+    for _ in range(700):
+        born = fake.date_of_birth(minimum_age=18, maximum_age=90)
+        note = (f"{fake.name()} works as a {fake.job().lower()} in {fake.city()}. "
+                f"{fake.first_name()} was born on {born.strftime('%A, %B')} {born.day}, {born.year}.")
+        out.append((f"{note}\nGive the date of birth as YYYY-MM-DD.", born.isoformat()))
+    return out
+
+
+TASKS = (
+    Task("iris", "classification", "accuracy", 6, _iris, 90, 60),
+    Task("afinn-polarity", "classification", "accuracy", 3, _afinn, 256, 128),
+    Task("country-alpha3", "knowledge", "exact_match", 4, _alpha3, 160, 89),
+    Task("country-spanish", "short_generation", "exact_match", 10, _spanish_names, 160, 96),
+    Task("roman-numerals", "arithmetic", "exact_match", 10, _roman, 256, 128),
+    Task("number-words", "short_generation", "rougeL", 24, _number_words, 256, 128),
+    Task("derivative", "reasoning", "exact_match", 24, _derivative, 256, 128),
+    Task("birth-date", "extraction", "exact_match", 8, _birth_dates, 256, 128),
+)
+
+
+def _chat(question: str, answer: str) -> dict:
+    return {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question},
+                         {"role": "assistant", "content": answer}]}
+
+
+def splits(task: Task, seed: int = 0) -> Iterator[tuple[str, list[dict]]]:
+    """Shuffle a task's rows with its own seeded generator and cut train, then held-out rows."""
+    rng = random.Random(f"{task.name}:{seed}")
+    rows = task.rows(rng)
+    rng.shuffle(rows)
+    if len(rows) < task.n_train + task.n_eval:
+        raise SystemExit(f"{task.name}: {len(rows)} rows, fewer than {task.n_train} + {task.n_eval}")
+    yield "train", [_chat(*r) for r in rows[: task.n_train]]
+    yield "eval", [_chat(*r) for r in rows[task.n_train: task.n_train + task.n_eval]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=HERE / "data")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for task in TASKS:
+        for split, rows in splits(task):
+            path = args.out / f"{task.name}_{split}.jsonl"
+            path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+            print(f"{path}: {len(rows)} rows")
+
+
+if __name__ == "__main__":
+    main()
