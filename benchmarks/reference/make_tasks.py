@@ -122,13 +122,13 @@ def _birth_dates(rng: random.Random) -> list[tuple[str, str]]:
 
 TASKS = (
     Task("iris", "classification", "accuracy", 6, _iris, 90, 60),
-    Task("afinn-polarity", "classification", "accuracy", 3, _afinn, 256, 128),
-    Task("country-alpha3", "knowledge", "exact_match", 4, _alpha3, 160, 89),
-    Task("country-spanish", "short_generation", "exact_match", 10, _spanish_names, 160, 96),
-    Task("roman-numerals", "arithmetic", "exact_match", 10, _roman, 256, 128),
-    Task("number-words", "short_generation", "rougeL", 24, _number_words, 256, 128),
-    Task("derivative", "reasoning", "exact_match", 24, _derivative, 256, 128),
-    Task("birth-date", "extraction", "exact_match", 8, _birth_dates, 256, 128),
+    Task("afinn-polarity", "classification", "accuracy", 3, _afinn, 256, 80),
+    Task("country-alpha3", "knowledge", "exact_match", 4, _alpha3, 160, 80),
+    Task("country-spanish", "short_generation", "exact_match", 10, _spanish_names, 160, 80),
+    Task("roman-numerals", "arithmetic", "exact_match", 10, _roman, 256, 80),
+    Task("number-words", "short_generation", "rougeL", 24, _number_words, 256, 80),
+    Task("derivative", "reasoning", "exact_match", 24, _derivative, 256, 80),
+    Task("birth-date", "extraction", "exact_match", 8, _birth_dates, 256, 80),
 )
 
 
