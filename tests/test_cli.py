@@ -90,3 +90,15 @@ def test_status_and_analyze_of_a_store_without_a_study(tmp_path: Path, capsys) -
     assert json.loads(capsys.readouterr().out)["trials"] == []
     assert main(["analyze", str(tmp_path / "empty.db")]) == 2
     assert "holds no study" in capsys.readouterr().err
+
+
+def test_tune_help_names_the_default_rule_the_code_uses(capsys) -> None:
+    import yaml
+
+    from tunescout.study.tune import DEFAULT_STOPPING
+
+    with pytest.raises(SystemExit):
+        main(["tune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    default = text.split("(default ", 1)[1].split(")", 1)[0]
+    assert yaml.safe_load(default) == DEFAULT_STOPPING

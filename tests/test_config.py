@@ -57,6 +57,12 @@ def test_yaml_scientific_notation_without_dot_is_a_float() -> None:
         ({}, ["max_length=256", "max_tokens_per_row=128"],
          r"max_tokens_per_row \(128\) is less than max_length \(256\)"),
         ({}, ["dtype=float16"], r"dtype: float16 is not supported: .*gradient scaler.*use bfloat16"),
+        ({"epochs": float("inf")}, [], r"epochs: must be a finite number, got inf"),
+        ({}, ["learning_rate=.nan"], r"learning_rate: must be a finite number"),
+        ({}, ["betas=[0.9, .inf]"], r"betas\[1\]: must be a finite number"),
+        ({}, ["max_steps=.inf"], r"max_steps: expected int \| None, got inf"),
+        ({"chat_template": "{% for m in messages %}{{ m.content }"}, [],
+         r"chat_template: not a valid Jinja template \(line 1: "),
     ],
 )
 def test_config_errors_name_the_key(raw: dict, overrides: list[str], message: str) -> None:
@@ -67,7 +73,9 @@ def test_config_errors_name_the_key(raw: dict, overrides: list[str], message: st
 def test_refusals_hold_for_direct_construction_and_their_valid_neighbours_load() -> None:
     """The checks live in ``__post_init__``, so a config built in code is refused like a YAML one."""
     for kwargs, key in (({"grad_clip": 0.0}, "grad_clip"), ({"dtype": "float16"}, "dtype"),
-                        ({"max_length": 64, "max_tokens_per_row": 32}, "max_tokens_per_row")):
+                        ({"max_length": 64, "max_tokens_per_row": 32}, "max_tokens_per_row"),
+                        ({"learning_rate": float("nan")}, "learning_rate"), ({"epochs": float("inf")}, "epochs"),
+                        ({"betas": (0.9, float("nan"))}, "betas")):
         with pytest.raises(ConfigError, match=key):
             TrainConfig(**kwargs)
     assert build_config({}, ["grad_clip=null"]).grad_clip is None  # null is how clipping is turned off

@@ -22,8 +22,16 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    # Library progress bars and advice would garble our own progress display.
+    # Library progress bars and advice would garble our own progress display, and flood a log
+    # file (a bar redraws as a new line where stderr is not a terminal). -v lets them through.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not verbose:
+        import warnings
+
+        # tqdm reads TQDM_* defaults when it is imported: set before transformers imports it (the
+        # GGUF de-quantisation bar is a plain tqdm). Trials forked later inherit it.
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        warnings.filterwarnings("ignore", category=FutureWarning)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -76,9 +84,26 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
         print(format_plan(plan_study(spec), build_rule(spec.stopping)))
         return 0
-    counts = run_sweep(spec)
+    counts = run_sweep(spec, retry_failed=args.retry_failed)
     print(json.dumps({"store": spec.store, "counts": counts}, indent=2))
-    return 0
+    return _report_failures(spec, args.study)
+
+
+def _report_failures(spec, study_yaml: str) -> int:
+    """Exit 1 with each failed trial and its reason when any failed (a sweep that ran but lost
+    trials must not look like success to a script or a scheduler), else 0."""
+    from tunescout.study.store import open_store
+
+    with open_store(spec.store, readonly=True) as store:
+        failed = store.trials(spec.name, status="failed")
+    if not failed:
+        return 0
+    print(f"{len(failed)} trial(s) failed:", file=sys.stderr)
+    for t in failed:
+        print(f"  {t['trial_id']} {t['method']} {t['dataset']} {json.dumps(t['hparams'])}: {t['reason']}",
+              file=sys.stderr)
+    print(f"fix the cause, then run them again: tunescout sweep {study_yaml} --retry-failed", file=sys.stderr)
+    return 1
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -167,7 +192,6 @@ def _cmd_rank(args: argparse.Namespace) -> int:
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
     import pandas as pd
-    import yaml
 
     from tunescout.analysis import (batch_lr_table, default_replay_rules, dynamics_correlations, promotion_agreement,
                                     replay_stopping, signal_directions, signals_advice, stacked_vs_phased,
@@ -175,12 +199,13 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from tunescout.study.export import store_tables
     from tunescout.study.store import open_store
 
+    rules = _rules_option(Path(args.rules).read_text(encoding="utf-8"), f"--rules {args.rules}", many=True) \
+        if args.rules else default_replay_rules()
     with open_store(args.store, readonly=True) as store:
         tables, spec = store_tables(store, args.study), store.study_spec(args.study)
     if spec is None:
         raise ValueError(f"{args.store}: the store holds no study (run `tunescout sweep STUDY.yaml` first)")
     t, r, tel = tables["trials"], tables["results"], tables["telemetry"]
-    rules = yaml.safe_load(Path(args.rules).read_text()) if args.rules else default_replay_rules()
     correlations = dynamics_correlations(tel, t, r, spec, window=args.window, rung=args.rung,
                                          only_completed=not args.all_statuses, n_boot=args.boot, seed=args.seed)
     directions = signal_directions(correlations)
@@ -217,6 +242,31 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rules_option(text: str, flag: str, many: bool = False):
+    """Stopping rules given on the command line (YAML: one mapping, or with ``many`` a list of
+    them), each checked by the code that builds it, so a typo is refused before any work."""
+    import yaml
+
+    from tunescout.config import ConfigError
+    from tunescout.study.stopping import build_rule
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{flag}: not valid YAML ({exc})".replace("\n", " ")) from None
+    rules = value if many else [value]
+    shape = "a YAML list of mappings such as [{rule: asha, rungs: [0.25]}]" if many else \
+        "a YAML mapping such as {rule: asha, mode: promote, rungs: [0.25], eta: 3}"
+    if not isinstance(rules, list) or not rules or not all(isinstance(r, dict) for r in rules):
+        raise ConfigError(f"{flag}: expected {shape}, got {value!r}")
+    for i, rule in enumerate(rules):
+        try:
+            build_rule(rule)
+        except (ConfigError, ValueError, TypeError) as exc:
+            raise ConfigError(f"{flag}{f' [{i}]' if many else ''}: {exc}") from None
+    return rules if many else rules[0]
+
+
 def _cmd_recommend(args: argparse.Namespace) -> int:
     import yaml
 
@@ -251,14 +301,12 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    import yaml
-
     from tunescout.study.tune import format_fates, tune
 
-    stopping = yaml.safe_load(args.stopping) if args.stopping else None
+    stopping = _rules_option(args.stopping, "--stopping") if args.stopping else None
     result = tune(args.model, args.method, args.train, args.eval, args.metric, args.out, source=args.source,
                   preset=args.preset, k=args.k, tau=args.tau, overrides=args.overrides, stopping=stopping,
-                  workers=args.workers, say=lambda m: log.info("%s", m))
+                  workers=args.workers, budget=args.budget, say=lambda m: log.info("%s", m))
     print(format_fates(result, args.metric))
     return 0 if result.best else 1
 
@@ -316,6 +364,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-trial", type=float, default=None, dest="cpus_per_trial",
                    help="CPU cores each trial holds and trains with")
     p.add_argument("--dry-run", action="store_true", help="print the trials and planned compute, run nothing")
+    p.add_argument("--retry-failed", action="store_true", dest="retry_failed",
+                   help="launch the trials recorded as failed again (from their checkpoints) once the cause is fixed")
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("status", help="progress of a study store")
@@ -385,8 +435,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=5, help="candidates to take from the ranking or the presets")
     p.add_argument("--tau", type=float, default=0.95, help="CBS coverage threshold")
     p.add_argument("--stopping", default=None,
-                   help="stopping rule as YAML (default {rule: dynamics, mode: promote, rungs: [0.25], eta: 3})")
+                   help="stopping rule as YAML (default {rule: asha, signal: val_loss, mode: promote, "
+                        "rungs: [0.25], eta: 3})")
     p.add_argument("--workers", type=int, default=None, help="trials at once")
+    p.add_argument("--budget", type=float, default=None,
+                   help="compute to spend: a fraction of the grid (0.1 = a tenth of running every ranked "
+                        "configuration to the end) or tokens (above 1); sets --k and the rungs")
     p.add_argument("--out", default="runs/tune", help="folder for the store, runs, best/ and the report")
     p.set_defaults(func=_cmd_tune)
 
@@ -406,27 +460,66 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tau", type=float, default=0.95)
     p.add_argument("--study", default=None, help="with --from a store: the study to rank when it holds several")
     p.set_defaults(func=_cmd_recommend)
+    for command in sub.choices.values():  # global flags also after the command (`tunescout sweep s.yaml -v`)
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="debug logging, library warnings and progress bars, tracebacks on error")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from tunescout.config import ConfigError
-    from tunescout.data.formats import DataError
-    from tunescout.train.rundir import RunDirLocked
+RESUME_HINTS = {"train": "continue it with the same command and --resume",
+                "sweep": "run the same command again to resume the study",
+                "tune": "run the same command again to resume it"}
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command. Every command ends with its result or a one-paragraph error (exit 2 for
+    bad input, 1 otherwise), never a traceback; ``-v`` adds the traceback for a bug report."""
     args = _build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
         return args.func(args)
-    except (ConfigError, DataError, ValueError, FileNotFoundError, RunDirLocked) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("interrupted (continue with --resume)", file=sys.stderr)
+        hint = RESUME_HINTS.get(args.command)
+        print("interrupted" + (f" ({hint})" if hint else ""), file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a message, not a traceback
+        message, code = _error_message(exc, args)
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {message}", file=sys.stderr)
+        return code
+
+
+def _error_message(exc: BaseException, args: argparse.Namespace) -> tuple[str, int]:
+    """What to tell the user about ``exc``, and the exit code: 2 for input the user can fix."""
+    import errno
+    import sqlite3
+
+    from tunescout.config import ConfigError
+    from tunescout.data.formats import DataError
+    from tunescout.train.rundir import RunDirLocked
+
+    if isinstance(exc, (ConfigError, DataError, ValueError, FileNotFoundError, RunDirLocked)):
+        return str(exc), 2
+    full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if full or getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL":
+        return (f"no space left on the device ({getattr(exc, 'filename', None) or exc}): free some space and run "
+                "the same command again; what was recorded before is kept"), 1
+    if isinstance(exc, sqlite3.DatabaseError):
+        where = getattr(args, "store", None) or getattr(args, "study", None) or "the study store"
+        return (f"{where}: the study store cannot be read ({exc}); the file is damaged or is not a tunescout "
+                "store. Restore it from a copy (`sqlite3 FILE .recover` may save what is left)"), 2
+    if isinstance(exc, OSError):
+        return str(exc), 1
+    if isinstance(exc, RecursionError):
+        return f"an input is nested too deeply to read ({exc})", 2
+    return (f"{type(exc).__name__}: {exc} (unexpected: please report it with the output of the same command "
+            "run with -v)"), 1
 
 
 if __name__ == "__main__":

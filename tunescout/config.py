@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 import yaml
 
-from tunescout.settings import ConfigError, as_number, did_you_mean, merge_nested, parse_overrides
+from tunescout.settings import (ConfigError, as_number, did_you_mean, merge_nested, parse_overrides,
+                                resolve_beside)
 
 __all__ = [
     "ConfigError",
@@ -60,7 +61,8 @@ class DataSource:
     """One training dataset: a local file/folder, or a hub id when ``hub: true``."""
 
     path: str
-    """JSONL, JSON, CSV or Parquet file, a folder saved by ``datasets``, or a hub id."""
+    """JSONL, JSON, CSV or Parquet file (the text ones also gzipped), a glob of such files, a
+    folder saved by ``datasets``, or a hub id."""
     phase: int | None = None
     """Phase number for ``strategy: phased`` (ignored when stacked)."""
     epochs: float | None = None
@@ -83,12 +85,16 @@ TooLong = Literal["truncate", "drop"]
 
 @dataclass
 class TrainConfig:
-    """Everything one training run needs. Defaults follow the SFT recipe (see MISSION.md)."""
+    """Everything one training run needs. Defaults follow the SFT recipe (``tunescout/presets/recipe.yaml``)."""
 
     model: str = ""
     """Model path, hub id, or a ``.gguf`` file."""
     tokenizer: str | None = None
     """Tokenizer path or hub id; defaults to ``model``."""
+    trust_remote_code: bool = False
+    """Let a model or tokenizer that ships its own Python code (an ``auto_map`` in its config, for
+    an architecture transformers has no class for) run it. Off, such a model is refused with an
+    error, and nothing is asked on stdin. Turn it on only for code you have read and trust."""
     method: Method = "full"
     """``full`` fine-tuning or ``lora``."""
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -199,6 +205,10 @@ class TrainConfig:
     """Groups runs in the trackers (MLflow experiment, W&B group); a study sets its name."""
 
     def __post_init__(self) -> None:
+        for name, value in vars(self).items():  # also when built in Python, where no YAML check ran
+            numbers = value if isinstance(value, (tuple, list)) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+                raise ConfigError(f"{name}: must be a finite number, got {value!r}")
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS and "/" not in self.attn_implementation:
             raise ConfigError(f"attn_implementation: must be one of {list(ATTN_IMPLEMENTATIONS)} or a Hub kernel id "
                               f"(org/name), got {self.attn_implementation!r}"
@@ -246,6 +256,8 @@ class TrainConfig:
                                   "both set the warmup; give one of them")
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.chat_template is not None:
+            _check_template(self.chat_template)
         if self.strategy == "phased" and any(d.phase is None for d in self.data):
             raise ConfigError("strategy: phased needs a `phase` on every data entry")
         if self.track:
@@ -264,6 +276,17 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (YAML/JSON-safe) of every field."""
         return dataclasses.asdict(self)
+
+
+def _check_template(template: str) -> None:
+    """A ``chat_template`` must compile as Jinja (as transformers renders it): a typo is refused
+    here, naming its line, and not at the first row of the data."""
+    import jinja2
+
+    try:
+        jinja2.Environment().parse(template)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(f"chat_template: not a valid Jinja template (line {exc.lineno}: {exc.message})") from None
 
 
 def _type_name(hint: Any) -> str:
@@ -393,11 +416,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is not None:
         base = Path(path).resolve().parent
         for source in [*config.data, *config.eval_data]:
-            candidate = base / source.path
-            if not source.hub and not Path(source.path).is_absolute() and candidate.exists():
-                source.path = str(candidate)
+            if not source.hub:
+                source.path = resolve_beside(source.path, base)
         for name in ("model", "tokenizer"):
             value = getattr(config, name)
-            if value and not Path(value).is_absolute() and (base / value).exists():
-                setattr(config, name, str(base / value))
+            if value:
+                setattr(config, name, resolve_beside(value, base))
     return config

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,14 +29,31 @@ def _generation_settings(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _check_output(path: str | None, flag: str) -> None:
+    """Refuse an output path that cannot be written before the evaluation runs, not after it."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{flag} {path}: is a folder; give the path of a file to write")
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise ValueError(f"{flag} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{flag} {path}: the folder {folder} is not writable")
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from tunescout.evaluate.run import EvalArgs, evaluate_model, format_eval
+
+    _check_output(args.predictions, "--predictions")
+    _check_output(args.out, "-o")
 
     tasks = [t.strip() for t in (args.tasks or "").split(",") if t.strip()]
     config = EvalArgs(data=args.data, metric=args.metric, limit=args.limit, max_new_tokens=args.max_new_tokens,
                       batch_size=args.batch_size, generation=_generation_settings(args.gen), max_length=args.max_length,
                       tasks=tasks, num_fewshot=args.num_fewshot, include_path=args.include_path, base=args.base,
-                      device=args.device, dtype=args.dtype, seed=args.seed)
+                      device=args.device, dtype=args.dtype, seed=args.seed, trust_remote_code=args.trust_remote_code)
     try:
         doc = evaluate_model(args.model, config, predictions=args.predictions)
     except ImportError as exc:
@@ -71,6 +89,9 @@ def add_eval_command(sub: Any) -> None:
     p.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples per harness prompt")
     p.add_argument("--include-path", default=None, help="folder of extra harness task YAMLs")
     p.add_argument("--base", default=None, help="base model of an adapter, instead of the one it records")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let a model that ships its own Python code (an `auto_map` in its config) run it; "
+                        "off, such a model is refused. Only for code you have read and trust")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--seed", type=int, default=0, help="seed for sampling (with --gen do_sample=true)")

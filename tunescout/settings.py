@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import copy
 import difflib
+import glob
+import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 __all__ = ["ConfigError", "as_number", "did_you_mean", "flatten_dotted", "merge_nested", "nest_dotted",
-           "parse_overrides"]
+           "parse_overrides", "resolve_beside"]
 
 
 class ConfigError(ValueError):
@@ -95,13 +98,29 @@ def merge_nested(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def as_number(key: str, value: Any) -> float:
-    """``value`` as a float, or a ConfigError naming ``key``. A string is parsed: YAML 1.1 reads
-    ``1e-5`` (no dot) as one."""
+    """``value`` as a finite float, or a ConfigError naming ``key``. A string is parsed: YAML 1.1
+    reads ``1e-5`` (no dot) as one. NaN and infinity are refused: YAML spells them ``.nan`` and
+    ``.inf``, and no setting means anything by them (``epochs: .inf`` would plan forever)."""
+    number = None
     if isinstance(value, str):
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    if number is None:
         raise ConfigError(f"{key}: expected a number, got {value!r}")
-    return float(value)
+    if not math.isfinite(number):
+        raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+    return number
+
+
+def resolve_beside(path: str, base: Path) -> str:
+    """A relative path from a YAML file, resolved against the YAML's folder ``base`` when something
+    is there (a file, a folder, or files a glob pattern matches); otherwise as given (a hub id,
+    ``builtin:NAME``, or a path relative to the working directory)."""
+    candidate = base / path
+    if Path(path).is_absolute() or not (candidate.exists() or glob.glob(str(candidate), recursive=True)):
+        return path
+    return str(candidate)

@@ -383,3 +383,15 @@ def test_replays_and_correlations_say_when_they_only_see_survivors() -> None:
     assert "this study ran with stopping rule" in note and "1 trials" in note and "`stopping: none`" in note
     corr = dynamics_correlations(telemetry, trials, results, spec, n_boot=20)
     assert "These correlations use only the trials that ran to the end" in corr.attrs["note"]
+
+
+@pytest.mark.parametrize("mode", ["async", "promote"])
+def test_trials_shorter_than_min_steps_replay_as_they_run(mode: str) -> None:
+    """Two steps of 50 samples, a rule that averages over 3: in a sweep such trials never pause
+    or get judged at the rung and train to their end; the replay must say the same (it raised
+    StopIteration, which ended `tune`, `analyze` and `report`)."""
+    trials, telemetry, results = make_tables(four({"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.6}), batch=50)
+    rule = {"rule": "dynamics", "mode": mode, "rungs": [0.25], "eta": 2, "min_steps": 3}
+    replay = replay_stopping(telemetry, trials, results, SPEC, [rule])
+    cohort = replay.cohorts.iloc[0]
+    assert cohort["n_stopped"] == 0 and cohort["token_fraction"] == pytest.approx(1.0) and cohort["best_kept"]

@@ -398,3 +398,43 @@ def test_a_driver_killed_while_trials_wait_at_a_rung_decides_the_same(promoted: 
     assert got == want  # the same trial ids (same study, same data) and the same decisions
     for tid in paused:  # a paused trial was not trained again to reach its rung
         assert trials[tid]["attempts"] == (2 if trials[tid]["status"] == "completed" else 1)
+
+
+def test_failed_trials_exit_nonzero_with_a_summary_and_retry_once_fixed(tiny_model_dir: Path, tmp_path: Path,
+                                                                       capsys, caplog) -> None:
+    """A sweep that lost trials says which and why and exits 1; after the cause is fixed (here the
+    model's weights), `--retry-failed` runs them again and they complete."""
+    caplog.set_level("INFO", logger="tunescout.study")
+    broken = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = sorted(broken.glob("*.safetensors"))
+    good = [w.read_bytes() for w in weights]
+    for w in weights:
+        w.write_bytes(b"not a safetensors file")
+    path = _write_study(tmp_path, broken, "  learning_rate: [1.0e-3]\n",
+                        fixed="{max_steps: 2, batch_size: 8, max_length: 64, max_tokens_per_micro_batch: 256}")
+    assert main(["sweep", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "2 trial(s) failed:" in err and "--retry-failed" in err
+    assert main(["sweep", str(path)]) == 1  # a plain rerun keeps them failed: the cause may still be there
+    assert any("2 failed trials kept as failed" in r.getMessage() for r in caplog.records)
+    for w, data in zip(weights, good):
+        w.write_bytes(data)
+    assert main(["sweep", str(path), "--retry-failed"]) == 0
+    trials = _store(tmp_path / "test-study.db").trials()
+    assert {t["status"] for t in trials} == {"completed"} and all(t["attempts"] >= 2 for t in trials)
+
+
+def test_a_running_sweep_says_where_it_stands(tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    import tunescout.study.sweep as sweep
+
+    monkeypatch.setattr(sweep, "PROGRESS_EVERY_S", 0.0)  # every driver tick instead of every 30 s
+    path = _write_study(tmp_path, tiny_model_dir, "  learning_rate: [1.0e-3]\n",
+                        fixed="{max_steps: 3, batch_size: 4, max_length: 64, max_tokens_per_micro_batch: 256}")
+    spec = load_study(path)
+    spec.datasets = spec.datasets[:1]
+    messages: list[str] = []
+    run_sweep(spec, on_event=messages.append)
+    lines = [m for m in messages if m.startswith("progress: ")]
+    assert lines and "0/1 trials done" in lines[0] and "1 running" in lines[-1] or "1 pending" in lines[0]
+    assert all("tokens trained" in m and "of the grid" in m for m in lines)

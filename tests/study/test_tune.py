@@ -110,3 +110,56 @@ def test_candidates_from_a_study_store_use_completed_scores_and_its_training_set
     assert fixed == {"epochs": 3, "max_length": 256}  # the source's own eval points and outputs stay behind
     with pytest.raises(ConfigError, match="ranks no full configurations"):
         candidate_configs("m", "full", source=str(tmp_path / "old.db"))
+
+
+def test_a_budget_picks_k_and_rungs_and_the_plan_is_said_before_training(tiny_model_dir: Path, task,
+                                                                        tmp_path: Path, caplog) -> None:
+    caplog.set_level("INFO", logger="tunescout")
+    out = tmp_path / "tune"
+    args = ["tune", "--model", str(tiny_model_dir), "--method", "lora", "--train", str(task[0]), "--eval",
+            str(task[1]), "--metric", "accuracy", "--from", str(_table(tmp_path / "grid.csv")), "--budget", "0.6",
+            "--out", str(out), *SMALL]
+    assert main(args) == 0
+    messages = [r.getMessage() for r in caplog.records]
+    plan = next(i for i, m in enumerate(messages) if m.startswith("plan: "))
+    first = next(i for i, m in enumerate(messages) if m.startswith("start t"))
+    assert plan < first and "of the 3-configuration grid; budget 0.6" in messages[plan]
+    # 0.6 x 3 = 1.8 runs: k=3 at rungs [0.1, 0.25] (eta 3) costs 0.3 + 0.15 + 0.75 = 1.2; at [0.25] 0.75 + 0.75 = 1.5
+    assert "3 candidates" in messages[plan] and "'rungs': [0.25]" in messages[plan]
+    with open_store(out / "tune.db", readonly=True) as store:
+        assert len(store.trials()) == 3
+    from peft import AutoPeftModelForCausalLM
+
+    assert AutoPeftModelForCausalLM.from_pretrained(out / "best") is not None  # loads on its own
+    page = (out / "report.html").read_text()
+    assert "Winner: trial t" in page and str(out / "best") in page
+
+
+def test_plan_budget_fits_the_most_candidates_and_never_less_than_the_winners_run() -> None:
+    from tunescout.study.tune import plan_budget
+
+    assert (lambda p: (p.k, p.rungs))(plan_budget(8, 2.4)) == (8, [0.1, 0.25])  # 0.8 + 0.45 + 0.75 = 2.0
+    # 1.5 runs: [0.25] fits 3 (0.75 + 0.75); [0.1, 0.25] fits 4 (0.4 + 0.3 + 0.75 = 1.45; 5 cost 1.55)
+    assert (lambda p: (p.k, p.rungs))(plan_budget(8, 1.5)) == (4, [0.1, 0.25])
+    small = plan_budget(8, 0.8)
+    assert small.k == 1 and small.rungs == [] and "less than one full run" in small.note
+    assert plan_budget(3, 100).k == 3
+
+
+def test_candidates_fit_the_dataset_and_fewer_than_k_says_why(tiny_model_dir: Path, caplog) -> None:
+    from tunescout.study.tune import fit_to_dataset
+
+    notes: list[str] = []
+    fitted = fit_to_dataset([("p1", {"batch_size": 3840, "learning_rate": 2e-5}),
+                             ("p2", {"batch_size": 7680, "learning_rate": 2e-5}),
+                             ("p3", {"learning_rate": 1e-4})], {}, 64, notes.append)
+    assert fitted == [("p1", {"batch_size": 64, "learning_rate": 2e-5}), ("p3", {"batch_size": 64, "learning_rate": 1e-4})]
+    assert "batch_size 3840 is larger than the 64 training rows" in notes[0] and "run once" in notes[2]
+    said: list[str] = []
+    found, _ = candidate_configs(str(tiny_model_dir), "lora", k=4, say=said.append)  # a folder named *llama*
+    assert len(found) == 1 and "--k 4: 1 candidate(s), the shipped lora presets for llama models" in said[0]
+    assert "preset cbs-llama3-8b-lora was made for llama models of 8B" in said[1] and "M parameters" in said[1]
+    said.clear()
+    candidate_configs(str(tiny_model_dir), "lora", preset="cbs-mistral-7b-lora", k=3, say=said.append)
+    assert "one candidate, the preset cbs-mistral-7b-lora given" in said[0]
+    assert "made for mistral models of 7B" in said[1]

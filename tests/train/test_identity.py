@@ -47,7 +47,7 @@ def test_non_result_keys_are_fields_and_left_out(data_file: Path) -> None:
     for key in NON_RESULT_KEYS:  # changing a left-out key keeps the hash
         value = {"output_dir": "elsewhere", "progress": False, "checkpoint_every": 7, "save_model": False,
                  "merge_lora": True, "eval_every": 3, "eval_at_samples": [16], "track": ["tensorboard"],
-                 "track_group": "a-study"}[key]
+                 "track_group": "a-study", "trust_remote_code": True}[key]
         assert config_hash(run_identity(dataclasses.replace(config, **{key: value}))) == config_hash(identity)
     for key, value in (("epochs", 2.0), ("max_length", 512), ("learning_rate", 1e-4), ("seed", 1),
                        ("dtype", "bfloat16"), ("max_tokens_per_micro_batch", 4096)):

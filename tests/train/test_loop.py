@@ -273,3 +273,39 @@ def test_packing_shape_follows_kernel_and_device(device, attn, settings, expecte
     from tunescout.train.setup import packing_shape
 
     assert packing_shape(TrainConfig(**settings), attn, torch.device(device)) == expected
+
+
+def test_a_dead_run_is_recorded_diverged_not_completed(tiny_model_dir, data_files, tmp_path) -> None:
+    """At a learning rate of 1e6 the weights saturate after one step: the loss is finite but the
+    gradient norm is exactly 0 from then on (and the loss sits at ln(vocabulary)). It must not
+    train on to be recorded ``completed``."""
+    result = train(_config(tiny_model_dir, data_files, tmp_path / "run", learning_rate=1e6, max_steps=40))
+    assert result.status == "diverged", result
+    assert result.reason.startswith("dead run:") and result.steps < 40
+    records = read_telemetry(tmp_path / "run" / "telemetry.jsonl")
+    assert all(math.isfinite(r["loss"]) for r in records)
+
+
+def test_health_watch_tells_dead_from_a_fresh_model() -> None:
+    from tunescout.train.health import HealthWatch
+
+    uniform = math.log(100)
+    fresh = HealthWatch(vocab_size=100)  # near ln(V) but moving: learning
+    assert all(fresh.check(s, uniform - 0.01 * s, 1.0) is None for s in range(1, 20))
+    flat = HealthWatch(vocab_size=100)
+    verdicts = [flat.check(s, uniform, 0.5) for s in range(1, 6)]
+    assert verdicts[:4] == [None] * 4 and "ln(vocabulary)" in verdicts[4]
+    zero = HealthWatch()
+    assert [zero.check(s, 2.0, 0.0) is None for s in range(1, 6)] == [True] * 4 + [False]
+    assert HealthWatch().check(1, float("nan"), 1.0).startswith("non-finite")
+
+
+def test_resuming_a_finished_run_keeps_its_totals(tiny_model_dir, data_files, tmp_path) -> None:
+    cfg = _config(tiny_model_dir, data_files, tmp_path / "run", max_steps=4, checkpoint_every=2)
+    first = train(cfg)
+    again = train(cfg, resume=True)
+    assert again.status == "completed"
+    for key in ("steps", "samples", "tokens", "total_steps", "final_loss"):
+        assert getattr(again, key) == getattr(first, key), key
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["steps"] == 4 and saved["tokens"] == first.tokens and saved["final_loss"] == first.final_loss

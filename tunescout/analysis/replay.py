@@ -135,6 +135,8 @@ def _simulate_promote(rule: StoppingRule, ids: Sequence[str], recs: Mapping[str,
         cut, progress = {}, []
         for t in alive:
             point = judge_samples(recs[t], rung_samples(fraction, planned[t]), getattr(rule, "min_steps", 1))
+            if point is None:  # fewer steps than the rule averages over: as in a sweep, it never
+                continue       # pauses at this rung, is not ranked there, and trains to its end
             k = next(i for i, r in enumerate(recs[t]) if r["samples"] == point)
             cut[t] = k
             tel = recs[t][:k + 1]

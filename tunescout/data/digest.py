@@ -7,15 +7,22 @@ the resolved path, size and ``st_mtime_ns``; any change to the file misses the c
 keeps the :data:`MAX_ENTRIES` paths hashed last: without a bound it grew by every temporary data
 file ever digested (a test suite leaves thousands), and each miss re-reads and rewrites it whole.
 An evicted file only costs a re-hash.
+
+A glob data path (``data/part-*.jsonl``) digests every file it expands to, by name (relative to
+the pattern's fixed folder, so moving a study folder keeps its trials) and cached digest: adding,
+removing, renaming or editing a part gives new trials.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import tempfile
 from pathlib import Path
+
+from tunescout.data.formats import expand_glob, is_glob
 
 __all__ = ["file_digest"]
 
@@ -66,12 +73,27 @@ def _stamp(path: Path) -> str:
     return hashlib.sha1("|".join(parts).encode()).hexdigest()
 
 
+def _glob_digest(pattern: str) -> str:
+    """``sha256:<hex>`` over the names and digests of the files a glob expands to, in sorted order."""
+    matches = expand_glob(pattern)
+    if not matches:
+        raise FileNotFoundError(f"no data files match {pattern}")
+    root = Path(*itertools.takewhile(lambda part: not is_glob(part), Path(pattern).parts))
+    digest = hashlib.sha256()
+    for match in matches:
+        digest.update(f"{os.path.relpath(match, root)}\0{file_digest(match)}\n".encode())
+    return "sha256:" + digest.hexdigest()
+
+
 def file_digest(path: str | Path) -> str:
-    """``sha256:<hex>`` of a file's bytes (or of every file of a folder, with their names).
+    """``sha256:<hex>`` of a file's bytes (or of every file of a folder, with their names; or of
+    every file a glob pattern expands to, with their names).
 
     Raises:
-        FileNotFoundError: nothing at ``path``.
+        FileNotFoundError: nothing at ``path`` (or a glob matching nothing).
     """
+    if not Path(path).exists() and is_glob(str(path)):
+        return _glob_digest(str(path))
     path = Path(path).resolve()
     if not path.exists():
         raise FileNotFoundError(f"data file not found: {path}")

@@ -68,6 +68,9 @@ class EvalArgs:
     """A folder of extra harness task YAMLs."""
     base: str | None = None
     """The base model of an adapter, instead of the one it records."""
+    trust_remote_code: bool = False
+    """Let a model or tokenizer that ships its own Python code run it (``--trust-remote-code``);
+    off, such a model is refused with an error saying so, and nothing is asked on stdin."""
     device: str = "auto"
     dtype: str = "auto"
     seed: int = 0
@@ -101,6 +104,21 @@ def _read_rows(args: EvalArgs) -> list:
 DEFAULT_MAX_LENGTH = 2048
 
 
+def _read_mapping(file: Path, parse: Any, errors: tuple[type[Exception], ...]) -> dict[str, Any]:
+    """A run directory's record as a mapping; a damaged one is an error naming it, not a traceback."""
+    try:
+        data = parse(file.read_text(encoding="utf-8")) or {}
+    except (UnicodeDecodeError, *errors) as exc:
+        raise _unreadable(file, f"{type(exc).__name__}: {str(exc).strip().partition(chr(10))[0]}") from None
+    if not isinstance(data, dict):
+        raise _unreadable(file, "not a mapping")
+    return data
+
+
+def _unreadable(file: Path, why: str) -> ValueError:
+    return ValueError(f"{file}: unreadable run record ({why}); is this a tunescout run directory?")
+
+
 @dataclass(frozen=True)
 class _RunSettings:
     """What a run directory trained with, as far as scoring it again depends on it."""
@@ -121,10 +139,12 @@ class _RunSettings:
         folder = Path(model_path)
         if not (folder / "config.yaml").is_file() or (folder / "config.json").exists():
             return cls()
-        config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+        config = _read_mapping(folder / "config.yaml", yaml.safe_load, (yaml.YAMLError,))
         resolved = {}
         if (folder / "run.json").is_file():
-            resolved = json.loads((folder / "run.json").read_text()).get("resolved") or {}
+            resolved = _read_mapping(folder / "run.json", json.loads, (ValueError,)).get("resolved") or {}
+            if not isinstance(resolved, dict):
+                raise _unreadable(folder / "run.json", "`resolved` is not a mapping")
         defaults = cls()
         return cls(**{k: config.get(k, getattr(defaults, k)) for k in
                       ("max_length", "train_on", "too_long", "chat_template", "method", "mixed_precision")},
@@ -166,7 +186,9 @@ def evaluate_model(model_path: str, args: EvalArgs, predictions: str | Path | No
         "config": {...}, "loaded": {...}}`` (``harness`` only with tasks).
 
     Raises:
-        ValueError: bad arguments, a folder that is not a model, unknown harness tasks.
+        ValueError: bad arguments, a folder that is not a model, unknown harness tasks, a model
+            that would run code (its own without ``trust_remote_code``, or pickled weights), a
+            ``.gguf`` file that is not a complete one, an adapter whose base model is missing.
         DataError: a data row that has no reference answer (file and line named).
         ImportError: harness tasks without lm-eval installed (with the install hint).
     """
@@ -179,7 +201,8 @@ def evaluate_model(model_path: str, args: EvalArgs, predictions: str | Path | No
     max_length = args.max_length or run.max_length
     device = resolve_device(args.device)
     dtype, autocast = run.numerics(args, device)
-    model, tokenizer, loaded = load_pretrained(model_path, base=args.base, dtype=dtype, device=device)
+    model, tokenizer, loaded = load_pretrained(model_path, base=args.base, dtype=dtype, device=device,
+                                               trust_remote_code=args.trust_remote_code)
     if run.chat_template or any(ex.kind == "messages" for ex in rows):
         ensure_chat_template(tokenizer, run.chat_template)  # as training does for chat rows
     metrics: dict[str, float | None] = {}

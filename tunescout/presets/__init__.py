@@ -30,6 +30,20 @@ class Preset:
     provenance: str
     source: str = ""
     file: str = field(default="", compare=False)
+    size: str = ""
+    """Parameter count of the models it was found on: ``8B``, or a range ``3B-8B``."""
+
+    def size_range(self) -> tuple[float, float] | None:
+        """``size`` in parameters, ``(low, high)``; None when the preset does not say."""
+        parts = [_parameters(x) for x in self.size.split("-")] if self.size else []
+        return (parts[0], parts[-1]) if parts else None
+
+
+def _parameters(text: str) -> float:
+    """``"135M"`` -> 1.35e8, ``"8B"`` -> 8e9."""
+    scale = {"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
+    text = text.strip().upper()
+    return float(text[:-1]) * scale[text[-1]] if text and text[-1] in scale else float(text)
 
 
 def load_presets(folder: Path = HERE) -> list[Preset]:
@@ -39,7 +53,7 @@ def load_presets(folder: Path = HERE) -> list[Preset]:
         raw = yaml.safe_load(path.read_text())
         for p in raw["presets"]:
             out.append(Preset(p["name"], tuple(p["families"]), p["method"], dict(p["config"]),
-                              p["provenance"], raw.get("source", ""), path.name))
+                              p["provenance"], raw.get("source", ""), path.name, str(p.get("size", ""))))
     return out
 
 

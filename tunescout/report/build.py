@@ -83,20 +83,22 @@ def _sections(data: StudyData) -> list[Section]:
     return out
 
 
-def render_report(data: StudyData) -> str:
-    """The report of a loaded study as one HTML string."""
+def render_report(data: StudyData, headline: str | None = None) -> str:
+    """The report of a loaded study as one HTML string (``headline``: a first section of its own)."""
     env = Environment(loader=PackageLoader("tunescout.report", "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     template = env.get_template("report.html.j2")
     return template.render(
-        study=data.name, sections=_sections(data), plotly_js=get_plotlyjs(),
+        study=data.name, plotly_js=get_plotlyjs(),
+        sections=([Section("result", "Result", "", [Block("note", text=headline)])] if headline else [])
+        + _sections(data),
         generated=_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         versions=f"tunescout {tunescout.__version__}, plotly {plotly.__version__}",
         params=f"τ = {data.tau:g}, early window = {data.window:.0%}, top = {data.top}")
 
 
 def build_report(store_path: str | Path, out_path: str | Path, *, tau: float = 0.95, window: float = 0.1,
-                 top: int = 5, study: str | None = None) -> Path:
+                 top: int = 5, study: str | None = None, headline: str | None = None) -> Path:
     """Write the HTML report of a study store.
 
     Args:
@@ -106,6 +108,8 @@ def build_report(store_path: str | Path, out_path: str | Path, *, tau: float = 0
         window: early window for the dynamics analysis, as a fraction of planned samples.
         top: configurations recommended per model × method.
         study: which study of the store (None: its only one).
+        headline: what the study decided, shown first (``tune``: the winner, its score and where
+            its model is).
 
     Returns:
         The path written.
@@ -121,7 +125,7 @@ def build_report(store_path: str | Path, out_path: str | Path, *, tau: float = 0
         raise ValueError(f"window must be in (0, 1], got {window}")
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
-    page = render_report(load_study(store_path, tau=tau, window=window, top=top, study=study))
+    page = render_report(load_study(store_path, tau=tau, window=window, top=top, study=study), headline)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")

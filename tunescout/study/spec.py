@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tunescout.config import ConfigError, TrainConfig, build_config, read_yaml_mapping
-from tunescout.settings import did_you_mean, flatten_dotted, nest_dotted
+from tunescout.settings import did_you_mean, flatten_dotted, nest_dotted, resolve_beside
 from tunescout.study.keys import COHORT, DEFAULT_METRIC, dataset_metric
 from tunescout.train.identity import config_hash, run_identity
 
@@ -100,9 +102,51 @@ def _check_keys(raw: dict[str, Any], allowed: tuple[str, ...], where: str) -> No
             raise ConfigError(f"{where}: unknown key `{key}`{did_you_mean(str(key), allowed)}")
 
 
-def _resolve(path: str, base: Path) -> str:
-    candidate = base / path
-    return str(candidate) if not Path(path).is_absolute() and candidate.exists() else path
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""A study's name: it names the store file and the trials' run folders, so never a path."""
+
+
+def _check_name(name: Any, where: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
+        raise ConfigError(f"{where}: `name` must be a string of letters, digits, '.', '_' or '-' (at most 128, "
+                          f"starting with a letter or digit, no '..'), got {name!r}: it names the store file "
+                          f"and run folders, so it may not be a path")
+    return name
+
+
+def _expect(raw: dict[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
+    """``raw[key]`` if it is a ``kind`` (a YAML list or mapping), else a ConfigError naming the key:
+    a string where a list belongs would otherwise be iterated character by character."""
+    value = raw.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, kind):
+        shape = "a list" if kind is list else "a mapping"
+        raise ConfigError(f"{where}: `{key}` must be {shape}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _dataset_spec(raw: Any, i: int, base: Path, where: str) -> DatasetSpec:
+    """One ``datasets`` entry, every field type-checked (the eval settings are used only after a
+    trial has trained, so a bad one must fail here, before any trial launches)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: datasets[{i}] must be a mapping with `name`, `train` and `eval`")
+    at = f"{where}: datasets[{i}]"
+    _check_keys(raw, DATASET_KEYS, at)
+    if not all(k in raw for k in ("name", "train", "eval")):
+        raise ConfigError(f"{at} needs `name`, `train` and `eval`")
+    for key in ("name", "train", "eval"):
+        if not isinstance(raw[key], str) or not raw[key]:
+            raise ConfigError(f"{at}.{key}: expected a non-empty string, got {raw[key]!r}")
+    if raw.get("task_type") is not None and not isinstance(raw["task_type"], str):
+        raise ConfigError(f"{at}.task_type: expected a string, got {raw['task_type']!r}")
+    for key, optional in (("max_new_tokens", False), ("eval_limit", True)):
+        value = raw.get(key)
+        if key in raw and not (optional and value is None) and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{at}.{key}: expected a positive integer{' or null' if optional else ''}, "
+                              f"got {value!r}")
+    return DatasetSpec(**{**raw, **{k: resolve_beside(raw[k], base) for k in ("train", "eval")}})
 
 
 def load_study(path: str | Path) -> StudySpec:
@@ -115,25 +159,27 @@ def load_study(path: str | Path) -> StudySpec:
     raw = read_yaml_mapping(path, "study")
     _check_keys(raw, STUDY_KEYS, str(path))
     base = path.resolve().parent
+    where = str(path)
     for key in ("name", "models", "datasets"):
-        if not raw.get(key):
+        if raw.get(key) is None or raw.get(key) == [] or raw.get(key) == "":
             raise ConfigError(f"{path}: `{key}` is required")
-    datasets = []
-    for i, d in enumerate(raw["datasets"]):
-        if not isinstance(d, dict):
-            raise ConfigError(f"{path}: datasets[{i}] must be a mapping with `name`, `train` and `eval`")
-        _check_keys(d, DATASET_KEYS, f"{path}: datasets[{i}]")
-        if not all(k in d for k in ("name", "train", "eval")):
-            raise ConfigError(f"{path}: datasets[{i}] needs `name`, `train` and `eval`")
-        datasets.append(DatasetSpec(**{**d, "train": _resolve(d["train"], base), "eval": _resolve(d["eval"], base)}))
+    name = _check_name(raw["name"], where)
+    models = _expect(raw, "models", list, [], where)
+    if not models or not all(isinstance(m, str) and m for m in models):
+        raise ConfigError(f"{path}: `models` must be a non-empty list of model paths or names, got {models!r}")
+    methods = _expect(raw, "methods", list, ["full"], where)
+    if not methods:
+        raise ConfigError(f"{path}: `methods` is empty; give at least one of ['full', 'lora']")
+    store = raw.get("store", f"{name}.db")
+    if not isinstance(store, str) or not store:
+        raise ConfigError(f"{path}: `store` must be a file path, got {store!r}")
     spec = StudySpec(
-        name=raw["name"], models=[_resolve(m, base) for m in raw["models"]], datasets=datasets,
-        methods=raw.get("methods", ["full"]), grid=raw.get("grid") or {}, configs=raw.get("configs") or [],
-        fixed=raw.get("fixed") or {},
-        seeds=raw.get("seeds", [0]), stopping=raw.get("stopping") or {"rule": "none"},
-        budget=raw.get("budget") or {},
-        store=str(base / raw.get("store", f"{raw['name']}.db")),
-        executor=raw.get("executor") or {},
+        name=name, models=[resolve_beside(m, base) for m in models],
+        datasets=[_dataset_spec(d, i, base, where) for i, d in enumerate(_expect(raw, "datasets", list, [], where))],
+        methods=methods, grid=_expect(raw, "grid", dict, {}, where), configs=_expect(raw, "configs", list, [], where),
+        fixed=_expect(raw, "fixed", dict, {}, where), seeds=raw.get("seeds", [0]),
+        stopping=raw.get("stopping") or {"rule": "none"}, budget=raw.get("budget") or {},
+        store=str(base / store), executor=_expect(raw, "executor", dict, {}, where),
     )
     if raw.get("storage") and raw.get("runs_dir"):
         raise ConfigError(f"{path}: `storage` and `runs_dir` name the same folder; give one")
@@ -153,7 +199,7 @@ def validate(spec: StudySpec) -> None:
         raise ConfigError(f"budget: expected a mapping such as {{tokens: 1.0e+9}}, got {spec.budget!r}")
     _check_keys(spec.budget, BUDGET_KEYS, "budget")
     for key, value in spec.budget.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
             raise ConfigError(f"budget.{key}: expected a positive number, got {value!r}")
     if not isinstance(spec.seeds, list) or not spec.seeds or \
             not all(isinstance(s, int) and not isinstance(s, bool) for s in spec.seeds):
@@ -177,6 +223,9 @@ def validate(spec: StudySpec) -> None:
         raise ConfigError(f"configs: expected a list of mappings of train settings, got {spec.configs!r}")
     if spec.configs and spec.grid:
         raise ConfigError("a study takes a `grid` or a list of `configs`, not both")
+    _check_name(spec.name, "study")
+    if not isinstance(spec.methods, list) or not spec.methods:
+        raise ConfigError(f"methods: expected a non-empty list of ['full', 'lora'], got {spec.methods!r}")
     for method in spec.methods:
         if method not in ("full", "lora"):
             raise ConfigError(f"methods: {method!r} is not one of ['full', 'lora']")

@@ -188,6 +188,15 @@ class SQLiteStore:
                             args)  # the old rule's decisions
         return ids
 
+    def requeue_failed(self, study: str) -> list[str]:
+        where, args = self._where(study, False)
+        with self._tx():
+            ids = [r[0] for r in self.db.execute(
+                f"SELECT trial_id FROM trials t WHERE {where} AND status = 'failed' ORDER BY rowid", args)]
+            self.db.executemany("UPDATE trials SET status='pending', reason='retried; it had failed: ' || reason, "
+                                "finished_at=NULL WHERE trial_id=?", [(t,) for t in ids])
+        return ids
+
     def _transition(self, trial_id: str, to: str) -> sqlite3.Row:
         row = self.db.execute("SELECT status, attempts FROM trials WHERE trial_id=?", (trial_id,)).fetchone()
         if row is None:

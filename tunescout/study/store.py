@@ -43,10 +43,12 @@ STATUSES = ("pending", "running", "paused", "completed", "stopped", "diverged", 
 FINISHED = ("completed", "stopped", "diverged", "failed")
 """The statuses a trial ends in; the one definition every module imports."""
 TRANSITIONS: dict[str, tuple[str, ...]] = {"pending": ("running",), "running": ("pending", "paused", *FINISHED),
-                                           "paused": ("pending", "stopped"), "stopped": ("pending",)}
-"""Allowed status changes. Completed, diverged and failed trials never change again; a stopped
-one only through :meth:`StudyStore.reopen_stopped`; a paused one (waiting at a rung, with a
-checkpoint) only through :meth:`StudyStore.decide_rung`."""
+                                           "paused": ("pending", "stopped"), "stopped": ("pending",),
+                                           "failed": ("pending",)}
+"""Allowed status changes. Completed and diverged trials never change again; a stopped one only
+through :meth:`StudyStore.reopen_stopped`; a failed one only through
+:meth:`StudyStore.requeue_failed` (the user fixed the cause); a paused one (waiting at a rung,
+with a checkpoint) only through :meth:`StudyStore.decide_rung`."""
 
 
 class StoreError(ValueError):
@@ -86,6 +88,10 @@ class StudyStore(Protocol):
     def reopen_stopped(self, study: str) -> list[str]:
         """The study's stopping rule changed: its current ``stopped`` and ``paused`` trials go back
         to ``pending`` and the old rule's promotion decisions are dropped; returns the ids."""
+
+    def requeue_failed(self, study: str) -> list[str]:
+        """The study's current ``failed`` trials go back to ``pending`` (``sweep --retry-failed``,
+        once their cause is fixed), their reason saying what failed before; returns the ids."""
 
     def mark_running(self, trial_id: str) -> int:
         """``pending → running``, one more attempt; returns the attempt number."""

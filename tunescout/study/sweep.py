@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tunescout.study.executors import Executor, build_executor
-from tunescout.study.keys import COHORT, dataset_metric
+from tunescout.study.keys import COHORT, DEFAULT_METRIC, dataset_harness, dataset_metric
 from tunescout.study.promotion import at_rung, decide_ready, expected_fraction, fair_order, promotes
-from tunescout.study.spec import StudySpec, expand_trials, trial_config
+from tunescout.study.spec import DatasetSpec, StudySpec, expand_trials, trial_config
 from tunescout.study.stopping import StoppingRule, TrialProgress, build_rule
 from tunescout.study.store import FINISHED, StudyStore, open_store
 from tunescout.train.rundir import hold_lock, mark_storage
@@ -42,6 +42,8 @@ def plan_study(spec: StudySpec) -> list[dict[str, Any]]:
     tokenizers: dict[str, Any] = {}
     prepared: dict[tuple, Any] = {}
     rows = []
+    for dataset in spec.datasets:
+        check_eval_file(dataset)
     for trial in expand_trials(spec):
         config = trial_config(spec, trial)
         key = (config.tokenizer or config.model, tuple(d.path for d in config.data), config.max_length,
@@ -49,7 +51,7 @@ def plan_study(spec: StudySpec) -> list[dict[str, Any]]:
                config.strategy, config.epochs)
         if key not in prepared:
             name = config.tokenizer or config.model
-            tokenizers.setdefault(name, load_tokenizer(name))
+            tokenizers.setdefault(name, load_tokenizer(name, trust_remote_code=config.trust_remote_code))
             prepared[key] = prepare_data(
                 config.data, tokenizers[name], max_length=config.max_length, train_on=config.train_on,
                 too_long=config.too_long, strategy=config.strategy, epochs=config.epochs,
@@ -61,6 +63,22 @@ def plan_study(spec: StudySpec) -> list[dict[str, Any]]:
                      "planned_tokens": sum(len(data.train[i]) for b in schedule for i in b.indices),
                      "steps": len(schedule)})
     return rows
+
+
+def check_eval_file(dataset: DatasetSpec) -> None:
+    """Read a dataset's eval file as the task metric will, after training: every row it scores
+    must be a question with a reference answer. A bad file otherwise surfaces only once every
+    trial has trained.
+
+    Raises:
+        DataError: the file is missing or malformed, or a scored row has no prompt and answer.
+    """
+    from tunescout.data.formats import read_examples
+    from tunescout.evaluate.tasks import build_eval_items
+
+    examples = read_examples(dataset.eval)
+    if dataset_metric(dataset) != DEFAULT_METRIC and dataset_harness(dataset) is None:
+        build_eval_items(examples[: dataset.eval_limit], use_chat=True)
 
 
 def format_plan(rows: list[dict[str, Any]], rule: StoppingRule | None = None) -> str:
@@ -103,6 +121,22 @@ def _progress_from_store(store: StudyStore, study: str, metric_of: dict[str, str
     return progress
 
 
+PROGRESS_EVERY_S = 30.0
+"""How often a running sweep says where it stands: trials take minutes between events."""
+
+
+def progress_line(counts: dict[str, int], tokens: int, planned_tokens: int, elapsed_s: float) -> str:
+    """One line of a sweep's progress: trials by state, tokens trained, study time."""
+    done = sum(counts.get(s, 0) for s in FINISHED)
+    total = sum(counts.values())
+    minutes, seconds = divmod(round(elapsed_s), 60)
+    return (f"progress: {done}/{total} trials done ({counts.get('completed', 0)} completed, "
+            f"{counts.get('stopped', 0)} stopped, {counts.get('diverged', 0) + counts.get('failed', 0)} diverged or "
+            f"failed), {counts.get('running', 0)} running, {counts.get('paused', 0)} paused, "
+            f"{counts.get('pending', 0)} pending; {tokens:,} tokens trained ({tokens / max(planned_tokens, 1):.0%} "
+            f"of the grid); {minutes}m{seconds:02d}s")
+
+
 def _budget_left(spec: StudySpec, store: StudyStore, elapsed: float) -> str | None:
     """None while the budget allows launching, else why not (tokens count the current trials)."""
     tokens = spec.budget.get("tokens")
@@ -120,6 +154,7 @@ def run_sweep(
     executor: Executor | None = None,
     workers: int | None = None,
     on_event: Callable[[str], None] | None = None,
+    retry_failed: bool = False,
 ) -> dict[str, int]:
     """Run (or finish) a study and return the trial counts by status.
 
@@ -127,6 +162,8 @@ def run_sweep(
     overrides their number of slots). The local executor forks trials from a server process,
     so a script that calls this must guard its top level with ``if __name__ == "__main__":``
     (as with any multiprocessing code that does not fork the caller itself); the CLI does.
+    ``retry_failed`` launches the trials recorded ``failed`` again (from their checkpoints), for
+    when their cause (a full disk, a bad file) has been fixed.
     """
     rows = plan_study(spec)
     rule = build_rule(spec.stopping)  # a bad rule fails before the store is touched
@@ -135,7 +172,8 @@ def run_sweep(
         store = open_store(spec.store)
         try:
             return _drive(spec, store, rows, rule, executor or build_executor(options),
-                          int(options.get("max_retries", 1)), on_event or (lambda msg: log.info("%s", msg)))
+                          int(options.get("max_retries", 1)), on_event or (lambda msg: log.info("%s", msg)),
+                          retry_failed)
         finally:
             store.close()
 
@@ -151,7 +189,7 @@ def _driver_lock(store_path: str) -> contextlib.AbstractContextManager[None]:
 
 
 def _drive(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], rule: StoppingRule, executor: Executor,
-           max_retries: int, say: Callable[[str], None]) -> dict[str, int]:
+           max_retries: int, say: Callable[[str], None], retry_failed: bool = False) -> dict[str, int]:
     """The driver loop of :func:`run_sweep` on an open store; shuts the executor down on the way out.
 
     A failed trial (its process died, its node was lost, it raised) is launched again up to
@@ -164,11 +202,16 @@ def _drive(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], rule:
     # A trial stopped by a rule the study no longer has was judged by the wrong rule: reopen it.
     reopened = store.reopen_stopped(spec.name) if before and before.get("stopping") != spec_doc["stopping"] else []
     requeued = store.requeue_running(spec.name)
+    retried = store.requeue_failed(spec.name) if retry_failed else []
+    failed_kept = 0 if retry_failed else len(store.trials(spec.name, status="failed"))
     planned = {r["trial_id"]: r for r in rows}
     say(f"study {spec.name} (spec version {sync.version}): {len(rows)} trials: {sync.new} new, {sync.kept} kept, "
         f"{sync.newly_superseded} newly superseded ({sync.superseded} of earlier spec versions in all); "
         f"{len(requeued)} to resume" + (f", {len(reopened)} stopped trials reopened (the stopping rule changed)"
-                                        if reopened else "") + f"; store {spec.store}")
+                                        if reopened else "")
+        + (f", {len(retried)} failed trials retried" if retried else "")
+        + (f", {failed_kept} failed trials kept as failed (--retry-failed runs them again)" if failed_kept else "")
+        + f"; store {spec.store}")
     cohorts: dict[tuple, list[str]] = {}
     for r in rows:
         cohorts.setdefault(tuple(r[k] for k in COHORT), []).append(r["trial_id"])
@@ -208,7 +251,7 @@ def _drive(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], rule:
             pending = decide(key) + pending
     storage = mark_storage(spec.runs_dir, spec.name)
     retries: dict[str, int] = {}
-    started = saved_at = time.monotonic()
+    started = saved_at = said_at = time.monotonic()
     study_row = store.study(spec.name) or {}
     previous = float(study_row.get("elapsed_s") or 0.0)
     halted = None
@@ -232,6 +275,10 @@ def _drive(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], rule:
                                       "planned_samples": row["planned_samples"], "storage_check": storage})
                 say(f"start {tid} {row['method']} {row['dataset']} {row['hparams']}"
                     + (f" (attempt {attempt}, resuming)" if attempt > 1 else ""))
+            if time.monotonic() - said_at >= PROGRESS_EVERY_S:
+                said_at = time.monotonic()
+                say(progress_line(store.counts(spec.name), store.tokens_trained(spec.name),
+                                  sum(r["planned_tokens"] for r in rows), previous + said_at - started))
             event = executor.next_event(timeout=1.0)
             if event is None:
                 continue

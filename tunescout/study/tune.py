@@ -11,8 +11,11 @@ under ``out``), so a killed ``tune`` resumes by running the same command again.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
+import math
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 from tunescout.config import ConfigError
 from tunescout.settings import flatten_dotted, nest_dotted, parse_overrides
+from tunescout.study.promotion import expected_fraction
 from tunescout.study.spec import LORA_ONLY, DatasetSpec, StudySpec, validate
 
 __all__ = ["DEFAULT_STOPPING", "TuneResult", "candidate_configs", "format_fates", "tune"]
@@ -48,16 +52,44 @@ class TuneResult:
     """Per candidate: ``source``, ``config``, ``trial_id``, ``status``, ``reason``, ``score``."""
 
 
-def _family_presets(model: str, method: str) -> list:
+def _family_presets(model: str, method: str) -> tuple[list, str]:
+    """The shipped presets of ``method`` for the model's family (found in its name), else all of
+    them; and which they are, in words."""
     from tunescout.presets import load_presets
 
     presets = [p for p in load_presets() if p.method == method]
     named = [p for p in presets if any(f in model.lower() for f in p.families)]
-    return named or presets
+    if named:
+        families = sorted({f for p in named for f in p.families if f in model.lower()})
+        return named, f"the shipped {method} presets for {'/'.join(families)} models"
+    return presets, f"all the shipped {method} presets (none names a family in {model!r})"
+
+
+def preset_warnings(presets: Sequence[Any], model: str, say: Callable[[str], None]) -> None:
+    """Say which presets were made for models of another family or size than ``model``: the
+    published values (learning rates for 7B-8B models) often fail on a much smaller model."""
+    if not any(p.size or p.families for p in presets):
+        return
+    from tunescout.train.models import describe_model
+
+    try:
+        model_type, n_params = describe_model(model)
+    except (OSError, ValueError, ImportError) as exc:  # the sweep reports an unloadable model itself
+        log.debug("cannot describe %s: %s", model, exc)
+        return
+    for p in presets:
+        span = p.size_range()
+        other_size = span is not None and not span[0] / 4 <= n_params <= span[1] * 4
+        other_family = bool(p.families) and model_type not in p.families
+        if other_size or other_family:
+            say(f"preset {p.name} was made for {'/'.join(p.families)} models of {p.size or 'unstated size'}; "
+                f"{model} is a {model_type} model of {n_params / 1e6:,.0f}M parameters, so its settings may not "
+                "transfer: rank a grid of your own (--from) or override them (learning_rate=...)")
 
 
 def candidate_configs(model: str, method: str, source: str | None = None, preset: str | None = None,
-                      k: int = 5, tau: float = 0.95) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
+                      k: int = 5, tau: float = 0.95, say: Callable[[str], None] = log.warning,
+                      ) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
     """The configurations to try, each with where it comes from, and fixed settings to train them with.
 
     Args:
@@ -66,8 +98,9 @@ def candidate_configs(model: str, method: str, source: str | None = None, preset
             (pooled over its models; a config that covers many datasets elsewhere is the bet).
             A store also gives its study's ``fixed`` settings, under which it ranked them.
         preset: one shipped preset by name.
-        k: how many to take from a ranking or the presets.
+        k: how many to take from a ranking or the presets; when there are fewer, ``say`` is told why.
         tau: the CBS coverage threshold.
+        say: where notes go (fewer than ``k`` candidates, presets made for other models).
 
     Raises:
         ConfigError: both ``source`` and ``preset``, an unknown preset, or nothing to try.
@@ -82,12 +115,18 @@ def candidate_configs(model: str, method: str, source: str | None = None, preset
         by_name = {p.name: p for p in load_presets()}
         if preset not in by_name:
             raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(sorted(by_name))}")
+        if k > 1:
+            say(f"--k {k}: one candidate, the preset {preset} given")
+        preset_warnings([by_name[preset]], model, say)
         return [(f"preset {preset}", dict(by_name[preset].config))], {}
     if not source:
-        found = _family_presets(model, method)[:k]
-        if not found:
+        presets, which = _family_presets(model, method)
+        if not presets:
             raise ConfigError(f"no shipped preset for method {method!r}; give --from a ranked study or table")
-        return [(f"preset {p.name}", dict(p.config)) for p in found], {}
+        if len(presets) < k:
+            say(f"--k {k}: {len(presets)} candidate(s), {which}; rank a grid of your own (--from) for more")
+        preset_warnings(presets[:k], model, say)
+        return [(f"preset {p.name}", dict(p.config)) for p in presets[:k]], {}
 
     from tunescout.analysis import load_results, nested_hparams, rank_results, results_from_store
     from tunescout.analysis.table import TABLE_SUFFIXES
@@ -109,6 +148,8 @@ def candidate_configs(model: str, method: str, source: str | None = None, preset
                               "give --method one of those, or --preset")
         table = table[table["method"] == method]
     ranking = next(iter(rank_results(table, tau=tau, group_by=None).values()))
+    if len(ranking) < k:
+        say(f"--k {k}: {len(ranking)} candidates, every {method} configuration {source} ranks")
     out = []
     for row in ranking.head(k).itertuples():
         record = table[table["config_id"] == row.config_id].iloc[0].to_dict()
@@ -122,7 +163,7 @@ def candidate_configs(model: str, method: str, source: str | None = None, preset
 def tune(model: str, method: str, train: str, eval: str, metric: str = "val_loss", out: str | Path = "runs/tune",
          *, source: str | None = None, preset: str | None = None, k: int = 5, tau: float = 0.95,
          overrides: Sequence[str] = (), stopping: dict[str, Any] | None = None, workers: int | None = None,
-         say: Callable[[str], None] = log.info) -> TuneResult:
+         budget: float | None = None, say: Callable[[str], None] = log.info) -> TuneResult:
     """Run the top-k candidates on a new dataset in ``promote`` mode and keep the winner.
 
     Args:
@@ -137,6 +178,9 @@ def tune(model: str, method: str, train: str, eval: str, metric: str = "val_loss
             and so over the source study's fixed settings too.
         stopping: the study's stopping rule (default :data:`DEFAULT_STOPPING`).
         workers: trials at once (default: one per GPU, or one on CPU).
+        budget: the compute to spend, as a fraction of the grid (at most 1: of running every
+            ranked configuration to the end on this dataset) or in tokens (above 1). It sets ``k``
+            and the rungs (:func:`plan_budget`); without it, ``k`` and ``stopping`` are used as given.
 
     Returns:
         The :class:`TuneResult`.
@@ -147,20 +191,25 @@ def tune(model: str, method: str, train: str, eval: str, metric: str = "val_loss
     from tunescout.study.sweep import run_sweep
 
     out = Path(out)
-    candidates, fixed = candidate_configs(model, method, source, preset, k, tau)
+    if budget is not None and not (budget > 0 and math.isfinite(budget)):
+        raise ConfigError(f"--budget must be a positive fraction of the grid (0.1) or a token count, got {budget}")
+    grid = 10**6 if budget is not None else k  # with a budget, rank them all; the plan picks k
+    candidates, fixed = candidate_configs(model, method, source, preset, grid, tau,
+                                          say=say if budget is None else log.debug)
     forced = flatten_dotted(parse_overrides(list(overrides)))  # the user's word beats every candidate's
     forced.pop("save_model", None)  # but the winner must be saved to be kept
     candidates = [(label, nest_dotted({**flatten_dotted(c), **forced})) for label, c in candidates]
+    candidates = fit_to_dataset(candidates, fixed, _count_rows(train), say)
     name = Path(train).stem
+    rule = dict(stopping or DEFAULT_STOPPING)
     spec = StudySpec(
-        name=f"tune-{name}", models=[model], methods=[method],
+        name="tune-" + re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:100], models=[model], methods=[method],
         datasets=[DatasetSpec(name=name, train=str(Path(train).resolve()), eval=str(Path(eval).resolve()),
                               metric=metric)],
         configs=[c for _, c in candidates], fixed={**fixed, "save_model": True},  # the winner is copied out
-        stopping=dict(stopping or DEFAULT_STOPPING),
-        store=str((out / "tune.db").resolve()), runs_dir=str((out / "runs").resolve()))
+        stopping=rule, store=str((out / "tune.db").resolve()), runs_dir=str((out / "runs").resolve()))
     validate(spec)
-    say(f"tune {model} ({method}) on {name}: {len(candidates)} candidates, stopping {spec.stopping}")
+    candidates, spec = _plan(spec, candidates, budget, say)
     run_sweep(spec, workers=workers, on_event=say)
 
     higher = get_metric(metric).higher_is_better
@@ -178,14 +227,128 @@ def tune(model: str, method: str, train: str, eval: str, metric: str = "val_loss
     if done:
         winner = max(done, key=lambda f: f["score"] if higher else -f["score"])
         winner["winner"] = True
-        best = out / "best"
-        shutil.rmtree(best, ignore_errors=True)
-        shutil.copytree(Path(winner["run_dir"]) / "model", best)
-        shutil.copy2(Path(winner["run_dir"]) / "config.yaml", best / "train_config.yaml")
+        best = save_best(Path(winner["run_dir"]), out / "best", model, method)
         say(f"best: {winner['trial_id']} {winner['config']} {metric}={winner['score']:.4g} -> {best}")
     _write_fates(out / "fates.csv", fates)
-    report = build_report(spec.store, out / "report.html")
+    winner = next((f for f in fates if f.get("winner")), None)
+    headline = (f"Winner: trial {winner['trial_id']} {json.dumps(winner['config'])}, {metric} = "
+                f"{winner['score']:.4g} on {Path(eval).name}; its model is saved in {best}." if winner else
+                "No candidate completed, so no model was saved; the fates of the candidates are below.")
+    report = build_report(spec.store, out / "report.html", headline=headline)
     return TuneResult(store=Path(spec.store), report=report, best=best, fates=fates)
+
+
+RUNG_CHOICES = ([0.25], [0.1, 0.25], [0.1])
+"""Rung schedules a budget may choose from, the most informative first: a later rung judges on
+more training, so it is preferred whenever the budget affords the same number of candidates."""
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """How many candidates to try and where to judge them, for a compute budget."""
+
+    k: int
+    rungs: list[float]
+    eta: float
+    runs: float
+    """Expected compute in full training runs of one configuration (a candidate's whole run is 1)."""
+    note: str = ""
+
+
+def plan_budget(grid: int, budget_runs: float, eta: float = 3, promote: bool = True) -> BudgetPlan:
+    """The most candidates (at most ``grid``) that successive halving can try within
+    ``budget_runs`` full runs, and the rungs that allow it (:data:`RUNG_CHOICES`, in order).
+
+    The winner is trained to the end, so no plan costs less than one run: a smaller budget gets
+    the top candidate alone, with a note saying so.
+    """
+    best = None
+    for rungs in RUNG_CHOICES if promote else ([],):
+        for k in range(grid, 0, -1):
+            runs = k * expected_fraction(k, rungs, eta) if rungs else float(k)
+            if runs <= budget_runs + 1e-9:
+                if best is None or k > best.k:
+                    best = BudgetPlan(k, list(rungs), eta, runs)
+                break
+    if best is None:
+        return BudgetPlan(1, [], eta, 1.0, note=f"the budget ({budget_runs:.2f} runs) is less than one full run, "
+                                                "which the winner needs: the top candidate alone is trained")
+    return best
+
+
+def _plan(spec: StudySpec, candidates: list[tuple[str, dict[str, Any]]], budget: float | None,
+          say: Callable[[str], None]) -> tuple[list[tuple[str, dict[str, Any]]], StudySpec]:
+    """Fit the candidates and rungs to the budget, and say the plan and its expected compute
+    before anything trains."""
+    from tunescout.study.sweep import plan_study
+
+    rows = plan_study(spec)
+    run_tokens = max(r["planned_tokens"] for r in rows)
+    grid = len(candidates)
+    if budget is not None:
+        budget_runs = budget * grid if budget <= 1 else budget / run_tokens
+        plan = plan_budget(grid, budget_runs, float(spec.stopping.get("eta", 3)),
+                           spec.stopping.get("mode") == "promote")
+        if plan.note:
+            say(f"--budget: {plan.note}")
+        candidates = candidates[: plan.k]
+        stopping = {**spec.stopping, "rungs": plan.rungs} if plan.rungs else {"rule": "none"}
+        spec = dataclasses.replace(spec, configs=[c for _, c in candidates], stopping=stopping)
+        validate(spec)
+    k = len(candidates)
+    rule = spec.stopping
+    fraction = expected_fraction(k, rule["rungs"], rule.get("eta", 3)) if rule.get("mode") == "promote" else 1.0
+    runs = k * fraction
+    whole = f"{runs / grid:.0%} of the {grid}-configuration grid; budget {budget:g}" if budget is not None else \
+        f"{fraction:.0%} of running the {k} to the end"
+    say(f"plan: {k} candidates, stopping {rule}; expected compute {runs:.2f} full runs "
+        f"(~{runs * run_tokens:,.0f} tokens, {whole})")
+    return candidates, spec
+
+
+def _count_rows(path: str) -> int:
+    from tunescout.data.formats import read_examples
+
+    return len(read_examples(path))
+
+
+def fit_to_dataset(candidates: list[tuple[str, dict[str, Any]]], fixed: dict[str, Any], n_rows: int,
+                   say: Callable[[str], None]) -> list[tuple[str, dict[str, Any]]]:
+    """Candidates whose effective batch exceeds the training set take the whole set as their batch.
+
+    A batch of thousands of samples (the recipe's presets) on a few hundred rows would cycle the
+    data many times within one step; a batch of the whole set is the largest that means anything.
+    Two candidates that become the same configuration run once.
+    """
+    from tunescout.config import TrainConfig
+
+    out: list[tuple[str, dict[str, Any]]] = []
+    default = fixed.get("batch_size", TrainConfig.batch_size)
+    for label, config in candidates:
+        batch = config.get("batch_size", default)
+        if isinstance(batch, int) and batch > n_rows:
+            say(f"{label}: batch_size {batch} is larger than the {n_rows} training rows; using {n_rows}")
+            config = {**config, "batch_size": n_rows}
+        if any(config == kept for _, kept in out):
+            say(f"{label}: the same configuration as an earlier candidate on this dataset; run once")
+            continue
+        out.append((label, config))
+    return out
+
+
+def save_best(run_dir: Path, best: Path, model: str, method: str) -> Path:
+    """Copy the winner's model to ``best`` (with its ``train_config.yaml``), in a form that loads
+    on its own: a LoRA adapter on a GGUF base is saved merged, since the adapter's record of its
+    base (a folder that needs the GGUF file's name) loads nowhere."""
+    from tunescout.train.models import export_merged, is_gguf
+
+    shutil.rmtree(best, ignore_errors=True)
+    if method == "lora" and is_gguf(model):
+        export_merged(run_dir, best)  # the run directory: its config.yaml names the base as trained
+    else:
+        shutil.copytree(run_dir / "model", best)
+    shutil.copy2(run_dir / "config.yaml", best / "train_config.yaml")
+    return best
 
 
 def _key(config: dict[str, Any], method: str) -> str:

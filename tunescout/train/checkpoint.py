@@ -23,7 +23,15 @@ the pointer when it names a complete folder and otherwise falls back to the newe
 
 Nothing is unpickled on load: the RNG states of Python and NumPy are JSON, every ``.pt`` file
 is read with ``torch.load(weights_only=True)`` (tensors, containers and numbers only), and a file
-that does not pass raises :class:`ValueError` naming it instead of running anything.
+that does not pass raises :class:`ValueError` naming it instead of running anything. Every file is
+checked against the model, optimizer and scheduler (names, shapes, group sizes) before anything is
+restored, so a checkpoint that fails to load leaves them as they were.
+
+A checkpoint can still be unloadable (a disk that lost its tail, a file torn by a copy), and one
+that fails every resume would keep a run from ever progressing. :func:`load_newest_loadable` is
+the resume: it falls back to the previous complete checkpoint, else to a fresh start, sets the
+unloadable one aside (``step-N.unloadable``, never resumed from nor mistaken for a redone step N)
+and says so.
 """
 
 from __future__ import annotations
@@ -40,9 +48,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-__all__ = ["MARKER", "WORLD_FILE", "begin_checkpoint", "checkpoint_of_step", "commit_checkpoint", "latest_checkpoint",
-           "load_checkpoint", "load_tensor_file", "read_rng_state", "save_checkpoint", "write_rng_state",
-           "write_tensor_file"]
+__all__ = ["MARKER", "UNLOADABLE_SUFFIX", "WORLD_FILE", "begin_checkpoint", "checkpoint_of_step", "commit_checkpoint",
+           "latest_checkpoint", "load_checkpoint", "load_newest_loadable", "load_tensor_file", "read_rng_state",
+           "resume_candidates", "save_checkpoint", "write_rng_state", "write_tensor_file"]
 
 log = logging.getLogger("tunescout.train.checkpoint")
 
@@ -53,6 +61,8 @@ WORLD_FILE = "world.json"
 """Present in a checkpoint written by several ranks (``torch.distributed.checkpoint``, see
 :mod:`tunescout.train.distributed`): it names their number, the only one it resumes on."""
 _STEP_DIR = re.compile(r"step-(\d+)")
+UNLOADABLE_SUFFIX = ".unloadable"
+"""Appended to a checkpoint folder that did not load when resuming (kept to inspect; ``--restart`` removes it)."""
 
 
 # --- durable writes ---
@@ -346,13 +356,72 @@ def _expect(ok: bool, file: Path, what: str) -> None:
         raise _unsafe(file, f"expected {what}")
 
 
+def _shape(tensor: torch.Tensor) -> tuple[int, ...]:
+    return tuple(tensor.shape)
+
+
+def _check_weights(weights: dict[str, torch.Tensor], params: dict[str, torch.nn.Parameter], file: Path) -> None:
+    """Every saved tensor names a parameter of the model and has its shape, and every trainable
+    parameter is saved: all checked before any is copied, so a mismatch leaves the model as it was."""
+    for name, tensor in weights.items():
+        if name not in params:
+            raise ValueError(f"{file}: holds tensor {name!r}, which the model has no parameter of: the checkpoint "
+                             "is of another model (resume with the model it was trained from, or --restart)")
+        if tensor.shape != params[name].shape:
+            raise ValueError(f"{file}: tensor {name!r} has shape {_shape(tensor)}, the model's parameter "
+                             f"{_shape(params[name])}: the checkpoint is of another model, or damaged (resume with "
+                             "the model it was trained from, or --restart)")
+    missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
+    if missing:
+        raise ValueError(f"{file}: lacks trainable parameters, e.g. {missing[:3]} (another method or model; "
+                         "resume with the config it was trained with, or --restart)")
+
+
+def _check_optimizer(saved: dict[str, Any], optimizer: torch.optim.Optimizer, file: Path) -> None:
+    """The saved state fits the optimizer: ``load_state_dict`` checks group sizes only after the
+    weights are copied, and state of the wrong shape fails only at the next step."""
+    groups = optimizer.param_groups
+    sizes = [len(g["params"]) for g in groups]
+    saved_groups = saved["param_groups"]
+    _expect(isinstance(saved_groups, list) and len(saved_groups) == len(groups)
+            and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in saved_groups)
+            and [len(g["params"]) for g in saved_groups] == sizes, file, f"parameter groups of sizes {sizes}")
+    params = {pid: param for g, group in zip(saved_groups, groups) for pid, param in zip(g["params"], group["params"])}
+    _expect(isinstance(saved["state"], dict), file, "a dict of per-parameter state")
+    for pid, entry in saved["state"].items():
+        _expect(pid in params and isinstance(entry, dict), file, f"state of the groups' parameters, not of {pid!r}")
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != params[pid].shape:
+                raise ValueError(f"{file}: optimizer state {key!r} of parameter {pid} has shape {_shape(value)}, the "
+                                 f"parameter {_shape(params[pid])} (a checkpoint of another model, or damaged)")
+
+
+def _check_scheduler(saved: Any, scheduler: Any, file: Path) -> None:
+    """The saved state fits the scheduler: ``load_state_dict`` copies it into the scheduler's
+    attributes, so a foreign or short one would break it only later."""
+    _expect(isinstance(saved, dict) and isinstance(saved.get("last_epoch"), int) and "optimizer" not in saved,
+            file, "a scheduler state_dict with an integer last_epoch")
+    current = scheduler.state_dict()
+    for key in ("lr_lambdas", "base_lrs", "_last_lr"):
+        if key in current and (key in saved or key == "lr_lambdas"):  # LambdaLR pops lr_lambdas: it must be there
+            _expect(isinstance(saved.get(key), list) and len(saved[key]) == len(current[key]), file,
+                    f"{key} for {len(current[key])} parameter groups")
+
+
+def _refuse_sharded(path: Path) -> None:
+    if (path / WORLD_FILE).exists():
+        raise ValueError(f"{path} is a sharded checkpoint written by several ranks ({WORLD_FILE}): resume it with "
+                         "torchrun on the same number of processes (see tunescout.train.distributed)")
+
+
 def load_checkpoint(
     path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
 ) -> dict[str, Any]:
     """Restore a checkpoint in place and return its saved state (step, samples, tokens, ...).
 
-    Every file is read and checked before anything is restored, so a checkpoint with a bad file
-    leaves the model, optimizer, scheduler and RNGs as they were.
+    Every file is read and checked (against the model, optimizer and scheduler too) before
+    anything is restored, so a checkpoint with a bad file leaves the model, optimizer, scheduler
+    and RNGs as they were.
 
     Args:
         path: a checkpoint folder (e.g. from :func:`latest_checkpoint`).
@@ -365,13 +434,13 @@ def load_checkpoint(
 
     Raises:
         ValueError: a file holds anything but tensors, containers and numbers (e.g. a pickled
-            object), is torn or malformed, or the checkpoint lacks a trainable parameter.
+            object), is torn or malformed, or does not fit: a tensor the model has no parameter
+            of or of another shape (the file, the tensor and both shapes named), a trainable
+            parameter missing, optimizer or scheduler state of other groups.
         FileNotFoundError: a file of the checkpoint is missing.
     """
     path = Path(path)
-    if (path / WORLD_FILE).exists():
-        raise ValueError(f"{path} is a sharded checkpoint written by several ranks ({WORLD_FILE}): resume it with "
-                         "torchrun on the same number of processes (see tunescout.train.distributed)")
+    _refuse_sharded(path)
     files = {name: path / name for name in ("trainable.pt", "optimizer.pt", "scheduler.pt", "rng.pt")}
     weights, optim_state, sched_state, rng_tensors = (_load_torch(f) for f in files.values())
     rng_plain = _load_json(path / "rng.json")
@@ -381,17 +450,15 @@ def load_checkpoint(
             files["trainable.pt"], "a dict of tensors")
     _expect(isinstance(optim_state, dict) and {"state", "param_groups"} <= optim_state.keys(),
             files["optimizer.pt"], "an optimizer state_dict")
-    _expect(isinstance(sched_state, dict), files["scheduler.pt"], "a scheduler state_dict")
     _expect(isinstance(rng_tensors, dict) and isinstance(rng_tensors.get("torch"), torch.Tensor),
             files["rng.pt"], "a dict with the torch RNG state tensor")
     _expect(isinstance(rng_plain, dict) and {"python", "numpy"} <= rng_plain.keys(),
             path / "rng.json", "python and numpy RNG states")
     _expect(isinstance(state, dict) and isinstance(state.get("step"), int), path / MARKER, "a dict with 'step'")
     params = dict(model.named_parameters())
-    missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
-    if missing:
-        raise ValueError(f"checkpoint {path} lacks trainable parameters, e.g. {missing[:3]}")
-
+    _check_weights(weights, params, files["trainable.pt"])
+    _check_optimizer(optim_state, optimizer, files["optimizer.pt"])
+    _check_scheduler(sched_state, scheduler, files["scheduler.pt"])
     rng = _parse_rng(rng_plain, rng_tensors, path)
 
     with torch.no_grad():
@@ -401,6 +468,88 @@ def load_checkpoint(
     scheduler.load_state_dict(sched_state)
     _set_rng(*rng)
     return state
+
+
+# --- resume: the newest checkpoint that loads ---
+
+_UNLOADABLE = (ValueError, FileNotFoundError)
+"""What :func:`load_checkpoint` raises for a checkpoint that is damaged or does not fit, having
+restored nothing (an I/O or other error propagates: trying an older checkpoint would not help)."""
+
+
+def resume_candidates(run_dir: str | Path) -> list[Path]:
+    """The complete checkpoints a run may resume from, best first: :func:`latest_checkpoint`,
+    then the older complete ones, newest first. Folders past the newest belong to a timeline the
+    pointer has left (see :func:`commit_checkpoint`) and are not candidates."""
+    newest = latest_checkpoint(run_dir)
+    if newest is None:
+        return []
+    older = [p for p in _step_dirs(newest.parent) if _step_of(p) < _step_of(newest) and _is_complete(p)]
+    return [newest, *reversed(older)]
+
+
+def _set_aside(path: Path) -> str:
+    """Rename a checkpoint that did not load to ``step-N.unloadable``: never a resume candidate
+    again, and a redone save of step N is not mistaken for it (:func:`checkpoint_of_step`)."""
+    aside = path.with_name(path.name + UNLOADABLE_SUFFIX)
+    try:
+        shutil.rmtree(aside, ignore_errors=True)
+        os.rename(path, aside)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        log.warning("could not set %s aside (%s); it is skipped this time only", path, exc)
+        return path.name
+    return aside.name
+
+
+def load_newest_loadable(
+    run_dir: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Resume a run from its newest checkpoint that loads, instead of failing on one that does not.
+
+    A checkpoint that does not load (a corrupt or truncated file, malformed JSON, tensors of the
+    wrong shape: anything :func:`load_checkpoint` rejects having restored nothing) is set aside
+    as ``step-N.unloadable``, with a warning, and the previous complete checkpoint is tried;
+    when none loads, the run starts over. The pointer is moved to the checkpoint that loaded (or
+    removed), so a crash before the next save resumes the same way. With ``keep=1`` (what the
+    training loop saves with) there is usually no previous checkpoint, and a damaged one means
+    starting over.
+
+    Call it on the one process that writes the run directory (it renames folders).
+
+    Args:
+        run_dir: the run directory.
+        model, optimizer, scheduler: as for :func:`load_checkpoint`; left as they were when
+            nothing loads.
+
+    Returns:
+        ``(state, note)``: the loaded checkpoint's state, or None when none loaded (train from
+        step 0: the caller must drop the run's records past step 0); ``note`` None when the
+        newest checkpoint loaded (or there is none), else what happened, for the log and the
+        run's result, e.g. ``"checkpoint step-0000040 did not load (...); resumed from
+        step-0000020"`` or ``"...; started over from step 0"``.
+
+    Raises:
+        ValueError: the newest checkpoint is a sharded one (it resumes under torchrun only; it
+            is not damaged).
+    """
+    root = Path(run_dir) / "checkpoints"
+    failed: list[str] = []
+    for path in resume_candidates(run_dir):
+        _refuse_sharded(path)
+        try:
+            state = load_checkpoint(path, model, optimizer, scheduler)
+        except _UNLOADABLE as exc:
+            log.warning("checkpoint %s does not load, set aside as %s: %s", path, _set_aside(path), exc)
+            failed.append(f"checkpoint {path.name} did not load ({exc})")
+            continue
+        if failed:
+            _replace_pointer(root, path.name)
+        return state, "; ".join([*failed, f"resumed from {path.name}"]) if failed else None
+    if failed:
+        (root / POINTER).unlink(missing_ok=True)
+        _fsync_dir(root)
+    return None, "; ".join([*failed, "started over from step 0"]) if failed else None
 
 
 def load_tensor_file(file: Path) -> Any:

@@ -23,11 +23,12 @@ __all__ = ["ADDED_KEYS", "NON_RESULT_KEYS", "RUN_FILE", "ResumeMismatch", "check
            "record_run", "recorded", "run_identity"]
 
 NON_RESULT_KEYS = ("output_dir", "progress", "checkpoint_every", "save_model", "merge_lora", "eval_every",
-                   "eval_at_samples", "track", "track_group")
+                   "eval_at_samples", "track", "track_group", "trust_remote_code")
 """Settings that cannot change the trained weights or the final scores, left out of the identity.
 
 Where a run is written, whether a bar is shown, how often it checkpoints, what it saves at the
-end and which experiment trackers mirror it (``track``) do not touch training; nor do the extra
+end, which experiment trackers mirror it (``track``) and whether a model folder's own code may run
+(``trust_remote_code``: refused, it produces no run at all) do not touch training; nor do the extra
 evaluation points (evaluation runs in eval mode with
 greedy decoding and draws no random numbers; a test trains with and without them and compares
 weights bit for bit). A sweep adds evaluation points a stopping rule needs, so they must not

@@ -27,16 +27,18 @@ from tunescout.data.packing import collate_plan, plan_micro_batches
 from tunescout.data.phases import build_schedule, describe_length
 from tunescout.data.prepare import prepare_data
 from tunescout.train.accel import check_kernels, compile_model, make_optimizer, packing_refusal, uses_varlen_kernel
-from tunescout.train.checkpoint import load_checkpoint, save_checkpoint
+from tunescout.train.checkpoint import load_newest_loadable, save_checkpoint
 from tunescout.train.distributed import World, join_world, load_sharded_checkpoint, save_sharded_checkpoint
 from tunescout.train.flops import MfuMeter
+from tunescout.train.health import HealthWatch
 from tunescout.train.loss import accumulate_gradients, evaluate_loss
 from tunescout.train.models import count_parameters, load_model, load_tokenizer, save_model
-from tunescout.train.rundir import lock_run_dir
+from tunescout.train.rundir import clear_run, lock_run_dir
 from tunescout.train.schedules import lr_factor
 from tunescout.train.setup import Numerics, prepare_run_dir, resolve_numerics
 from tunescout.train.stepcost import PlanChooser, StepCost, attention_kernel
-from tunescout.train.telemetry import EarlyStop, JsonlSink, Pause, ProgressSink, Sink, StepRecord, truncate_records
+from tunescout.train.telemetry import (EarlyStop, JsonlSink, Pause, ProgressSink, Sink, StepRecord, last_record,
+                                       truncate_records)
 from tunescout.track import open_trackers
 
 __all__ = ["RunResult", "train"]
@@ -184,7 +186,7 @@ def _train_in(
         autocast = dtype if half else None
 
         # --- data: tokenized samples and the order of optimizer steps ---
-        tokenizer = load_tokenizer(config.tokenizer or config.model)
+        tokenizer = load_tokenizer(config.tokenizer or config.model, trust_remote_code=config.trust_remote_code)
         data = prepare_data(
             config.data, tokenizer, max_length=config.max_length, train_on=config.train_on,
             too_long=config.too_long, strategy=config.strategy, epochs=config.epochs,
@@ -204,7 +206,7 @@ def _train_in(
             load_model, config.model, method=config.method, lora_r=config.lora.r, lora_alpha=config.lora.alpha,
             lora_dropout=config.lora.dropout, lora_target_modules=config.lora.target_modules, dtype=weights_dtype,
             attn_implementation=attn, gradient_checkpointing=config.gradient_checkpointing, device=device,
-            liger=config.liger,
+            liger=config.liger, trust_remote_code=config.trust_remote_code,
         )
         model = build_model()
         if config.compile:
@@ -248,12 +250,22 @@ def _train_in(
             optimizer, lambda s: lr_factor(s, config.schedule, warmup_steps, total_steps)
         )
         state = {"step": 0, "samples": 0, "tokens": 0, "wall_s": 0.0}
+        resume_note = None
         if checkpoint:
-            state = (load_checkpoint(checkpoint, model, optimizer, scheduler) if world is None
-                     else load_sharded_checkpoint(world, checkpoint, model, optimizer, scheduler))
+            if world is None:  # the newest checkpoint that loads; none: from scratch, the records past it dropped
+                loaded, resume_note = load_newest_loadable(run_dir, model, optimizer, scheduler)
+            else:
+                loaded = load_sharded_checkpoint(world, checkpoint, model, optimizer, scheduler)
+            state = loaded or state
+            if resume_note:
+                log.warning("%s", resume_note)
             if main:
-                truncate_records(run_dir / "eval.jsonl", state["step"])
-            log.info("resumed from %s (step %d)", checkpoint, state["step"])
+                truncate_records(run_dir / "eval.jsonl", state["step"])  # telemetry: JsonlSink(keep_steps=...)
+            log.info("resumed at step %d", state["step"])
+        # A run resumed at its last step trains nothing more: its totals are the checkpoint's.
+        result.steps, result.samples, result.tokens = state["step"], state["samples"], state["tokens"]
+        if main and state["step"]:
+            result.final_loss = (last_record(run_dir / "telemetry.jsonl", state["step"]) or {}).get("loss")
         log.info("%s: %s, %s/%s trainable params, weights %s, compute %s on %s, data %s", config.method,
                  describe_length(schedule, len(data.train), config.max_samples, config.max_steps),
                  f"{trainable:,}", f"{total:,}", weights_dtype, dtype, device, data.stats.summary())
@@ -267,6 +279,7 @@ def _train_in(
         all_sinks = [*owned, *sinks] if main else []
         clip = config.grad_clip if config.grad_clip else float("inf")
         start_time = time.perf_counter() - state["wall_s"]
+        health = HealthWatch(vocab_size=getattr(getattr(model, "config", None), "vocab_size", None))
         result.status = "completed"
 
         # --- the loop ---
@@ -286,8 +299,8 @@ def _train_in(
                 loss = world.accumulate(model, share, device, autocast)
                 grad_norm = world.clip(params, clip)
             lr = scheduler.get_last_lr()[0]
-            diverged = not (math.isfinite(loss) and math.isfinite(grad_norm))
-            if not diverged:
+            lost = health.check(step, loss, grad_norm)  # non-finite, or finite but no longer learning
+            if math.isfinite(loss) and math.isfinite(grad_norm):
                 optimizer.step()
                 scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -301,7 +314,7 @@ def _train_in(
             val_loss, metrics = None, None
             eval_due = (config.eval_every and step % config.eval_every == 0 and step < total_steps) or any(
                 seen_before < n <= state["samples"] for n in config.eval_at_samples)
-            if eval_due and not diverged:
+            if eval_due and not lost:
                 if eval_batches:
                     val_loss = evaluate(model, eval_batches, device, autocast)
                 metrics = task_eval(model, tokenizer) if task_eval else None
@@ -320,9 +333,9 @@ def _train_in(
                 sink.write(record)
             result.steps, result.samples, result.tokens = step, state["samples"], state["tokens"]
             result.final_loss = loss
-            if diverged:
-                result.status, result.reason = "diverged", f"non-finite loss or grad norm at step {step}"
-                log.error("run diverged at step %d (loss %s, grad_norm %s)", step, loss, grad_norm)
+            if lost:
+                result.status, result.reason = "diverged", lost
+                log.error("run diverged: %s", lost)
                 break
             # The hook first, the checkpoint after: in a sweep the hook hands the record to the
             # driver, so a checkpoint never gets ahead of the steps the store has recorded (a
@@ -339,7 +352,7 @@ def _train_in(
                 save(run_dir, model, optimizer, scheduler, state)
 
         if chooser is not None and step_seconds:
-            log.info("%s", chooser.summary(step_seconds))
+            log.debug("%s", chooser.summary(step_seconds))  # for tuning the cost model; nothing a user acts on
         # --- the end: evaluate, checkpoint, save (a paused run only checkpoints: it goes on later) ---
         if result.status == "paused":
             save(run_dir, model, optimizer, scheduler, state)
@@ -360,6 +373,8 @@ def _train_in(
                 else:  # a full state dict gathered into rank 0's replica, saved as one process would
                     world.save_model(model, save_to)
         result.wall_s = time.perf_counter() - start_time
+        if resume_note:  # recorded with the run (and a sweep's trial), whatever its status
+            result.reason = "; ".join(filter(None, [result.reason, resume_note]))
         return result
     except BaseException as exc:
         result.status = "failed"
@@ -370,7 +385,9 @@ def _train_in(
             sink.close()
         for sink in sinks:
             sink.close()
-        if main:
+        if main and result.status == "failed" and checkpoint is None and result.steps == 0:
+            clear_run(run_dir)  # nothing trained: leave no half-written run that a plain `train` would refuse
+        elif main:
             _write_result(run_dir, result)
 
 

@@ -53,7 +53,8 @@ class Numerics:
 def resolve_numerics(config: TrainConfig, world_size: int = 1) -> Numerics:
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
-    attn = resolve_attn_implementation(config.attn_implementation, device, dtype, config.model)
+    attn = resolve_attn_implementation(config.attn_implementation, device, dtype, config.model,
+                                       trust_remote_code=config.trust_remote_code)
     return Numerics(device, dtype, attn, *packing_shape(config, attn, device), world_size=world_size)
 
 

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, runtime_checkable
@@ -120,6 +121,20 @@ def truncate_records(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
+def last_record(path: Path, step: int) -> dict[str, Any] | None:
+    """The record of ``step`` in a JSONL file, or ``None`` (no file, no such record, torn line)."""
+    if not path.exists():
+        return None
+    for line in reversed(path.read_text().splitlines()):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("step") == step:
+            return record
+    return None
+
+
 def read_telemetry(path: str | Path) -> list[dict[str, Any]]:
     """Read a ``telemetry.jsonl`` file into a list of dicts."""
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
@@ -131,6 +146,7 @@ class ProgressSink:
     def __init__(self, total_steps: int, initial: int = 0, enabled: bool = True) -> None:
         self.total = total_steps
         self.every = max(1, total_steps // 20)
+        self._initial, self._started = initial, time.monotonic()
         self._bar = None
         if enabled and sys.stderr.isatty():
             from tqdm.auto import tqdm
@@ -145,10 +161,21 @@ class ProgressSink:
                                   **({} if record.mfu is None else {"mfu": f"{record.mfu:.1%}"}))
         elif record.step % self.every == 0 or record.step == self.total:
             log.info(
-                "step %d/%d | loss %.4f | grad_norm %.4f | lr %.3e | %.0f tok/s%s | %d samples | %.1fs",
+                "step %d/%d | loss %.4f | grad_norm %.4f | lr %.3e | %.0f tok/s%s | %d samples | %.1fs | eta %s",
                 record.step, self.total, record.loss, record.grad_norm, record.lr, record.tokens_per_s,
                 "" if record.mfu is None else f" | mfu {record.mfu:.1%}", record.samples, record.wall_s,
+                self.eta(record.step),
             )
+
+    def eta(self, step: int) -> str:
+        """Time left at this process's pace so far (evaluations included), as ``1h02m``, ``3m05s`` or ``12s``."""
+        done = step - self._initial
+        if done <= 0:
+            return "?"
+        seconds = round((time.monotonic() - self._started) / done * max(0, self.total - step))
+        hours, rest = divmod(seconds, 3600)
+        minutes, secs = divmod(rest, 60)
+        return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
     def close(self) -> None:
         if self._bar is not None:
