@@ -128,7 +128,7 @@ TASKS = (
     Task("roman-numerals", "arithmetic", "exact_match", 10, _roman, 256, 80),
     Task("number-words", "short_generation", "rougeL", 24, _number_words, 256, 80),
     Task("derivative", "reasoning", "exact_match", 24, _derivative, 256, 80),
-    Task("birth-date", "extraction", "exact_match", 8, _birth_dates, 256, 80),
+    Task("birth-date", "extraction", "exact_match", 12, _birth_dates, 256, 80),
 )
 
 
