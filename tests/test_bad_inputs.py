@@ -132,16 +132,19 @@ def test_global_flags_after_the_command(tmp_path, capfd) -> None:
     assert "unrecognized arguments" not in capfd.readouterr().err
 
 
-def test_a_run_whose_data_fails_leaves_nothing_a_plain_train_would_refuse(tiny_model_dir, tmp_path, capfd) -> None:
+def test_a_run_whose_data_fails_is_recorded_and_a_plain_train_may_start_over(tiny_model_dir, tmp_path, capfd) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "no completion"}\n')
     run = tmp_path / "run.yaml"
     run.write_text(f"model: {tiny_model_dir}\ndata: [bad.jsonl]\nbatch_size: 4\nmax_steps: 1\nmax_length: 64\n"
                    f"max_tokens_per_micro_batch: 256\nprogress: false\noutput_dir: {tmp_path / 'out'}\n")
     _fails(["train", str(run)], capfd, "bad.jsonl:1")
-    assert not any((tmp_path / "out" / name).exists() for name in ("config.yaml", "run.json", "result.json"))
+    failed = json.loads((tmp_path / "out" / "result.json").read_text())  # why it failed is kept
+    assert failed["status"] == "failed" and "bad.jsonl:1" in failed["reason"] and failed["steps"] == 0
     write_jsonl(make_rows("sentiment", 8, seed=0), bad)
-    assert main(["train", str(run)]) == 0
+    assert main(["train", str(run)]) == 0  # nothing trained there: no --restart needed
+    assert main(["train", str(run)]) == 2  # but a run that trained is never overwritten silently
+    assert "already holds a run" in capfd.readouterr().err
     assert json.loads((tmp_path / "out" / "result.json").read_text())["status"] == "completed"
 
 

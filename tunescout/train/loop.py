@@ -33,7 +33,7 @@ from tunescout.train.flops import MfuMeter
 from tunescout.train.health import HealthWatch
 from tunescout.train.loss import accumulate_gradients, evaluate_loss
 from tunescout.train.models import count_parameters, load_model, load_tokenizer, save_model
-from tunescout.train.rundir import clear_run, lock_run_dir
+from tunescout.train.rundir import lock_run_dir
 from tunescout.train.schedules import lr_factor
 from tunescout.train.setup import Numerics, prepare_run_dir, resolve_numerics
 from tunescout.train.stepcost import PlanChooser, StepCost, attention_kernel
@@ -385,9 +385,7 @@ def _train_in(
             sink.close()
         for sink in sinks:
             sink.close()
-        if main and result.status == "failed" and checkpoint is None and result.steps == 0:
-            clear_run(run_dir)  # nothing trained: leave no half-written run that a plain `train` would refuse
-        elif main:
+        if main:
             _write_result(run_dir, result)
 
 

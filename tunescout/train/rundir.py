@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import socket
@@ -67,8 +68,19 @@ def lock_run_dir(run_dir: str | Path) -> contextlib.AbstractContextManager[None]
 
 
 def holds_run(run_dir: str | Path) -> bool:
-    """Whether a run has written anything into ``run_dir``."""
-    return any((Path(run_dir) / name).exists() for name in RUN_OUTPUTS)
+    """Whether ``run_dir`` holds a run that trained: anything a run writes, except the record of one
+    that failed before its first step (bad data, a tracker that did not start). That record is
+    kept to say why, but there is nothing in it to lose, so a plain ``train`` may start over."""
+    run_dir = Path(run_dir)
+    if not any((run_dir / name).exists() for name in RUN_OUTPUTS):
+        return False
+    try:
+        result = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    trained = any((run_dir / name).exists() for name in ("checkpoints", "model")) or \
+        (run_dir / "telemetry.jsonl").exists() and (run_dir / "telemetry.jsonl").stat().st_size > 0
+    return trained or not (isinstance(result, dict) and result.get("status") == "failed" and not result.get("steps"))
 
 
 def clear_run(run_dir: str | Path) -> None:

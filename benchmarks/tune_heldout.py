@@ -1,0 +1,350 @@
+"""Does `tunescout tune` find a held-out task's best configuration for a fraction of its grid?
+
+Leave one task of the reference suite (``benchmarks/reference/``) out, rank the other tasks'
+grid with CBS, and tune the held-out task. Every method below is replayed on the reference
+grid, which ran every configuration of every task to the end with evaluations at 10% and 25% of
+its samples: a method "trains" a configuration by reading its recorded curve up to where the
+method would stop it, and pays the tokens the real trial trained up to that point. Replays are
+exact for what the methods observe (the same evaluations at the same sample counts), so the
+peers run on the same trainer, grid and curves as tunescout.
+
+Methods:
+
+- ``tunescout``: the default ``tune`` (top ``k=5`` of the CBS ranking of the other tasks, promote
+  mode, ASHA on validation loss at 25%, eta 3), replayed through the sweep's own promotion code.
+- ``tunescout-budget-B``: ``tune --budget B`` (k and rungs planned by :func:`plan_budget`).
+- ``optuna-tpe-hyperband``: Optuna's TPE sampler with its Hyperband pruner over the grid.
+- ``optuna-grid-sh``: Optuna's grid sampler with successive halving.
+- ``ray-asha``, ``ray-hyperband``: Ray Tune's ASHA and HyperBand schedulers over the grid.
+- ``random``: configurations drawn at random and trained to the end.
+The peers and ``random`` get tunescout's compute on each task (they stop launching trials once
+they have spent it) and report the task metric at the evaluation points, as their users do.
+Each is run over ``--seeds`` seeds and averaged.
+
+A method's regret on a task is (best final score of the task's grid - final score of the
+configuration it returns) / best; its compute is the tokens it trained over the tokens of the
+task's whole grid.
+
+Run: ``.venv/bin/python benchmarks/tune_heldout.py [--store benchmarks/results/reference/reference.db]``
+(``pip install -e '.[bench]'`` for Optuna and Ray). Writes ``benchmarks/results/tune_heldout.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tunescout.analysis import rank_results, results_from_store
+from tunescout.analysis.replay import replay_stopping
+from tunescout.study.export import store_tables
+from tunescout.study.store import open_store
+from tunescout.study.tune import DEFAULT_STOPPING, plan_budget
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_STORE = HERE / "results" / "reference" / "reference.db"
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One configuration's recorded run on one task: what a method can observe, and its cost."""
+
+    config_id: str
+    trial_id: str
+    points: tuple[tuple[int, int, float | None, float | None], ...]
+    """``(samples, tokens trained, val_loss, task metric)`` at each evaluation, the last the final."""
+
+    @property
+    def final(self) -> float:
+        return float(self.points[-1][3])
+
+    @property
+    def tokens(self) -> int:
+        return self.points[-1][1]
+
+
+@dataclass
+class Task:
+    name: str
+    curves: dict[str, Curve]
+    """By config id: every configuration of the grid, run to the end."""
+
+    @property
+    def best(self) -> float:
+        return max(c.final for c in self.curves.values())
+
+    @property
+    def grid_tokens(self) -> int:
+        return sum(c.tokens for c in self.curves.values())
+
+    def regret(self, config_id: str) -> float:
+        return (self.best - self.curves[config_id].final) / self.best if self.best else 0.0
+
+
+def load_reference(store: Path) -> tuple[dict[str, Task], pd.DataFrame, dict[str, Any], dict[str, pd.DataFrame]]:
+    """The reference grid: per task its curves (completed trials only), the results table CBS
+    ranks, the study spec and the store's tables (for replaying tunescout's own rules)."""
+    with open_store(store, readonly=True) as db:
+        tables, spec = store_tables(db), db.study_spec()
+    table = results_from_store(store, include="completed")
+    metric_of = {d["name"]: d["metric"] for d in spec["datasets"]}
+    config_of = {(r.dataset, r.trial_ids): r.config_id for r in table.itertuples()}  # one seed: one trial id
+    tasks: dict[str, Task] = {}
+    results, telemetry = tables["results"], tables["telemetry"]
+    for t in tables["trials"].to_dict("records"):
+        if t["status"] != "completed" or (t["dataset"], t["trial_id"]) not in config_of:
+            continue
+        mine = results[results["trial_id"] == t["trial_id"]]
+        tel = telemetry[telemetry["trial_id"] == t["trial_id"]].set_index("samples")["tokens"]
+        points = []
+        for samples, group in mine.groupby("samples"):
+            values = dict(zip(group["name"], group["value"]))
+            points.append((int(samples), int(tel.get(samples, t["tokens"])), values.get("val_loss"),
+                           values.get(metric_of[t["dataset"]])))
+        cid = config_of[(t["dataset"], t["trial_id"])]
+        tasks.setdefault(t["dataset"], Task(t["dataset"], {})).curves[cid] = Curve(cid, t["trial_id"], tuple(points))
+    return tasks, table, spec, tables
+
+
+def cbs_order(table: pd.DataFrame, held_out: str) -> list[str]:
+    """The grid ranked by CBS on every task but ``held_out``: what `tune --from` takes from the top."""
+    ranking = next(iter(rank_results(table[table["dataset"] != held_out], group_by=None).values()))
+    return list(ranking["config_id"])
+
+
+# --- tunescout: tune's own promotion code, replayed --------------------------------------------
+
+
+def replay_tune(task: Task, order: Sequence[str], k: int, rule: dict[str, Any], spec: dict[str, Any],
+                tables: dict[str, pd.DataFrame]) -> tuple[str, int]:
+    """(winner's config id, tokens trained) of tune's study of the top ``k`` of ``order``."""
+    chosen = [c for c in order if c in task.curves][:k]
+    ids = [task.curves[c].trial_id for c in chosen]
+    if not rule.get("rungs"):  # no stopping: every candidate to the end
+        winner = max(chosen, key=lambda c: task.curves[c].final)
+        return winner, sum(task.curves[c].tokens for c in chosen)
+    trials = tables["trials"][tables["trials"]["trial_id"].isin(ids)]
+    replay = replay_stopping(tables["telemetry"], trials, tables["results"], spec, [rule])
+    rows = replay.trials.set_index("trial_id")
+    kept = [c for c in chosen if not rows.at[task.curves[c].trial_id, "stopped"]]
+    winner = max(kept, key=lambda c: task.curves[c].final)  # tune keeps the best completed candidate
+    return winner, int(rows["tokens_used"].sum())
+
+
+# --- peers: the real libraries on the recorded curves ------------------------------------------
+
+
+class Ledger:
+    """Tokens a peer has trained on one task, and whether its budget is spent."""
+
+    def __init__(self, budget: float) -> None:
+        self.budget, self.spent = budget, 0
+
+    def pay(self, tokens: int) -> None:
+        self.spent += tokens
+
+    @property
+    def exhausted(self) -> bool:
+        return self.spent >= self.budget
+
+
+def _best_completed(finals: dict[str, float]) -> str:
+    return max(finals, key=finals.get)
+
+
+def run_optuna(task: Task, budget: float, seed: int, kind: str) -> tuple[str, int]:
+    """Optuna over the grid's configurations until ``budget`` tokens are spent: TPE with the
+    Hyperband pruner (``kind='tpe-hyperband'``) or the grid sampler with successive halving."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    configs = sorted(task.curves)
+    planned = task.curves[configs[0]].points[-1][0]
+    first = task.curves[configs[0]].points[0][0]
+    if kind == "tpe-hyperband":
+        sampler = optuna.samplers.TPESampler(seed=seed)
+        pruner = optuna.pruners.HyperbandPruner(min_resource=first, max_resource=planned, reduction_factor=3)
+    else:
+        sampler = optuna.samplers.GridSampler({"config": configs}, seed=seed)
+        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=3)
+    ledger, finals = Ledger(budget), {}
+
+    def objective(trial: optuna.Trial) -> float:
+        curve = task.curves[trial.suggest_categorical("config", configs)]
+        for samples, tokens, _, metric in curve.points[:-1]:
+            trial.report(metric, samples)
+            if trial.should_prune():
+                ledger.pay(tokens)
+                raise optuna.TrialPruned()
+        ledger.pay(curve.tokens)
+        finals[curve.config_id] = curve.final
+        return curve.final
+
+    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    while not ledger.exhausted and len(study.trials) < 10 * len(configs):
+        study.optimize(objective, n_trials=1)
+        if kind == "grid-sh" and len(study.trials) >= len(configs):
+            break
+    return (_best_completed(finals) if finals else _cheapest_guess(task)), ledger.spent
+
+
+def _cheapest_guess(task: Task) -> str:
+    """What a method that completed nothing returns: its first configuration (it must return one)."""
+    return sorted(task.curves)[0]
+
+
+def run_ray(task: Task, budget: float, seed: int, kind: str) -> tuple[str, int]:
+    """Ray Tune over the grid (each configuration once, in a seeded order, one at a time) with
+    ASHA or HyperBand on the task metric, until ``budget`` tokens are spent."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler
+
+    configs = sorted(task.curves)
+    random.Random(seed).shuffle(configs)
+    planned = task.curves[configs[0]].points[-1][0]
+    first = task.curves[configs[0]].points[0][0]
+    curves = {c: task.curves[c].points for c in configs}
+
+    def trainable(config: dict[str, Any]) -> None:
+        for samples, tokens, _, metric in curves[config["config"]]:
+            tune.report({"metric": metric, "samples": samples, "tokens": tokens})
+
+    scheduler = (ASHAScheduler(time_attr="samples", max_t=planned, grace_period=first, reduction_factor=3)
+                 if kind == "asha" else
+                 HyperBandScheduler(time_attr="samples", max_t=planned, reduction_factor=3))
+    ledger = Ledger(budget)
+
+    class BudgetStopper(tune.Stopper):
+        def __init__(self) -> None:
+            self.last: dict[str, int] = {}
+
+        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+            ledger.pay(result["tokens"] - self.last.get(trial_id, 0))
+            self.last[trial_id] = result["tokens"]
+            return False
+
+        def stop_all(self) -> bool:
+            return ledger.exhausted
+
+    tuner = tune.Tuner(tune.with_resources(trainable, {"cpu": 1}),
+                       param_space={"config": tune.grid_search(configs)},
+                       tune_config=tune.TuneConfig(metric="metric", mode="max", scheduler=scheduler,
+                                                   max_concurrent_trials=1),
+                       run_config=tune.RunConfig(stop=BudgetStopper(), verbose=0))
+    grid = tuner.fit()
+    finals = {}
+    for result in grid:
+        if result.metrics and result.metrics.get("samples") == planned:
+            finals[result.config["config"]] = float(result.metrics["metric"])
+    return (_best_completed(finals) if finals else configs[0]), ledger.spent
+
+
+def run_random(task: Task, budget: float, seed: int) -> tuple[str, int]:
+    """Configurations in a random order, each trained to the end, until ``budget`` is spent."""
+    configs = sorted(task.curves)
+    random.Random(seed).shuffle(configs)
+    ledger, finals = Ledger(budget), {}
+    for c in configs:
+        if ledger.exhausted:
+            break
+        ledger.pay(task.curves[c].tokens)
+        finals[c] = task.curves[c].final
+    return _best_completed(finals), ledger.spent
+
+
+# --- the benchmark ------------------------------------------------------------------------------
+
+
+Method = Callable[[Task, list[str], float, int], tuple[str, int]]
+
+
+def summarise(per_task: dict[str, dict[str, float]]) -> dict[str, Any]:
+    regrets = [v["regret"] for v in per_task.values()]
+    return {"mean_regret": statistics.fmean(regrets),
+            "within_1pct": sum(r <= 0.01 + 1e-12 for r in regrets) / len(regrets),
+            "within_3pct": sum(r <= 0.03 + 1e-12 for r in regrets) / len(regrets),
+            "mean_compute": statistics.fmean(v["compute"] for v in per_task.values()),
+            "per_task": per_task}
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=HERE).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run(store: Path, seeds: int, budgets: Sequence[float], peers: Sequence[str] = ("optuna", "ray")) -> dict[str, Any]:
+    tasks, table, spec, tables = load_reference(store)
+    complete = {n: t for n, t in tasks.items() if len(t.curves) == max(len(x.curves) for x in tasks.values())}
+    if len(complete) < 3:
+        raise SystemExit(f"{store}: {len(complete)} tasks have their whole grid; leave-one-out needs at least 3")
+    grid = len(next(iter(complete.values())).curves)
+    table = table[table["dataset"].isin(complete)]
+    methods: dict[str, dict[str, dict[str, float]]] = {}
+
+    def record(name: str, task: Task, outcomes: list[tuple[str, int]]) -> None:
+        methods.setdefault(name, {})[task.name] = {
+            "regret": statistics.fmean(task.regret(c) for c, _ in outcomes),
+            "compute": statistics.fmean(tokens for _, tokens in outcomes) / task.grid_tokens}
+
+    for name, task in sorted(complete.items()):
+        order = cbs_order(table, name)
+        winner, tokens = replay_tune(task, order, 5, DEFAULT_STOPPING, spec, tables)
+        record("tunescout", task, [(winner, tokens)])
+        for budget in budgets:
+            plan = plan_budget(grid, budget * grid, DEFAULT_STOPPING["eta"])
+            rule = {**DEFAULT_STOPPING, "rungs": plan.rungs} if plan.rungs else {}
+            record(f"tunescout-budget-{budget:g}", task, [replay_tune(task, order, plan.k, rule, spec, tables)])
+        spend = tokens
+        record("random", task, [run_random(task, spend, s) for s in range(seeds)])
+        for kind in ("tpe-hyperband", "grid-sh") if "optuna" in peers else ():
+            record(f"optuna-{kind}", task, [run_optuna(task, spend, s, kind) for s in range(seeds)])
+        for kind in ("asha", "hyperband") if "ray" in peers else ():
+            record(f"ray-{kind}", task, [run_ray(task, spend, s, kind) for s in range(seeds)])
+        print(f"{name}: done", flush=True)
+    return {"model": spec["models"][0], "tasks": sorted(complete), "grid_configs": grid, "commit": _commit(),
+            "methods": {m: summarise(per_task) for m, per_task in methods.items()}}
+
+
+def format_table(doc: dict[str, Any]) -> str:
+    lines = ["| method | mean regret | within 1% | within 3% | mean compute (of the grid) |", "|---|---|---|---|---|"]
+    for name, m in doc["methods"].items():
+        lines.append(f"| {name} | {m['mean_regret']:.1%} | {m['within_1pct']:.0%} | {m['within_3pct']:.0%} | "
+                     f"{m['mean_compute']:.1%} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", type=Path, default=DEFAULT_STORE)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "tune_heldout.json")
+    parser.add_argument("--seeds", type=int, default=5, help="runs of each randomised method, averaged")
+    parser.add_argument("--budgets", type=float, nargs="*", default=[0.1, 0.2, 0.3])
+    parser.add_argument("--peers", nargs="*", default=["optuna", "ray"], choices=["optuna", "ray"],
+                        help="peer libraries to run (Ray Tune starts an actor per trial: minutes on a busy 2-core machine)")
+    args = parser.parse_args()
+    if "ray" in args.peers:
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    doc = run(args.store, args.seeds, args.budgets, args.peers)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(format_table(doc))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

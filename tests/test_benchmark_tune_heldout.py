@@ -1,0 +1,95 @@
+"""benchmarks/tune_heldout.py on a made-up reference grid whose answers are known: the replay of
+tune picks what promotion keeps, every method pays what it trained, and the JSON has its schema."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from tunescout.study.store import open_store
+
+SPEC_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "tune_heldout.py"
+LRS = (1e-4, 3e-4, 1e-3, 3e-3)
+TASKS = ("t1", "t2", "t3", "t4")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("tune_heldout", SPEC_PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["tune_heldout"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _final(task: str, lr: float) -> float:
+    """1e-3 is best everywhere but t4, where 3e-4 is; 1e-4 is far behind."""
+    best = 3e-4 if task == "t4" else 1e-3
+    return 0.9 if lr == best else {1e-4: 0.3, 3e-4: 0.7, 1e-3: 0.6, 3e-3: 0.5}[lr]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    """4 tasks x 4 learning rates, 10 steps of 10 samples (100 tokens each), evaluated at 10 and 25
+    samples and at the end. Validation loss at the rungs ranks like the final score."""
+    path = tmp_path_factory.mktemp("ref") / "ref.db"
+    spec = {"name": "ref", "models": ["m"], "datasets": [{"name": t, "metric": "accuracy"} for t in TASKS]}
+    rows = [{"trial_id": f"{t}-{i}", "model": "m", "method": "lora", "dataset": t, "hparams": {"learning_rate": lr},
+             "seed": 0, "config": {}, "run_dir": "", "planned_samples": 100, "planned_tokens": 1000}
+            for t in TASKS for i, lr in enumerate(LRS)]
+    with open_store(path) as db:
+        db.sync_trials("ref", spec, rows)
+        for row in rows:
+            final = _final(row["dataset"], row["hparams"]["learning_rate"])
+            db.mark_running(row["trial_id"])
+            for step in range(1, 11):
+                record = {"step": step, "samples": 10 * step, "tokens": 100 * step, "loss": 1.0, "grad_norm": 1.0}
+                if step in (1, 3):  # 10 and 30 samples: at or past the rungs 10% and 25%
+                    record.update(val_loss=1.0 - final, metrics={"accuracy": final - 0.1 * (3 - step)})
+                db.add_telemetry(row["trial_id"], record)
+            db.finish(row["trial_id"], "completed", metrics={"accuracy": final, "val_loss": 1.0 - final},
+                      totals={"steps": 10, "samples": 100, "tokens": 1000})
+    return path
+
+
+def test_loads_every_curve_with_its_cost(bench, store) -> None:
+    tasks, table, spec, _ = bench.load_reference(store)
+    assert sorted(tasks) == list(TASKS) and all(len(t.curves) == 4 for t in tasks.values())
+    t4 = tasks["t4"]
+    assert t4.best == 0.9 and t4.grid_tokens == 4000
+    curve = next(c for c in t4.curves.values() if c.final == 0.3)
+    assert [p[:2] for p in curve.points] == [(10, 100), (30, 300), (100, 1000)]
+    assert t4.regret(curve.config_id) == pytest.approx(0.6 / 0.9)
+
+
+def test_tune_replay_keeps_what_promotion_keeps_and_pays_for_it(bench, store) -> None:
+    tasks, table, spec, tables = bench.load_reference(store)
+    order = bench.cbs_order(table, "t4")  # ranked on t1-t3, where 1e-3 wins
+    assert order[0] == "learning_rate=0.001"
+    task = tasks["t4"]
+    winner, tokens = bench.replay_tune(task, order, 4, {"rule": "asha", "signal": "val_loss", "mode": "promote",
+                                                        "rungs": [0.25], "eta": 3}, spec, tables)
+    # all four to the rung (25 samples: the record at 30), the best two by val_loss on to the end
+    assert winner == "learning_rate=0.0003" and tokens == 4 * 300 + 2 * 700
+    assert bench.replay_tune(task, order, 1, {}, spec, tables) == ("learning_rate=0.001", 1000)
+
+
+@pytest.mark.parametrize("peers", [("optuna",), pytest.param(("ray",), marks=pytest.mark.slow)])
+def test_the_benchmark_writes_its_schema_with_every_peer(bench, store, peers) -> None:
+    """Ray Tune starts an actor per trial: minutes on a busy 2-core machine, so it is a slow test."""
+    pytest.importorskip(peers[0])
+    doc = bench.run(store, seeds=2, budgets=[0.5], peers=peers)
+    assert set(doc) == {"model", "tasks", "grid_configs", "commit", "methods"}
+    assert doc["tasks"] == list(TASKS) and doc["grid_configs"] == 4
+    expected = {"tunescout", "tunescout-budget-0.5", "random",
+                *({"optuna-tpe-hyperband", "optuna-grid-sh"} if "optuna" in peers else {"ray-asha", "ray-hyperband"})}
+    assert set(doc["methods"]) == expected
+    for name, m in doc["methods"].items():
+        assert set(m) == {"mean_regret", "within_1pct", "within_3pct", "mean_compute", "per_task"}, name
+        assert set(m["per_task"]) == set(TASKS)
+        assert all(0 <= v["regret"] <= 1 and 0 < v["compute"] <= 1 for v in m["per_task"].values()), name
+    assert doc["methods"]["tunescout"]["mean_regret"] == 0  # promotion by val_loss keeps each task's best
+    assert "| tunescout |" in bench.format_table(doc)
