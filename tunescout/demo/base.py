@@ -8,29 +8,60 @@ rows, loss on every token). It is cached, so only the first demo pays for it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from tunescout.config import DataSource, TrainConfig
 from tunescout.demo.tasks import write_jsonl
 from tunescout.demo.tiny import build_tiny_model, cache_dir
 
-__all__ = ["BASE_NAME", "base_model_dir", "ensure_demo_base"]
+__all__ = ["BASE_NAME", "BUILD_SOURCES", "base_model_dir", "build_key", "ensure_demo_base"]
 
 log = logging.getLogger(__name__)
 
-BASE_NAME = "demo-base-v3"
-"""Cache folder name; bump the version when the recipe below changes."""
+BASE_NAME = "demo-base"
+"""Cache folder prefix; the folder is ``demo-base-<build key>`` (:func:`build_key`)."""
 
 ARCH = dict(vocab_size=1024, hidden_size=96, num_layers=3, num_heads=4, num_kv_heads=2, intermediate_size=256,
             max_positions=256)
 
+PRETRAIN: dict[str, Any] = dict(
+    method="full", train_on="all", batch_size=32, max_tokens_per_micro_batch=4096, max_length=128,
+    learning_rate=6e-3, schedule="cosine", warmup_steps=10, epochs=6, weight_decay=0.0, grad_clip=1.0,
+    checkpoint_every=50, eval_fraction=0.02)
+"""The pretraining run's settings (see :func:`ensure_demo_base` for why these)."""
 
-def base_model_dir() -> Path:
+BUILD_SOURCES = ("data", "train", "demo/base.py", "demo/tiny.py", "demo/corpus.py", "demo/vocab.py")
+"""The package's code that decides the base model's weights (tokenizer, corpus, packing, the
+training step), relative to the package: a change to any of it gives a new cache key."""
+
+
+def build_key(seed: int = 0) -> str:
+    """A digest of everything that builds the base model: architecture, pretraining settings, the
+    corpus, the code in :data:`BUILD_SOURCES` and the torch and transformers versions. A machine
+    whose cache was built by other code trains a new base instead of running the demo on other
+    weights than a fresh clone would (a version name bumped by hand missed such changes)."""
+    import torch
+    import transformers
+
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256(json.dumps({"arch": ARCH, "pretrain": PRETRAIN, "seed": seed, "torch": torch.__version__,
+                                        "transformers": transformers.__version__}, sort_keys=True).encode())
+    digest.update("\n".join(_corpus(seed)).encode())
+    for entry in BUILD_SOURCES:
+        target = package / entry
+        for path in sorted(target.rglob("*.py") if target.is_dir() else [target]):
+            digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def base_model_dir(seed: int = 0) -> Path:
     """The cache folder of the demo base model (the model itself is its ``model`` subfolder)."""
-    return cache_dir() / BASE_NAME
+    return cache_dir() / f"{BASE_NAME}-{build_key(seed)}"
 
 
 def _corpus(seed: int) -> list[str]:
@@ -72,7 +103,7 @@ def ensure_demo_base(seed: int = 0, say: Callable[[str], None] = log.info) -> Pa
     copied half of such word lists but almost no cities or order numbers; after six it copies
     70% of the lists and nearly all cities and numbers.
     """
-    final = base_model_dir()
+    final = base_model_dir(seed)
     if (final / "model" / "config.json").exists():
         return final / "model"
     work = final.with_name(final.name + ".partial")
@@ -85,12 +116,8 @@ def ensure_demo_base(seed: int = 0, say: Callable[[str], None] = log.info) -> Pa
 
     from tunescout.train.loop import train
 
-    config = TrainConfig(
-        model=str(init), method="full", data=[DataSource(str(data))], train_on="all", batch_size=32,
-        max_tokens_per_micro_batch=4096, max_length=128, learning_rate=6e-3, schedule="cosine", warmup_steps=10,
-        epochs=6, weight_decay=0.0, grad_clip=1.0, output_dir=str(work / "pretrain"), seed=seed,
-        checkpoint_every=50, eval_fraction=0.02,
-    )
+    config = TrainConfig(model=str(init), data=[DataSource(str(data))], output_dir=str(work / "pretrain"), seed=seed,
+                         **PRETRAIN)
     result = train(config)
     if result.status != "completed":
         raise RuntimeError(f"demo base pretraining ended {result.status}: {result.reason}")
@@ -99,4 +126,7 @@ def ensure_demo_base(seed: int = 0, say: Callable[[str], None] = log.info) -> Pa
     (work / "pretrain" / "model").rename(work / "model")
     shutil.rmtree(final, ignore_errors=True)
     work.rename(final)
+    for stale in final.parent.glob(f"{BASE_NAME}-*"):  # built by other code: never used again
+        if stale != final and not stale.name.endswith(".partial"):
+            shutil.rmtree(stale, ignore_errors=True)
     return final / "model"
