@@ -188,7 +188,10 @@ def run_optuna(task: Task, budget: float, seed: int, kind: str) -> tuple[str, in
         finals[curve.config_id] = curve.final
         return curve.final
 
-    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    # Hyperband assigns trials to brackets by a hash of the study's name: a fixed name, not Optuna's
+    # random default, so that two runs make the same decisions.
+    study = optuna.create_study(study_name=f"{task.name}-{kind}-{seed}", direction="maximize", sampler=sampler,
+                                pruner=pruner)
     while not ledger.exhausted and len(study.trials) < 10 * len(configs):
         study.optimize(objective, n_trials=1)
         if kind == "grid-sh" and len(study.trials) >= len(configs):

@@ -93,3 +93,16 @@ def test_the_benchmark_writes_its_schema_with_every_peer(bench, store, peers) ->
         assert all(0 <= v["regret"] <= 1 and 0 < v["compute"] <= 1 for v in m["per_task"].values()), name
     assert doc["methods"]["tunescout"]["mean_regret"] == 0  # promotion by val_loss keeps each task's best
     assert "| tunescout |" in bench.format_table(doc)
+
+
+def test_two_runs_give_the_same_decisions_and_scores(bench, store, tmp_path) -> None:
+    """Every randomised method is seeded: the benchmark run twice (here on two copies of the store,
+    as from two clones) writes the same numbers."""
+    pytest.importorskip("optuna")
+    import shutil
+
+    copy = tmp_path / "copy.db"
+    shutil.copy2(store, copy)
+    first = bench.run(store, seeds=2, budgets=[0.5], peers=("optuna",))
+    second = bench.run(copy, seeds=2, budgets=[0.5], peers=("optuna",))
+    assert first["methods"] == second["methods"]
