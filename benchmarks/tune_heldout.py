@@ -47,7 +47,7 @@ from tunescout.analysis import rank_results, results_from_store
 from tunescout.analysis.replay import replay_stopping
 from tunescout.study.export import store_tables
 from tunescout.study.store import open_store
-from tunescout.study.tune import DEFAULT_STOPPING, plan_budget
+from tunescout.workflows.tune import DEFAULT_STOPPING, plan_budget
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_STORE = HERE / "results" / "reference" / "reference.db"

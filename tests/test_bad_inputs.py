@@ -161,3 +161,11 @@ def test_eval_refuses_an_output_it_cannot_write_before_evaluating(tiny_model_dir
     _fails([*common, "--predictions", str(tmp_path)], capfd, "--predictions")
     _fails([*common, "--predictions", str(tmp_path / "no" / "such" / "p.jsonl")], capfd, "does not exist")
     _fails([*common, "-o", str(tmp_path)], capfd, "is a folder")
+
+
+def test_demo_refuses_an_output_that_is_a_file_before_any_work(tmp_path, capfd, monkeypatch) -> None:
+    import tunescout.demo.run as demo
+
+    monkeypatch.setattr(demo, "run_demo", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    (tmp_path / "file").write_text("x")
+    _fails(["demo", "--out", str(tmp_path / "file")], capfd, "is a file")

@@ -95,7 +95,7 @@ def test_status_and_analyze_of_a_store_without_a_study(tmp_path: Path, capsys) -
 def test_tune_help_names_the_default_rule_the_code_uses(capsys) -> None:
     import yaml
 
-    from tunescout.study.tune import DEFAULT_STOPPING
+    from tunescout.workflows.tune import DEFAULT_STOPPING
 
     with pytest.raises(SystemExit):
         main(["tune", "--help"])

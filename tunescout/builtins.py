@@ -25,8 +25,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from tunescout.config import ConfigError
-from tunescout.settings import did_you_mean
+from tunescout.settings import ConfigError, did_you_mean
 
 __all__ = [
     "BUILTINS",

@@ -301,7 +301,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from tunescout.study.tune import format_fates, tune
+    from tunescout.workflows.tune import format_fates, tune
 
     stopping = _rules_option(args.stopping, "--stopping") if args.stopping else None
     result = tune(args.model, args.method, args.train, args.eval, args.metric, args.out, source=args.source,
@@ -313,6 +313,11 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from tunescout.demo.run import run_demo
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():  # before minutes of base-model pretraining, not after
+        raise ValueError(f"--out {out}: is a file; give a folder for the demo's data, store and report")
+    out.mkdir(parents=True, exist_ok=True)
 
     run_demo(args.out)
     return 0

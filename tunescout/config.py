@@ -382,12 +382,14 @@ def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> Tra
     Raises:
         ConfigError: unknown key, wrong type, or inconsistent values.
     """
-    from tunescout.hf_args import resolve_hf_names  # imports ConfigError from here
+    from tunescout.hf_args import resolve_hf_names
 
     # Transformers' names are resolved in each mapping alone: an override may replace a YAML key
     # under the other name, but one mapping giving both names is a contradiction.
-    raw = {ALIASES.get(k, k): v for k, v in resolve_hf_names(raw or {}).items()}
-    over = {ALIASES.get(k, k): v for k, v in resolve_hf_names(parse_overrides(overrides or []), base=raw).items()}
+    betas = TrainConfig.betas
+    raw = {ALIASES.get(k, k): v for k, v in resolve_hf_names(raw or {}, default_betas=betas).items()}
+    over = {ALIASES.get(k, k): v for k, v in
+            resolve_hf_names(parse_overrides(overrides or []), base=raw, default_betas=betas).items()}
     merged = _normalise_data(merge_nested(raw, over), "data")
     return _build(TrainConfig, _normalise_data(merged, "eval_data"))
 

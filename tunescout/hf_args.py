@@ -17,8 +17,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
-from tunescout.config import ConfigError, TrainConfig
-from tunescout.settings import as_number
+from tunescout.settings import ConfigError, as_number
 
 __all__ = ["HF_NAMES", "HF_SCHEDULES", "resolve_hf_names"]
 
@@ -81,14 +80,15 @@ def _schedule(raw: Mapping[str, Any]) -> str:
     return HF_SCHEDULES[value]
 
 
-def resolve_hf_names(raw: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def resolve_hf_names(raw: Mapping[str, Any], base: Mapping[str, Any] | None = None,
+                     default_betas: tuple[float, float] = (0.9, 0.95)) -> dict[str, Any]:
     """``raw`` with transformers' ``TrainingArguments`` names replaced by tunescout's keys.
 
     ``num_train_epochs`` → ``epochs``; ``max_grad_norm`` → ``grad_clip`` (0 or less: no
     clipping, as in transformers); ``lr_scheduler_type`` → ``schedule`` (see
     :data:`HF_SCHEDULES`); ``adam_beta1``/``adam_beta2`` → ``betas`` (a beta not given keeps
-    the ``betas`` of ``base``, the resolved mapping these override, else tunescout's default,
-    0.9 and 0.95); ``adam_epsilon`` → ``eps``. Other keys pass unchanged.
+    the ``betas`` of ``base``, the resolved mapping these override, else ``default_betas``,
+    tunescout's default); ``adam_epsilon`` → ``eps``. Other keys pass unchanged.
 
     Raises:
         ConfigError: a name given with its tunescout key (both named), a value of the wrong type,
@@ -115,7 +115,7 @@ def resolve_hf_names(raw: Mapping[str, Any], base: Mapping[str, Any] | None = No
     if "lr_scheduler_type" in raw:
         out["schedule"] = _schedule(raw)
     if "adam_beta1" in raw or "adam_beta2" in raw:
-        before = list((base or {}).get("betas") or TrainConfig.betas)
+        before = list((base or {}).get("betas") or default_betas)
         if len(before) != 2:
             raise ConfigError(f"betas: expected a list of 2 values, got {before!r}")
         out["betas"] = [as_number(name, raw[name]) if name in raw else old

@@ -15,7 +15,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from tunescout.study.store import FINISHED, SCHEMA_VERSION, STATUSES, TRANSITIONS, StoreError, SyncResult
+from tunescout.study.records import FINISHED, SCHEMA_VERSION, STATUSES, TRANSITIONS, StoreError, SyncResult
 
 __all__ = ["SQLiteStore", "TELEMETRY_FIELDS"]
 

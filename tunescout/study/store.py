@@ -31,45 +31,13 @@ The contract, in the manner of Optuna's ``BaseStorage``:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Protocol, Sequence
 
+from tunescout.study.records import FINISHED, SCHEMA_VERSION, STATUSES, TRANSITIONS, StoreError, SyncResult
+
 __all__ = ["FINISHED", "SCHEMA_VERSION", "STATUSES", "TRANSITIONS", "StoreError", "StudyStore", "SyncResult",
            "open_store"]
-
-SCHEMA_VERSION = 3
-STATUSES = ("pending", "running", "paused", "completed", "stopped", "diverged", "failed")
-FINISHED = ("completed", "stopped", "diverged", "failed")
-"""The statuses a trial ends in; the one definition every module imports."""
-TRANSITIONS: dict[str, tuple[str, ...]] = {"pending": ("running",), "running": ("pending", "paused", *FINISHED),
-                                           "paused": ("pending", "stopped"), "stopped": ("pending",),
-                                           "failed": ("pending",)}
-"""Allowed status changes. Completed and diverged trials never change again; a stopped one only
-through :meth:`StudyStore.reopen_stopped`; a failed one only through
-:meth:`StudyStore.requeue_failed` (the user fixed the cause); a paused one (waiting at a rung,
-with a checkpoint) only through :meth:`StudyStore.decide_rung`."""
-
-
-class StoreError(ValueError):
-    """Not a tunescout store, a missing one opened read-only, or a refused status transition."""
-
-
-@dataclass(frozen=True)
-class SyncResult:
-    """What :meth:`StudyStore.sync_trials` did."""
-
-    new: int
-    """Trials of the spec not in the store before, added as ``pending``."""
-    kept: int
-    """Trials of the spec already in the store, with their status and results."""
-    superseded: int
-    """Trials of the study that belong to earlier spec versions, in all."""
-    newly_superseded: int
-    """Of those, the ones this sync left behind (they were current before it)."""
-    version: int
-    """The study's spec version after the sync."""
-
 
 class StudyStore(Protocol):
     """What the sweep driver, the reporting commands and the analysis read and write."""

@@ -38,8 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
-from tunescout.config import ConfigError
-from tunescout.settings import did_you_mean, flatten_dotted
+from tunescout.settings import ConfigError, did_you_mean, flatten_dotted
 
 __all__ = ["TRACKERS", "TRACK_INSTALL", "RunInfo", "Tracker", "TrackerEntry", "TrackerSink", "check_trackers",
            "env_run_id", "final_scores", "open_trackers", "register_tracker", "run_params", "step_values"]

@@ -69,7 +69,7 @@ def _open_client(uri: str) -> Any:
     module docstring), other stores as they are."""
     from mlflow.tracking import MlflowClient
 
-    from tunescout.train.rundir import hold_lock
+    from tunescout.locks import hold_lock
 
     file = _sqlite_file(uri)
     if file is None:

@@ -28,7 +28,8 @@ from tunescout.data.phases import build_schedule, describe_length
 from tunescout.data.prepare import prepare_data
 from tunescout.train.accel import check_kernels, compile_model, make_optimizer, packing_refusal, uses_varlen_kernel
 from tunescout.train.checkpoint import load_newest_loadable, save_checkpoint
-from tunescout.train.distributed import World, join_world, load_sharded_checkpoint, save_sharded_checkpoint
+from tunescout.train.distributed.ranks import World, join_world
+from tunescout.train.distributed.sharded import load_sharded_checkpoint, save_sharded_checkpoint
 from tunescout.train.flops import MfuMeter
 from tunescout.train.health import HealthWatch
 from tunescout.train.loss import accumulate_gradients, evaluate_loss

@@ -16,8 +16,8 @@ import shutil
 import socket
 import uuid
 from pathlib import Path
-from typing import Iterator
 
+from tunescout.locks import RunDirLocked, hold_lock
 from tunescout.train.identity import RUN_FILE
 
 __all__ = ["RUN_OUTPUTS", "STORAGE_CHECK", "RunDirLocked", "StorageNotShared", "check_storage", "clear_run",
@@ -25,36 +25,6 @@ __all__ = ["RUN_OUTPUTS", "STORAGE_CHECK", "RunDirLocked", "StorageNotShared", "
 
 RUN_OUTPUTS = ("checkpoints", "model", "telemetry.jsonl", "eval.jsonl", "result.json", RUN_FILE, "config.yaml")
 """What a run writes into its directory; ``--restart`` removes exactly these."""
-
-
-class RunDirLocked(RuntimeError):
-    """Another process holds a lock: training in this run directory, or driving this study."""
-
-
-@contextlib.contextmanager
-def hold_lock(path: str | Path, busy: str | None) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing; the holder's pid written in it).
-
-    Args:
-        busy: the error when another process holds it (``{pid}`` filled in); None waits for it instead.
-
-    Raises:
-        RunDirLocked: another live process holds it and ``busy`` is given.
-    """
-    import fcntl
-
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if busy is None else fcntl.LOCK_NB))
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise RunDirLocked(busy.format(pid=holder)) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the flock
 
 
 def lock_run_dir(run_dir: str | Path) -> contextlib.AbstractContextManager[None]:

@@ -17,7 +17,7 @@ import yaml
 
 from tunescout.config import ConfigError, TrainConfig
 from tunescout.train.checkpoint import latest_checkpoint
-from tunescout.train.distributed import check_world_size
+from tunescout.train.distributed.ranks import check_world_size
 from tunescout.train.identity import check_resume, record_run, run_identity
 from tunescout.train.models import resolve_attn_implementation, resolve_device, resolve_dtype
 from tunescout.train.rundir import clear_run, holds_run

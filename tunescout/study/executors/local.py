@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from tunescout.study.executors import Event
+from tunescout.study.executors.base import Event
 
 __all__ = ["LocalExecutor", "PipeChannel", "default_slots"]
 

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from typing import Any, Mapping
 
-from tunescout.study.executors import Event, ranks_per_trial
+from tunescout.study.executors.base import Event, ranks_per_trial
 
 __all__ = ["ActorChannel", "RayExecutor"]
 

@@ -14,7 +14,7 @@ from tunescout.cli import main
 from tunescout.config import ConfigError
 from tunescout.demo.tasks import make_rows, write_jsonl
 from tunescout.study.store import open_store
-from tunescout.study.tune import candidate_configs
+from tunescout.workflows.tune import candidate_configs
 
 SMALL = ["max_length=64", "max_tokens_per_micro_batch=256", "epochs=2"]
 
@@ -136,7 +136,7 @@ def test_a_budget_picks_k_and_rungs_and_the_plan_is_said_before_training(tiny_mo
 
 
 def test_plan_budget_fits_the_most_candidates_and_never_less_than_the_winners_run() -> None:
-    from tunescout.study.tune import plan_budget
+    from tunescout.workflows.tune import plan_budget
 
     assert (lambda p: (p.k, p.rungs))(plan_budget(8, 2.4)) == (8, [0.1, 0.25])  # 0.8 + 0.45 + 0.75 = 2.0
     # 1.5 runs: [0.25] fits 3 (0.75 + 0.75); [0.1, 0.25] fits 4 (0.4 + 0.3 + 0.75 = 1.45; 5 cost 1.55)
@@ -147,7 +147,7 @@ def test_plan_budget_fits_the_most_candidates_and_never_less_than_the_winners_ru
 
 
 def test_candidates_fit_the_dataset_and_fewer_than_k_says_why(tiny_model_dir: Path, caplog) -> None:
-    from tunescout.study.tune import fit_to_dataset
+    from tunescout.workflows.tune import fit_to_dataset
 
     notes: list[str] = []
     fitted = fit_to_dataset([("p1", {"batch_size": 3840, "learning_rate": 2e-5}),

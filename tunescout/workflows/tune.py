@@ -28,7 +28,7 @@ from tunescout.study.spec import LORA_ONLY, DatasetSpec, StudySpec, validate
 
 __all__ = ["DEFAULT_STOPPING", "TuneResult", "candidate_configs", "format_fates", "tune"]
 
-log = logging.getLogger("tunescout.study")
+log = logging.getLogger("tunescout.tune")
 
 DEFAULT_STOPPING = {"rule": "asha", "signal": "val_loss", "mode": "promote", "rungs": [0.25], "eta": 3}
 """Every candidate to a quarter of its samples, the best third by validation loss there on to the
