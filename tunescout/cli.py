@@ -1,4 +1,8 @@
-"""Command line: a thin shell over the library. No logic lives here."""
+"""tunescout: fine-tune small LLMs with the SFT recipe, sweep hyperparameters with early stopping,
+rank configurations with Coverage-based Search, and tune a new dataset for a fraction of a grid.
+
+Run `tunescout COMMAND --help` for a command's options; `-v` (before or after the command) adds
+debug logs, library warnings and progress bars, and the traceback of an error."""
 
 from __future__ import annotations
 
