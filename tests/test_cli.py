@@ -102,3 +102,12 @@ def test_tune_help_names_the_default_rule_the_code_uses(capsys) -> None:
     text = " ".join(capsys.readouterr().out.split())
     default = text.split("(default ", 1)[1].split(")", 1)[0]
     assert yaml.safe_load(default) == DEFAULT_STOPPING
+
+
+def test_overrides_may_follow_the_flags(run_yaml: Path, capsys) -> None:
+    assert main(["train", str(run_yaml), "max_steps=1"]) == 0
+    capsys.readouterr()
+    assert main(["train", str(run_yaml), "--restart", "max_steps=2", "lr=5e-4"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 2
+    with pytest.raises(SystemExit):
+        main(["train", str(run_yaml), "--restart", "--nope"])

@@ -483,7 +483,12 @@ RESUME_HINTS = {"train": "continue it with the same command and --resume",
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Every command ends with its result or a one-paragraph error (exit 2 for
     bad input, 1 otherwise), never a traceback; ``-v`` adds the traceback for a bug report."""
-    args = _build_parser().parse_args(argv)
+    parser = _build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]  # `train run.yaml --restart lr=1e-4`: overrides after flags
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _setup_logging(args.verbose)
     try:
         return args.func(args)
