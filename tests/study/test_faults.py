@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from procs import query
 
 from tunescout.demo.tasks import make_rows, write_jsonl
 from tunescout.study.spec import load_study
@@ -161,18 +162,6 @@ def test_a_damaged_store_page_is_refused_and_nothing_trains(reference_study, tmp
     assert runs == sorted(p.stat().st_mtime for p in (tmp_path / "s").rglob("*") if p.is_file() and "runs" in str(p))
 
 
-def _query(db: Path, sql: str) -> list[tuple]:
-    if not db.exists():
-        return []
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return con.execute(sql).fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        con.close()
-
-
 def test_a_damaged_checkpoint_starts_over_and_says_so(tiny_model_dir, tmp_path, reference) -> None:
     """The driver dies while a trial has a checkpoint; the checkpoint is then damaged (a torn
     weights file). The next sweep cannot load it: the trial starts over from scratch, with that in
@@ -182,7 +171,7 @@ def test_a_damaged_checkpoint_starts_over_and_says_so(tiny_model_dir, tmp_path, 
     proc = _sweep(path)
     deadline, at = time.time() + 300, None
     while time.time() < deadline and proc.poll() is None:
-        rows = _query(db, "SELECT t.trial_id, t.run_dir, MAX(x.step) FROM trials t JOIN telemetry x "
+        rows = query(db, "SELECT t.trial_id, t.run_dir, MAX(x.step) FROM trials t JOIN telemetry x "
                           "USING (trial_id) WHERE t.status='running' GROUP BY t.trial_id")
         if rows and rows[0][2] >= 7:
             at = rows[0]

@@ -7,7 +7,6 @@ import math
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from procs import alive
+from procs import alive, query
 
 from tunescout.cli import main
 from tunescout.demo.tasks import make_rows, write_jsonl
@@ -135,18 +134,6 @@ def test_budget_stops_launching(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert any("token budget reached" in m for m in messages)
 
 
-def _query(db: Path, sql: str) -> list[tuple]:
-    if not db.exists():
-        return []
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return con.execute(sql).fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        con.close()
-
-
 def _weights(run_dir: Path) -> dict:
     from safetensors.torch import load_file
 
@@ -173,7 +160,7 @@ def test_driver_killed_mid_trial_ends_its_trials_and_the_resume_is_exact(tiny_mo
                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     deadline, at = time.time() + 240, None
     while time.time() < deadline and proc.poll() is None:
-        rows = _query(db, "SELECT t.trial_id, t.run_dir, MAX(x.step) FROM trials t JOIN telemetry x "
+        rows = query(db, "SELECT t.trial_id, t.run_dir, MAX(x.step) FROM trials t JOIN telemetry x "
                           "USING (trial_id) WHERE t.status='running' GROUP BY t.trial_id")
         if rows and rows[0][2] >= 9 and rows[0][2] % 7:
             at = rows[0]
@@ -382,13 +369,13 @@ def test_a_driver_killed_while_trials_wait_at_a_rung_decides_the_same(promoted: 
                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if len(_query(db, "SELECT trial_id FROM trials WHERE status='paused'")) >= 6:
+        if len(query(db, "SELECT trial_id FROM trials WHERE status='paused'")) >= 6:
             break
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    paused = {r[0] for r in _query(db, "SELECT trial_id FROM trials WHERE status='paused'")}
-    assert len(paused) >= 6 and not _query(db, "SELECT * FROM decisions")
+    paused = {r[0] for r in query(db, "SELECT trial_id FROM trials WHERE status='paused'")}
+    assert len(paused) >= 6 and not query(db, "SELECT * FROM decisions")
 
     run_sweep(load_study(path))
     with _store(db) as store, _store(promoted) as reference:
