@@ -197,32 +197,14 @@ def _cmd_rank(args: argparse.Namespace) -> int:
 def _cmd_analyze(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from tunescout.analysis import (batch_lr_table, default_replay_rules, dynamics_correlations, promotion_agreement,
-                                    replay_stopping, signal_directions, signals_advice, stacked_vs_phased,
-                                    suggest_signals)
-    from tunescout.study.export import store_tables
-    from tunescout.study.store import open_store
+    from tunescout.analysis import signals_advice
+    from tunescout.workflows.analyze import analyze_study
 
     rules = _rules_option(Path(args.rules).read_text(encoding="utf-8"), f"--rules {args.rules}", many=True) \
-        if args.rules else default_replay_rules()
-    with open_store(args.store, readonly=True) as store:
-        tables, spec = store_tables(store, args.study), store.study_spec(args.study)
-    if spec is None:
-        raise ValueError(f"{args.store}: the store holds no study (run `tunescout sweep STUDY.yaml` first)")
-    t, r, tel = tables["trials"], tables["results"], tables["telemetry"]
-    correlations = dynamics_correlations(tel, t, r, spec, window=args.window, rung=args.rung,
-                                         only_completed=not args.all_statuses, n_boot=args.boot, seed=args.seed)
-    directions = signal_directions(correlations)
-    suggested = suggest_signals(directions)
-    frames = {
-        "dynamics": correlations,
-        "signals": directions,
-        "stopping_replay": replay_stopping(tel, t, r, spec, rules).summary,
-        "batch_lr": batch_lr_table(t, r, spec).long,
-        "promotion": promotion_agreement(tables["decisions"], t, r, spec),
-    }
-    stacked = stacked_vs_phased(t, r, spec)
-    frames["stacked_vs_phased"] = stacked
+        if args.rules else None
+    analysis = analyze_study(args.store, study=args.study, window=args.window, rung=args.rung,
+                             all_statuses=args.all_statuses, rules=rules, n_boot=args.boot, seed=args.seed)
+    frames, suggested = analysis.frames, analysis.suggested
     if args.json:
         doc = {k: v.to_dict(orient="records") for k, v in frames.items()}
         notes = {k: v.attrs["note"] for k, v in frames.items() if v.attrs.get("note")}

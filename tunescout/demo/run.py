@@ -84,10 +84,9 @@ def run_demo(out_dir: str | Path = "tunescout-demo", say: Callable[[str], None] 
     """Run the embedded default study and return the path of its HTML report."""
     from tunescout.analysis import dynamics_correlations, rank_results, replay_stopping, results_from_store
     from tunescout.report import build_report
-    from tunescout.study.export import store_tables
     from tunescout.study.spec import expand_trials, load_study
-    from tunescout.study.store import open_store
     from tunescout.study.sweep import run_sweep
+    from tunescout.workflows.analyze import read_study_tables
 
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out = Path(out_dir)
@@ -113,8 +112,7 @@ def run_demo(out_dir: str | Path = "tunescout-demo", say: Callable[[str], None] 
         top = ranking.head(3)
         say(f"    {method}: top-3 " + "; ".join(
             f"{r.config_id} (coverage {r.cumulative_coverage:.0%})" for r in top.itertuples()))
-    with open_store(spec.store, readonly=True) as store:
-        tables, spec_json = store_tables(store, spec.name), store.study_spec(spec.name)
+    tables, spec_json = read_study_tables(spec.store, spec.name)
     args = (tables["telemetry"], tables["trials"], tables["results"], spec_json)
     _say_dynamics(dynamics_correlations, args, say)
     summary = replay_stopping(*args, rules=[spec.stopping]).summary

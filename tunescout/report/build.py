@@ -24,7 +24,7 @@ from tunescout.report.study_sections import curves_section, heatmap_section, pha
 from tunescout.study.export import store_tables
 from tunescout.study.store import open_store
 
-__all__ = ["build_report", "load_study", "render_report"]
+__all__ = ["build_report", "read_study_data", "render_report"]
 
 log = logging.getLogger("tunescout.report")
 
@@ -41,7 +41,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[StudyData], Section]], ...] = (
 the recommendations, which read its rankings."""
 
 
-def load_study(store_path: str | Path, *, tau: float = 0.95, window: float = 0.1, top: int = 5,
+def read_study_data(store_path: str | Path, *, tau: float = 0.95, window: float = 0.1, top: int = 5,
                study: str | None = None) -> StudyData:
     """Read a study store (read-only) into the tables every section uses: the trials of the
     study's current spec version (the summary counts the superseded ones it leaves out).
@@ -125,7 +125,7 @@ def build_report(store_path: str | Path, out_path: str | Path, *, tau: float = 0
         raise ValueError(f"window must be in (0, 1], got {window}")
     if top < 1:
         raise ValueError(f"top must be at least 1, got {top}")
-    page = render_report(load_study(store_path, tau=tau, window=window, top=top, study=study), headline)
+    page = render_report(read_study_data(store_path, tau=tau, window=window, top=top, study=study), headline)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
