@@ -259,22 +259,12 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     from tunescout.presets import find_presets
 
     if args.source:
-        from tunescout.analysis import nested_hparams, rank_results
+        from tunescout.workflows.recommend import recommend_from
 
         table = _results_table(args.source, "last", args.study)
-        rankings = rank_results(table, tau=args.tau, top=args.top)
-        for (model, method), ranking in rankings.items():
-            if args.method and method != args.method:
-                continue
-            for row in ranking.head(args.top).itertuples():
-                record = table[table["config_id"] == row.config_id].filter(like="hp.").to_dict("records")[0]
-                config = nested_hparams(record)
-                if method:
-                    config = {"method": method, **config}
-                group = f" for {model} ({method})" if model or method else ""
-                print(f"# rank {row.rank}{group}: {row.config_id}; the top {row.rank} cover "
-                      f"{row.cumulative_coverage:.0%} of datasets; from {args.source}")
-                print(yaml.safe_dump(config, sort_keys=False))
+        for header, config in recommend_from(table, args.source, tau=args.tau, top=args.top, method=args.method):
+            print(header)
+            print(yaml.safe_dump(config, sort_keys=False))
         return 0
     presets = find_presets(args.model_family, args.method)
     if not presets:

@@ -128,7 +128,8 @@ def candidate_configs(model: str, method: str, source: str | None = None, preset
         preset_warnings(presets[:k], model, say)
         return [(f"preset {p.name}", dict(p.config)) for p in presets[:k]], {}
 
-    from tunescout.analysis import load_results, nested_hparams, rank_results, results_from_store
+    from tunescout.analysis import load_results, rank_results, results_from_store
+    from tunescout.workflows.recommend import top_configs
     from tunescout.analysis.table import TABLE_SUFFIXES
 
     fixed: dict[str, Any] = {}
@@ -150,14 +151,8 @@ def candidate_configs(model: str, method: str, source: str | None = None, preset
     ranking = next(iter(rank_results(table, tau=tau, group_by=None).values()))
     if len(ranking) < k:
         say(f"--k {k}: {len(ranking)} candidates, every {method} configuration {source} ranks")
-    out = []
-    for row in ranking.head(k).itertuples():
-        record = table[table["config_id"] == row.config_id].iloc[0].to_dict()
-        config = nested_hparams(record)
-        if not config:
-            raise ConfigError(f"{source}: config {row.config_id!r} has no hp.* columns to train it with")
-        out.append((f"rank {row.rank} of {source} (covers {row.cumulative_coverage:.0%} with those above)", config))
-    return out, fixed
+    return [(f"rank {r.rank} of {source} (covers {r.coverage:.0%} with those above)", r.config)
+            for r in top_configs(table, ranking, k, source)], fixed
 
 
 def tune(model: str, method: str, train: str, eval: str, metric: str = "val_loss", out: str | Path = "runs/tune",
