@@ -105,7 +105,7 @@ def contract_cohort(rule: StoppingRule) -> list[TrialProgress]:
     cohort = []
     for i in range(6):
         t = make_trial(f"t{i}", grad=1.0 + i, loss=3.0 - 0.2 * i, batch=64)
-        points = sorted({*AshaRule(rungs=getattr(rule, "rungs", (0.1, 0.25))).eval_points(1000), 1000})
+        points = sorted({*AshaRule(rungs=tuple(rule.rungs) or (0.1, 0.25)).eval_points(1000), 1000})
         t.evals = evals_at(t, points, val_loss=1.0 + 0.1 * i, metric=0.9 - 0.1 * i)
         cohort.append(t)
     return cohort

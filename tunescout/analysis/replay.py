@@ -134,7 +134,7 @@ def _simulate_promote(rule: StoppingRule, ids: Sequence[str], recs: Mapping[str,
     for index, fraction in enumerate(rule.rungs, start=1):
         cut, progress = {}, []
         for t in alive:
-            point = judge_samples(recs[t], rung_samples(fraction, planned[t]), getattr(rule, "min_steps", 1))
+            point = judge_samples(recs[t], rung_samples(fraction, planned[t]), rule.min_steps)
             if point is None:  # fewer steps than the rule averages over: as in a sweep, it never
                 continue       # pauses at this rung, is not ranked there, and trains to its end
             k = next(i for i, r in enumerate(recs[t]) if r["samples"] == point)

@@ -12,12 +12,12 @@ import random
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
-from tunescout.study.stopping import AshaRule, DynamicsRule, TrialProgress, keep_count, rung_samples
+from tunescout.study.stopping import StoppingRule, TrialProgress, keep_count, rung_samples
 
 __all__ = ["RungDecision", "at_rung", "decide_ready", "expected_fraction", "fair_order", "pause_point", "promote_rung", "promotes"]
 
 
-def promote_rung(rule: DynamicsRule | AshaRule, index: int,
+def promote_rung(rule: StoppingRule, index: int,
                  cohort: Sequence[TrialProgress]) -> list[tuple[str, int, int, str | None]]:
     """Successive halving at rung ``index`` (1-based): rank the trials of ``cohort`` that reached
     it, once, and keep the best ceil(n / eta).
@@ -43,22 +43,22 @@ def promote_rung(rule: DynamicsRule | AshaRule, index: int,
 
 def promotes(rule: object) -> bool:
     """Whether a rule judges in ``promote`` mode."""
-    return getattr(rule, "mode", "async") == "promote"
+    return rule.mode == "promote"
 
 
-def pause_point(rule: DynamicsRule | AshaRule, planned_samples: int, decided: int) -> int | None:
+def pause_point(rule: StoppingRule, planned_samples: int, decided: int) -> int | None:
     """Samples at which a trial with ``decided`` rungs behind it pauses next (None: past the last)."""
     if decided >= len(rule.rungs):
         return None
     return rung_samples(rule.rungs[decided], planned_samples)
 
 
-def at_rung(rule: DynamicsRule | AshaRule, telemetry: Sequence[dict], planned_samples: int, decided: int) -> bool:
+def at_rung(rule: StoppingRule, telemetry: Sequence[dict], planned_samples: int, decided: int) -> bool:
     """Whether a trial's records reach its next rung: past its samples, and at least ``min_steps``
     steps for a rule that averages over steps (a large batch waits a step or two past the rung)."""
     point = pause_point(rule, planned_samples, decided)
     return point is not None and bool(telemetry) and telemetry[-1]["samples"] >= point and \
-        len(telemetry) >= getattr(rule, "min_steps", 1)
+        len(telemetry) >= rule.min_steps
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class RungDecision:
     """Kept trials to launch again (kept ones already past the next rung stay paused)."""
 
 
-def decide_ready(rule: DynamicsRule | AshaRule, members: Sequence[TrialProgress],
+def decide_ready(rule: StoppingRule, members: Sequence[TrialProgress],
                  decided: Mapping[str, int]) -> RungDecision | None:
     """The decision a cohort is ready for, or None while any of it is still training.
 

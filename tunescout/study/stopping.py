@@ -113,15 +113,32 @@ class StoppingRule(Protocol):
       ``(samples, min_steps)``: the first record past ``samples`` that is at least the
       ``min_steps``-th step. The trial asks the driver only there and streams every other
       record without waiting; ``decide`` returns None at every other record.
+
+    Promotion (``mode: promote``, :mod:`tunescout.study.promotion`) uses nothing else: ``rungs``
+    (fractions of planned samples), ``eta``, ``min_trials`` (fewer trials at a rung all go on),
+    ``min_steps`` (steps a trial must take before it is judged), ``rung_scores`` (every trial's
+    score at a rung, lower better, None for no score) and ``describe`` (what a stopped trial
+    showed, for its reason).
     """
 
     name: str
+    mode: str
+    rungs: Sequence[float]
+    eta: float
+    min_trials: int
+
+    @property
+    def min_steps(self) -> int: ...
 
     def eval_points(self, planned_samples: int) -> list[int]: ...
 
     def ask_points(self, planned_samples: int) -> list[tuple[int, int]]: ...
 
     def decide(self, trial: TrialProgress, cohort: Sequence[TrialProgress]) -> str | None: ...
+
+    def rung_scores(self, fraction: float, cohort: Sequence[TrialProgress]) -> dict[str, float | None]: ...
+
+    def describe(self, trial: TrialProgress, fraction: float) -> str: ...
 
 
 # --- helpers shared by the rules ---------------------------------------------------------
@@ -165,6 +182,20 @@ class NoStopping:
     """Never stops: the baseline against which a rule's compute saving is measured."""
 
     name: str = field(default="none", init=False, repr=False)
+    mode: str = field(default="async", init=False, repr=False)
+    rungs: Sequence[float] = field(default=(), init=False, repr=False)
+    eta: float = field(default=1.0, init=False, repr=False)
+    min_trials: int = field(default=1, init=False, repr=False)
+
+    @property
+    def min_steps(self) -> int:
+        return 1
+
+    def rung_scores(self, fraction: float, cohort: Sequence[TrialProgress]) -> dict[str, float | None]:
+        return {}
+
+    def describe(self, trial: TrialProgress, fraction: float) -> str:
+        return ""
 
     def eval_points(self, planned_samples: int) -> list[int]:
         return []
@@ -304,6 +335,11 @@ class AshaRule:
             raise ValueError(f"asha: signal must be 'val_loss' or 'metric', got {self.signal!r}")
         if not isinstance(self.higher_is_better, bool):
             raise ValueError(f"asha: higher_is_better must be true or false, got {self.higher_is_better!r}")
+
+    @property
+    def min_steps(self) -> int:
+        """ASHA judges the evaluation taken at the rung: the step that reaches it is enough."""
+        return 1
 
     def eval_points(self, planned_samples: int) -> list[int]:
         if isinstance(planned_samples, bool) or not isinstance(planned_samples, int) or planned_samples < 1:
