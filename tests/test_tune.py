@@ -141,6 +141,13 @@ def test_plan_budget_fits_the_most_candidates_and_never_less_than_the_winners_ru
     assert (lambda p: (p.k, p.rungs))(plan_budget(8, 2.4)) == (8, [0.1, 0.25])  # 0.8 + 0.45 + 0.75 = 2.0
     # 1.5 runs: [0.25] fits 3 (0.75 + 0.75); [0.1, 0.25] fits 4 (0.4 + 0.3 + 0.75 = 1.45; 5 cost 1.55)
     assert (lambda p: (p.k, p.rungs))(plan_budget(8, 1.5)) == (4, [0.1, 0.25])
+    # a batch of 32 on 64 samples pauses at its first step, 50%, whatever the rung: fewer fit
+    from tunescout.workflows.tune import pause_fractions
+
+    rows = [{"planned_samples": 64, "config": {"batch_size": 32}}] * 8
+    assert pause_fractions(rows)(8, [0.1, 0.25]) == [0.5, 0.5]
+    coarse = plan_budget(8, 2.4, where=pause_fractions(rows))
+    assert coarse.k < 8 and coarse.runs <= 2.4
     small = plan_budget(8, 0.8)
     assert small.k == 1 and small.rungs == [] and "less than one full run" in small.note
     assert plan_budget(3, 100).k == 3

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 from tunescout.config import ConfigError
 from tunescout.settings import flatten_dotted, nest_dotted, parse_overrides
 from tunescout.study.promotion import expected_fraction
+from tunescout.study.stopping import build_rule, rung_samples
 from tunescout.study.spec import LORA_ONLY, DatasetSpec, StudySpec, validate
 
 __all__ = ["DEFAULT_STOPPING", "TuneResult", "candidate_configs", "format_fates", "tune"]
@@ -250,17 +251,20 @@ class BudgetPlan:
     note: str = ""
 
 
-def plan_budget(grid: int, budget_runs: float, eta: float = 3, promote: bool = True) -> BudgetPlan:
+def plan_budget(grid: int, budget_runs: float, eta: float = 3, promote: bool = True,
+                where: Callable[[int, Sequence[float]], list[float]] | None = None) -> BudgetPlan:
     """The most candidates (at most ``grid``) that successive halving can try within
     ``budget_runs`` full runs, and the rungs that allow it (:data:`RUNG_CHOICES`, in order).
 
-    The winner is trained to the end, so no plan costs less than one run: a smaller budget gets
-    the top candidate alone, with a note saying so.
+    ``where(k, rungs)`` gives the fractions of their samples at which the first ``k`` candidates
+    really pause (a step of a large batch can carry a trial well past a rung; see
+    :func:`pause_fractions`); without it, at the rungs. The winner is trained to the end, so no
+    plan costs less than one run: a smaller budget gets the top candidate alone, with a note.
     """
     best = None
     for rungs in RUNG_CHOICES if promote else ([],):
         for k in range(grid, 0, -1):
-            runs = k * expected_fraction(k, rungs, eta) if rungs else float(k)
+            runs = k * expected_fraction(k, where(k, rungs) if where else rungs, eta) if rungs else float(k)
             if runs <= budget_runs + 1e-9:
                 if best is None or k > best.k:
                     best = BudgetPlan(k, list(rungs), eta, runs)
@@ -271,6 +275,24 @@ def plan_budget(grid: int, budget_runs: float, eta: float = 3, promote: bool = T
     return best
 
 
+def pause_fractions(rows: Sequence[dict[str, Any]],
+                    min_steps: int = 1) -> Callable[[int, Sequence[float]], list[float]]:
+    """For planned trials (``plan_study`` rows, in candidate order): where the first ``k`` pause,
+    on average, for each rung — at the first step boundary at or past it, and not before their
+    ``min_steps``-th step. A batch of 32 on 64 samples pauses at 50% for a rung at 10%."""
+    def where(k: int, rungs: Sequence[float]) -> list[float]:
+        out = []
+        for rung in rungs:
+            reached = []
+            for row in rows[:k]:
+                planned, batch = row["planned_samples"], max(1, int(row["config"]["batch_size"]))
+                steps = max(math.ceil(rung_samples(rung, planned) / batch), min_steps)
+                reached.append(min(1.0, steps * batch / planned))
+            out.append(sum(reached) / len(reached))
+        return out
+    return where
+
+
 def _plan(spec: StudySpec, candidates: list[tuple[str, dict[str, Any]]], budget: float | None,
           say: Callable[[str], None]) -> tuple[list[tuple[str, dict[str, Any]]], StudySpec]:
     """Fit the candidates and rungs to the budget, and say the plan and its expected compute
@@ -279,11 +301,12 @@ def _plan(spec: StudySpec, candidates: list[tuple[str, dict[str, Any]]], budget:
 
     rows = plan_study(spec)
     run_tokens = max(r["planned_tokens"] for r in rows)
+    min_steps = build_rule(spec.stopping).min_steps
     grid = len(candidates)
     if budget is not None:
         budget_runs = budget * grid if budget <= 1 else budget / run_tokens
         plan = plan_budget(grid, budget_runs, float(spec.stopping.get("eta", 3)),
-                           spec.stopping.get("mode") == "promote")
+                           spec.stopping.get("mode") == "promote", pause_fractions(rows, min_steps))
         if plan.note:
             say(f"--budget: {plan.note}")
         candidates = candidates[: plan.k]
@@ -292,7 +315,8 @@ def _plan(spec: StudySpec, candidates: list[tuple[str, dict[str, Any]]], budget:
         validate(spec)
     k = len(candidates)
     rule = spec.stopping
-    fraction = expected_fraction(k, rule["rungs"], rule.get("eta", 3)) if rule.get("mode") == "promote" else 1.0
+    fraction = expected_fraction(k, pause_fractions(rows, min_steps)(k, rule["rungs"]), rule.get("eta", 3)) \
+        if rule.get("mode") == "promote" else 1.0
     runs = k * fraction
     whole = f"{runs / grid:.0%} of the {grid}-configuration grid; budget {budget:g}" if budget is not None else \
         f"{fraction:.0%} of running the {k} to the end"
