@@ -102,37 +102,34 @@ class JsonlSink:
         self._fh.close()
 
 
-def truncate_records(path: Path, step: int) -> None:
-    """Keep JSONL records up to ``step`` (a resumed run redoes the steps after its checkpoint).
-
-    A line that does not parse is dropped: a run killed in the middle of a write leaves its
-    last line torn, and the resumed run must not fail on it.
-    """
+def _lines(path: Path) -> list[tuple[str, dict[str, Any] | None]]:
+    """Each line of a JSONL file with its record, None where it does not parse (a run killed in
+    the middle of a write leaves its last line torn) or is blank; [] when there is no file."""
     if not path.exists():
-        return
-    kept = []
+        return []
+    out = []
     for line in path.read_text().splitlines():
         try:
             record = json.loads(line) if line.strip() else None
         except json.JSONDecodeError:
             record = None
-        if record is not None and record["step"] <= step:
-            kept.append(line)
-    path.write_text("".join(line + "\n" for line in kept))
+        out.append((line, record if isinstance(record, dict) else None))
+    return out
+
+
+def truncate_records(path: Path, step: int) -> None:
+    """Keep JSONL records up to ``step`` (a resumed run redoes the steps after its checkpoint).
+
+    A line that does not parse is dropped: the resumed run must not fail on a torn last line.
+    """
+    if path.exists():
+        path.write_text("".join(line + "\n" for line, record in _lines(path)
+                                if record is not None and record["step"] <= step))
 
 
 def last_record(path: Path, step: int) -> dict[str, Any] | None:
     """The record of ``step`` in a JSONL file, or ``None`` (no file, no such record, torn line)."""
-    if not path.exists():
-        return None
-    for line in reversed(path.read_text().splitlines()):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and record.get("step") == step:
-            return record
-    return None
+    return next((r for _, r in reversed(_lines(path)) if r is not None and r.get("step") == step), None)
 
 
 def read_telemetry(path: str | Path) -> list[dict[str, Any]]:
