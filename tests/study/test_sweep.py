@@ -62,7 +62,9 @@ def _store(path: Path):
 def test_sweep_runs_every_trial_and_dynamics_stops_some(finished_study: Path) -> None:
     store = _store(finished_study.parent / "test-study.db")
     counts = store.counts()
-    assert counts["stopped"] >= 2 and counts["completed"] >= 4
+    # Async with one worker: the first trial of each cohort has no rival at the rung and always
+    # runs on; how many later ones stop depends on the scores (4 to 9 seen across machines).
+    assert counts["stopped"] >= 2 and counts["completed"] >= 2
     assert counts["completed"] + counts["stopped"] == 12
     for t in store.trials(status="stopped"):
         assert t["reason"].startswith("dynamics rung 1") and 0 < t["samples"] < t["planned_samples"]
