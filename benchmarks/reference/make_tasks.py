@@ -64,24 +64,32 @@ def _afinn(rng: random.Random) -> list[tuple[str, str]]:
 
 
 def _alpha3(rng: random.Random) -> list[tuple[str, str]]:
+    # With the name alone (the first variant) the model knew about 15% of the codes whatever the
+    # configuration (best - median 0.06); with the alpha-2 code given, most codes follow from it
+    # and a configuration that learns the pattern is told apart from one that does not.
     import pycountry
 
-    return [(f"What is the ISO 3166-1 alpha-3 code of {c.name}?", c.alpha_3)
+    return [(f"What is the ISO 3166-1 alpha-3 code of {c.name} (alpha-2 code {c.alpha_2})?", c.alpha_3)
             for c in sorted(pycountry.countries, key=lambda c: c.alpha_3)]
 
 
 def _spanish_names(rng: random.Random) -> list[tuple[str, str]]:
+    # English to Spanish (the first variant) capped every configuration near 25%: the model lacks
+    # the Spanish names. Spanish to English asks for names it knows, from names it can read.
     from babel import Locale
 
     english, spanish = Locale("en").territories, Locale("es").territories
     codes = sorted(c for c in english if c.isalpha() and len(c) == 2 and c in spanish)
-    return [(f"What is the country {english[c]} called in Spanish?", spanish[c]) for c in codes]
+    return [(f"What is the English name of the country called {spanish[c]} in Spanish?", english[c])
+            for c in codes]
 
 
 def _roman(rng: random.Random) -> list[tuple[str, str]]:
+    # 1 to 3999 (the first variant) was out of reach (exact match 0 to 0.025 for every
+    # configuration); below 400 a numeral is a digit-by-digit lookup a small model can learn.
     import roman
 
-    numbers = rng.sample(range(1, 4000), 700)
+    numbers = rng.sample(range(1, 400), 399)
     return [(f"Write {n} in Roman numerals.", roman.toRoman(n)) for n in numbers]
 
 
@@ -112,10 +120,15 @@ def _birth_dates(rng: random.Random) -> list[tuple[str, str]]:
     fake = Faker("en_US")
     fake.seed_instance(rng.randint(0, 2**31))
     out = []
+    # A second date in each note (the first variant had one, and every configuration extracted
+    # it: best - median about 0.05): the answer is the right one of two, converted.
     for _ in range(700):
         born = fake.date_of_birth(minimum_age=18, maximum_age=90)
-        note = (f"{fake.name()} works as a {fake.job().lower()} in {fake.city()}. "
-                f"{fake.first_name()} was born on {born.strftime('%A, %B')} {born.day}, {born.year}.")
+        hired = fake.date_between(start_date="-30y", end_date="today")
+        facts = [f"{fake.first_name()} was born on {born.strftime('%A, %B')} {born.day}, {born.year}.",
+                 f"The company hired them on {hired.strftime('%B')} {hired.day}, {hired.year}."]
+        rng.shuffle(facts)
+        note = f"{fake.name()} works as a {fake.job().lower()} in {fake.city()}. " + " ".join(facts)
         out.append((f"{note}\nGive the date of birth as YYYY-MM-DD.", born.isoformat()))
     return out
 
