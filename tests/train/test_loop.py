@@ -90,9 +90,9 @@ def test_phased_runs_phase_after_phase_stacked_mixes(tiny_model_dir, data_files,
 
 
 def test_divergence_is_recorded_and_ends_the_run(tiny_model_dir, data_files, tmp_path, monkeypatch) -> None:
-    import tunescout.train.loop as loop
+    import tunescout.train.world as world
 
-    real = loop.accumulate_gradients
+    real = world.accumulate_gradients
     calls = {"n": 0}
 
     def nan_on_third(*args, **kwargs):
@@ -100,7 +100,7 @@ def test_divergence_is_recorded_and_ends_the_run(tiny_model_dir, data_files, tmp
         loss = real(*args, **kwargs)
         return float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(loop, "accumulate_gradients", nan_on_third)
+    monkeypatch.setattr(world, "accumulate_gradients", nan_on_third)
     result = train(_config(tiny_model_dir, data_files, tmp_path / "run", max_steps=10))
     assert result.status == "diverged" and "step 3" in result.reason
     records = read_telemetry(tmp_path / "run" / "telemetry.jsonl")

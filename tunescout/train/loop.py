@@ -14,7 +14,7 @@ import platform
 import random
 import subprocess
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -27,12 +27,8 @@ from tunescout.data.packing import collate_plan, plan_micro_batches
 from tunescout.data.phases import build_schedule, describe_length
 from tunescout.data.prepare import prepare_data
 from tunescout.train.accel import check_kernels, compile_model, make_optimizer, packing_refusal, uses_varlen_kernel
-from tunescout.train.checkpoint import load_newest_loadable, save_checkpoint
-from tunescout.train.distributed.ranks import World, join_world
-from tunescout.train.distributed.sharded import load_sharded_checkpoint, save_sharded_checkpoint
 from tunescout.train.flops import MfuMeter
 from tunescout.train.health import HealthWatch
-from tunescout.train.loss import accumulate_gradients, evaluate_loss
 from tunescout.train.models import count_parameters, load_model, load_tokenizer, save_model
 from tunescout.train.rundir import lock_run_dir
 from tunescout.train.schedules import lr_factor
@@ -41,6 +37,7 @@ from tunescout.train.stepcost import PlanChooser, StepCost, attention_kernel
 from tunescout.train.telemetry import (EarlyStop, JsonlSink, Pause, ProgressSink, Sink, StepRecord, last_record,
                                        truncate_records)
 from tunescout.track import open_trackers
+from tunescout.train.world import World, join
 
 __all__ = ["RunResult", "train"]
 
@@ -140,23 +137,22 @@ def train(
     """
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    world = join_world(config.device)  # None for one process; under torchrun, see tunescout.train.distributed
+    world = join(config.device)  # one process, or FSDP2 ranks under torchrun (tunescout.train.world)
     try:
-        with lock_run_dir(run_dir) if world is None else world.main_lock(partial(lock_run_dir, run_dir)):
+        with world.main_lock(partial(lock_run_dir, run_dir)):
             return _train_locked(run_dir, config, resume, restart, sinks, early_stop, task_eval, world)
     finally:
-        if world is not None:
-            world.close()
+        world.close()
 
 
 def _train_locked(run_dir: Path, config: TrainConfig, resume: bool, restart: bool, sinks: Sequence[Sink],
                   early_stop: EarlyStop | None, task_eval: Callable[[torch.nn.Module, Any], dict[str, Any]] | None,
-                  world: World | None) -> RunResult:
+                  world: World) -> RunResult:
     """:func:`train` once the run directory is locked (by rank 0 alone when there are several)."""
-    numerics = resolve_numerics(config, 1 if world is None else world.size)
+    numerics = resolve_numerics(config, world.size)
     check_kernels(liger=config.liger, device=numerics.device, attn=numerics.attn)  # before any data is read
-    prepare = partial(prepare_run_dir, run_dir, config, numerics, resume, restart)
-    checkpoint = prepare() if world is None else world.on_main(prepare)  # rank 0 writes, all learn the checkpoint
+    # rank 0 writes, all learn the checkpoint
+    checkpoint = world.on_main(partial(prepare_run_dir, run_dir, config, numerics, resume, restart))
     return _train_in(run_dir, config, numerics, checkpoint, sinks, early_stop, task_eval, world)
 
 
@@ -168,16 +164,17 @@ def _train_in(
     sinks: Sequence[Sink],
     early_stop: EarlyStop | None,
     task_eval: Callable[[torch.nn.Module, Any], dict[str, Any]] | None,
-    world: World | None = None,
+    world: World,
 ) -> RunResult:
-    """The run itself, in a prepared and locked run directory (see :func:`train`).
+    """The run itself, in a prepared and locked run directory (see :func:`train`): set up the
+    data, model and optimizer; fit; finish (evaluate, checkpoint, save).
 
-    With ``world`` (several ranks) every rank runs this same function; the few lines that
-    differ are marked, and only rank 0 (``main``) writes files.
+    Every process of ``world`` runs this same function; the world shares each batch, reduces,
+    evaluates and saves, and only its main process (``main``) writes files.
     """
     result = RunResult(status="failed", output_dir=str(run_dir), versions=_versions())
     owned: list[Sink] = []
-    main = world is None or world.is_main
+    main = world.is_main
     try:
         _seed_everything(config.seed)
         device, dtype = numerics.device, numerics.dtype
@@ -212,12 +209,9 @@ def _train_in(
         model = build_model()
         if config.compile:
             compile_model(model)
-        evaluate, save = evaluate_loss, save_checkpoint
-        if world is not None:  # FSDP2; the collective twins of the steps below (train/distributed/ranks.py)
-            model = world.shard(model, build=build_model, seed=config.seed)
-            evaluate, save = world.evaluate_loss, partial(save_sharded_checkpoint, world)
-            early_stop = partial(world.decide, early_stop)  # rank 0 decides, every rank follows
-            task_eval = partial(world.task_eval, task_eval) if task_eval else None  # on rank 0's replica
+        model = world.shard(model, build=build_model, seed=config.seed)
+        decide = partial(world.decide, early_stop)  # the main process decides, every process follows
+        task_eval = partial(world.task_eval, task_eval) if task_eval else None  # on the main process's replica
         trainable, total = count_parameters(model)
         result.params = {"trainable": trainable, "total": total}
         params = [p for p in model.parameters() if p.requires_grad]
@@ -243,9 +237,7 @@ def _train_in(
             _, plan = chooser([len(s) for s in samples], sum(s.num_loss_tokens for s in samples), count=count)
             return collate_plan(samples, plan, pad_id, varlen)
 
-        eval_pack = partial(pack, count=False)
-        eval_batches = (eval_pack(data.eval) if world is None else world.share(data.eval, eval_pack)) \
-            if data.eval else []
+        eval_share = world.share(data.eval, partial(pack, count=False)) if data.eval else None
         step_seconds: list[float] = []
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: lr_factor(s, config.schedule, warmup_steps, total_steps)
@@ -253,10 +245,7 @@ def _train_in(
         state = {"step": 0, "samples": 0, "tokens": 0, "wall_s": 0.0}
         resume_note = None
         if checkpoint:
-            if world is None:  # the newest checkpoint that loads; none: from scratch, the records past it dropped
-                loaded, resume_note = load_newest_loadable(run_dir, model, optimizer, scheduler)
-            else:
-                loaded = load_sharded_checkpoint(world, checkpoint, model, optimizer, scheduler)
+            loaded, resume_note = world.load_checkpoint(run_dir, checkpoint, model, optimizer, scheduler)
             state = loaded or state
             if resume_note:
                 log.warning("%s", resume_note)
@@ -288,17 +277,9 @@ def _train_in(
             t0 = time.perf_counter()
             samples = [data.train[i] for i in batch.indices]
             step_tokens = sum(len(s) for s in samples)
-            if world is None:
-                micro_batches = pack(samples)
-                loss_tokens = sum(s.num_loss_tokens for s in samples)
-                loss = accumulate_gradients(model, micro_batches, loss_tokens, device, autocast)
-                # clip_grad_norm_ returns the norm *before* clipping: the early-dynamics signal.
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm=clip))
-            else:  # this rank's share of the batch; the token count, loss and norm are global
-                share = world.share(samples, pack)
-                micro_batches, loss_tokens = share.micro_batches, share.loss_tokens
-                loss = world.accumulate(model, share, device, autocast)
-                grad_norm = world.clip(params, clip)
+            share = world.share(samples, pack)  # this process's part; its token count, loss and norm are global
+            loss = world.accumulate(model, share, device, autocast)
+            grad_norm = world.clip(params, clip)  # the norm *before* clipping: the early-dynamics signal
             lr = scheduler.get_last_lr()[0]
             lost = health.check(step, loss, grad_norm)  # non-finite, or finite but no longer learning
             if math.isfinite(loss) and math.isfinite(grad_norm):
@@ -316,20 +297,17 @@ def _train_in(
             eval_due = (config.eval_every and step % config.eval_every == 0 and step < total_steps) or any(
                 seen_before < n <= state["samples"] for n in config.eval_at_samples)
             if eval_due and not lost:
-                if eval_batches:
-                    val_loss = evaluate(model, eval_batches, device, autocast)
+                if eval_share:
+                    val_loss = world.evaluate_loss(model, eval_share, device, autocast)
                 metrics = task_eval(model, tokenizer) if task_eval else None
                 if main and (val_loss is not None or metrics):
                     _log_eval(run_dir, step, state["samples"], val_loss, metrics)
             record = StepRecord(step=step, samples=state["samples"], tokens=state["tokens"], loss=loss,
                                 grad_norm=grad_norm, lr=lr, tokens_per_s=step_tokens / max(elapsed, 1e-9),
-                                wall_s=state["wall_s"], loss_tokens=loss_tokens, micro_batches=len(micro_batches),
-                                pad_tokens=sum(mb.input_ids.numel() - mb.num_tokens for mb in micro_batches),
+                                wall_s=state["wall_s"], loss_tokens=share.loss_tokens,
+                                micro_batches=share.total_micro_batches, pad_tokens=share.pad_tokens,
                                 phase=batch.phase, epoch=batch.epoch, val_loss=val_loss, metrics=metrics,
-                                mfu=mfu(samples, loss_tokens, elapsed))
-            if world is not None:  # the whole batch's micro-batches and padding; MFU per device, not summed
-                record = replace(record, micro_batches=share.total_micro_batches, pad_tokens=share.pad_tokens,
-                                 mfu=None if record.mfu is None else record.mfu / world.size)
+                                mfu=per_device(mfu(samples, share.loss_tokens, elapsed), world.size))
             for sink in all_sinks:
                 sink.write(record)
             result.steps, result.samples, result.tokens = step, state["samples"], state["tokens"]
@@ -341,7 +319,7 @@ def _train_in(
             # The hook first, the checkpoint after: in a sweep the hook hands the record to the
             # driver, so a checkpoint never gets ahead of the steps the store has recorded (a
             # driver killed in between would otherwise lose them on resume).
-            verdict = early_stop(record) if early_stop else None
+            verdict = decide(record)
             if isinstance(verdict, Pause):
                 result.status, result.reason = "paused", verdict.reason
                 break
@@ -350,29 +328,25 @@ def _train_in(
                 result.reason = verdict if isinstance(verdict, str) else f"early stop at step {step}"
                 break
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
-                save(run_dir, model, optimizer, scheduler, state)
+                world.save_checkpoint(run_dir, model, optimizer, scheduler, state)
 
         if chooser is not None and step_seconds:
             log.debug("%s", chooser.summary(step_seconds))  # for tuning the cost model; nothing a user acts on
         # --- the end: evaluate, checkpoint, save (a paused run only checkpoints: it goes on later) ---
         if result.status == "paused":
-            save(run_dir, model, optimizer, scheduler, state)
+            world.save_checkpoint(run_dir, model, optimizer, scheduler, state)
         elif result.status != "diverged":
-            if eval_batches:
-                result.eval_loss = evaluate(model, eval_batches, device, autocast)
+            if eval_share:
+                result.eval_loss = world.evaluate_loss(model, eval_share, device, autocast)
             if task_eval is not None:
                 result.metrics = task_eval(model, tokenizer)
-            if main and (eval_batches or task_eval is not None):
+            if main and (eval_share or task_eval is not None):
                 _log_eval(run_dir, result.steps, result.samples, result.eval_loss, result.metrics)
             if config.checkpoint_every:
-                save(run_dir, model, optimizer, scheduler, state)
-            if config.save_model:
-                save_to = partial(save_model, tokenizer=tokenizer, out_dir=run_dir / "model",
-                                  merge_lora=config.merge_lora)
-                if world is None:
-                    save_to(model)
-                else:  # a full state dict gathered into rank 0's replica, saved as one process would
-                    world.save_model(model, save_to)
+                world.save_checkpoint(run_dir, model, optimizer, scheduler, state)
+            if config.save_model:  # with ranks: the full weights gathered into the main process's replica
+                world.save_model(model, partial(save_model, tokenizer=tokenizer, out_dir=run_dir / "model",
+                                                merge_lora=config.merge_lora))
         result.wall_s = time.perf_counter() - start_time
         if resume_note:  # recorded with the run (and a sweep's trial), whatever its status
             result.reason = "; ".join(filter(None, [result.reason, resume_note]))
@@ -388,6 +362,11 @@ def _train_in(
             sink.close()
         if main:
             _write_result(run_dir, result)
+
+
+def per_device(mfu: float | None, devices: int) -> float | None:
+    """MFU per device: the meter counts the whole batch's FLOPs against one device's peak."""
+    return None if mfu is None else mfu / devices
 
 
 def _log_eval(run_dir: Path, step: int, samples: int, val_loss: float | None, metrics: dict | None = None) -> None:

@@ -18,11 +18,11 @@ processes; :func:`~tunescout.train.loop.train` finds the ranks in the launcher's
   hook back (:mod:`~tunescout.train.distributed.spawn`).
 """
 
-from tunescout.train.distributed.ranks import TIMEOUT_ENV, RankEnv, World, check_world_size, join_world, rank_env
+from tunescout.train.distributed.ranks import TIMEOUT_ENV, FsdpRanks, RankEnv, check_world_size, join_world, rank_env
 from tunescout.train.distributed.sharded import load_sharded_checkpoint, save_sharded_checkpoint
 from tunescout.train.distributed.split import Share, deal_samples, shard_model
 from tunescout.train.distributed.spawn import TaskEvalSpec, run_spawned_rank, spawn_trial
 
-__all__ = ["TIMEOUT_ENV", "RankEnv", "Share", "TaskEvalSpec", "World", "check_world_size", "deal_samples",
+__all__ = ["TIMEOUT_ENV", "FsdpRanks", "RankEnv", "Share", "TaskEvalSpec", "check_world_size", "deal_samples",
            "join_world", "load_sharded_checkpoint", "rank_env", "run_spawned_rank", "save_sharded_checkpoint",
            "shard_model", "spawn_trial"]

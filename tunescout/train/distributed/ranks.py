@@ -50,7 +50,7 @@ from tunescout.train.loss import micro_batch_loss_sum
 from tunescout.train.distributed.split import Share, deal_samples, shard_model
 from tunescout.train.rundir import RunDirLocked
 
-__all__ = ["TIMEOUT_ENV", "RankEnv", "World", "check_world_size", "join_world", "rank_env"]
+__all__ = ["TIMEOUT_ENV", "FsdpRanks", "RankEnv", "check_world_size", "join_world", "rank_env"]
 
 
 TIMEOUT_ENV = "TUNESCOUT_DIST_TIMEOUT_S"
@@ -117,8 +117,9 @@ def _rebuild(kind: str, message: str) -> BaseException:
     return RuntimeError(f"rank 0 failed: {message}")
 
 
-class World:
-    """The ranks of one run and the collective operations the training loop needs.
+class FsdpRanks:
+    """The ranks of one run and the collective operations the training loop needs: the
+    :class:`~tunescout.train.world.World` of a run under ``torchrun``.
 
     Made by :func:`join_world`; every method is collective (all ranks call it, in the same
     order) unless it says otherwise.
@@ -213,7 +214,7 @@ class World:
 
         if self.is_main and self._replica is None:
             if self._build is None:
-                raise RuntimeError("World.gather before World.shard")
+                raise RuntimeError("FsdpRanks.gather before FsdpRanks.shard")
             devices = [torch.cuda.current_device()] if self.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices):  # building (a LoRA init) must not move the RNG
                 self._replica = self._build()
@@ -310,13 +311,27 @@ class World:
         """Rank 0's early-stop verdict on ``record`` (None when it has no hook), on every rank."""
         return self.on_main(lambda: early_stop(record) if early_stop else None)
 
+    # --- checkpoints: each rank writes and reads its own shards ---
 
-def join_world(device: str = "auto") -> World | None:
+    def save_checkpoint(self, run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        scheduler: Any, state: dict[str, Any]) -> None:
+        from tunescout.train.distributed.sharded import save_sharded_checkpoint
+
+        save_sharded_checkpoint(self, run_dir, model, optimizer, scheduler, state)
+
+    def load_checkpoint(self, run_dir: Path, checkpoint: Path, model: torch.nn.Module,
+                        optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[dict[str, Any] | None, str | None]:
+        from tunescout.train.distributed.sharded import load_sharded_checkpoint
+
+        return load_sharded_checkpoint(self, checkpoint, model, optimizer, scheduler), None
+
+
+def join_world(device: str = "auto") -> FsdpRanks | None:
     """Join the process group of a launched run; None for a single process (nothing is done then).
 
     The backend follows the device: NCCL on CUDA (each rank on GPU ``LOCAL_RANK``), gloo on
     CPU. A process group that already exists (one the caller or ``accelerate`` made) is used
-    and left open; one made here is destroyed by :meth:`World.close`. Ranks other than 0 log
+    and left open; one made here is destroyed by :meth:`FsdpRanks.close`. Ranks other than 0 log
     warnings only: one voice per run.
 
     Args:
@@ -343,7 +358,7 @@ def join_world(device: str = "auto") -> World | None:
                                 timeout=datetime.timedelta(seconds=timeout))
     if env.rank != 0:
         logging.getLogger("tunescout").setLevel(logging.WARNING)
-    return World(env, resolved, owns)
+    return FsdpRanks(env, resolved, owns)
 
 
 def check_world_size(run_dir: str | Path, size: int) -> None:

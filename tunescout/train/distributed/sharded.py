@@ -23,7 +23,7 @@ import io
 import json
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -38,7 +38,9 @@ from tunescout.train.checkpoint import (
     write_rng_state,
     write_tensor_file,
 )
-from tunescout.train.distributed.ranks import World
+
+if TYPE_CHECKING:
+    from tunescout.train.distributed.ranks import FsdpRanks
 
 __all__ = ["load_sharded_checkpoint", "save_sharded_checkpoint"]
 
@@ -72,7 +74,7 @@ def _plain_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def save_sharded_checkpoint(world: World, run_dir: str | Path, model: torch.nn.Module,
+def save_sharded_checkpoint(world: FsdpRanks, run_dir: str | Path, model: torch.nn.Module,
                             optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any],
                             keep: int = 1) -> Path:
     """Write ``checkpoints/step-N`` of a sharded run (collective: every rank calls it).
@@ -162,7 +164,7 @@ def _read_json(file: Path) -> Any:
         raise ValueError(f"{file}: not a safe tunescout checkpoint file (not JSON: {exc})") from exc
 
 
-def load_sharded_checkpoint(world: World, path: str | Path, model: torch.nn.Module,
+def load_sharded_checkpoint(world: FsdpRanks, path: str | Path, model: torch.nn.Module,
                             optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
     """Restore a sharded checkpoint in place on every rank; return its saved state (collective).
 
