@@ -27,36 +27,48 @@ def _group_title(key: tuple) -> str:
     return f"{short_model(model)} · {method}"
 
 
+def rank_groups(scores: pd.DataFrame, tau: float) -> tuple[dict[tuple, pd.DataFrame | str], str]:
+    """The CBS ranking of each (model, method) group, or why it could not be ranked; and why
+    nothing was ranked at all ('' when some group was). Computed once with the study data, read
+    by the CBS section and the recommendations."""
+    if scores.empty:
+        return {}, "no finished trial has a score yet"
+    out: dict[tuple, pd.DataFrame | str] = {}
+    for key, part in split_groups(scores).items():
+        try:  # one group at a time: a group with no scores at all must not hide the others
+            ranking = next(iter(rank_results(part, tau=tau).values()))
+        except ValueError as exc:
+            out[key] = f"Cannot rank this group: {exc}."
+            continue
+        out[key] = "No configuration to rank in this group." if ranking.empty else ranking
+    ranked = any(isinstance(r, pd.DataFrame) for r in out.values())
+    return out, "" if ranked else "no group could be ranked"
+
+
+def _ranked(d: StudyData) -> dict[tuple, pd.DataFrame]:
+    return {key: r for key, r in d.rankings.items() if isinstance(r, pd.DataFrame)}
+
+
 def cbs_section(d: StudyData) -> Section:
-    """CBS ranking and coverage curve per model × method (stored in ``d.rankings``), then the
-    held-out top-k validation."""
+    """CBS ranking and coverage curve per model × method, then the held-out top-k validation."""
     sec = Section("cbs", "Coverage-based Search ranking",
                   f"Configurations ordered so the top-k together come close to the best on most datasets: a config "
                   f"covers a dataset at relative score ≥ τ = {d.tau:g}. Per model × method.")
     if d.scores.empty:
-        d.rank_error = "no finished trial has a score yet"
         sec.note("No finished trial has a score yet: nothing to rank.")
         return sec
-    for key, part in split_groups(d.scores).items():
+    for key, ranking in d.rankings.items():
         sec.heading(_group_title(key))
-        try:  # one group at a time: a group with no scores at all must not hide the others
-            ranking = next(iter(rank_results(part, tau=d.tau).values()))
-        except ValueError as exc:
-            sec.note(f"Cannot rank this group: {exc}.")
+        if isinstance(ranking, str):
+            sec.note(ranking)
             continue
-        if ranking.empty:
-            sec.note("No configuration to rank in this group.")
-            continue
-        d.rankings[key] = ranking
         ranking = ranking.assign(newly=ranking["newly_covered"].map(lambda x: ", ".join(x) or "—"))
         sec.table(Table.of(ranking, {
             "rank": ("rank", "d"), "config_id": "config", "newly": "newly covered",
             "cumulative_coverage": ("cumulative coverage", ".0%"), "mean_best_relative": ("mean best relative", ".3f"),
             "mean_relative": ("own mean relative", ".3f")}, scroll=len(ranking) > 12))
-        sec.blocks.append(d.figure(figures.coverage_curve(ranking, f"coverage curve — {_group_title(key)}", d.tau),
-                                   "cbs"))
-    if not d.rankings:
-        d.rank_error = "no group could be ranked"
+        sec.chart(figures.coverage_curve(ranking, f"coverage curve — {_group_title(key)}", d.tau),
+                  "cbs")
     _heldout(sec, d)
     return sec
 
@@ -83,7 +95,7 @@ def _heldout(sec: Section, d: StudyData) -> None:
         columns = {"method_name": "method", **{k: (f"top-{k}", ".3f") for k in wide.columns}}
         n = int(part["n_heldout"].max())
         sec.table(Table.of(wide.reset_index(), columns, caption=f"{title}: mean over {n} held-out datasets"))
-        sec.blocks.append(d.figure(figures.loo_bars(part, f"held-out top-k — {title}"), "loo"))
+        sec.chart(figures.loo_bars(part, f"held-out top-k — {title}"), "loo")
 
 
 def _points(d: StudyData) -> pd.DataFrame:
@@ -135,7 +147,7 @@ def dynamics_section(d: StudyData) -> Section:
                       f"higher loss → better: ρ = {_rho_text(row, 'highloss')}")
             fig = figures.early_signal_scatter(usable, title, panels, str(usable["metric"].iloc[0]),
                                                bool(usable["higher_is_better"].iloc[0]))
-            sec.blocks.append(d.figure(fig, "dynamics"))
+            sec.chart(fig, "dynamics")
     _promotion(sec, d)
     _replay(sec, d)
     return sec
@@ -171,7 +183,7 @@ def _replay(sec: Section, d: StudyData) -> None:
     if done.empty:
         sec.note("No rule could be replayed on this study (see the reasons below).")
     else:
-        sec.blocks.append(d.figure(figures.replay_scatter(done), "replay"))
+        sec.chart(figures.replay_scatter(done), "replay")
         sec.table(Table.of(done, {
             "rule": "rule", "n_replayed": ("cohorts", "d"), "n_stopped": ("trials stopped", "d"),
             "n_trials": ("of trials", "d"), "token_fraction": ("compute used", ".1%"),
@@ -195,14 +207,14 @@ def recommend_section(d: StudyData) -> Section:
     sec = Section("recommend", "Recommended configurations",
                   f"The top {d.top} configurations of each CBS ranking, as YAML to paste into a train config "
                   f"(add `model` and `data`), and the shipped presets for the same model family and method.")
-    if not d.rankings:
+    if not _ranked(d):
         sec.note(f"No ranking to recommend from ({d.rank_error or 'nothing ranked'}); "
                  f"`tunescout recommend --model-family NAME` lists the shipped presets.")
         return sec
     if d.spec.get("fixed"):
         sec.blocks.append(Block("code", title="the study's fixed settings: every configuration below used them too",
                                 text=yaml.safe_dump(d.spec["fixed"], sort_keys=False)))
-    for (model, method), ranking in d.rankings.items():
+    for (model, method), ranking in _ranked(d).items():
         sec.heading(_group_title((model, method)))
         part = d.scores[(d.scores["model"] == model) & (d.scores["method"] == method)]
         for row in ranking.head(d.top).itertuples():

@@ -1,14 +1,15 @@
 """What a report section is made of, and the study data every section reads.
 
-A section is a list of blocks (a chart, a table, a note, a YAML snippet); the template renders
-each kind. Sections never build HTML themselves: values go to the template as plain strings and
-jinja2 escapes them; only plotly's own figure markup is passed through as is.
+A section is a list of blocks (a chart, a table, a note, a YAML snippet) that a pure function
+of the study data returns; the template renders each kind. Sections never build HTML
+themselves: values go to the template as plain strings and jinja2 escapes them; only plotly's
+own figure markup, made when the page is rendered (:func:`place_figures`), is passed through.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
-import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ import plotly.graph_objects as go
 
 from tunescout.report.figures import figure_html
 
-__all__ = ["Block", "Section", "StudyData", "Table", "fmt", "fmt_rho", "is_missing", "short_model"]
+__all__ = ["Block", "Section", "StudyData", "Table", "fmt", "fmt_rho", "is_missing", "place_figures", "short_model"]
 
 
 @dataclass
@@ -47,9 +48,10 @@ class Table:
 
 @dataclass
 class Block:
-    """One piece of a section. ``kind``: ``figure`` (``markup`` from plotly), ``table``, ``note``
-    (``text``), ``callout`` (a highlighted note), ``code`` (``text`` in a ``<pre>``), ``facts``
-    (``table`` as a two-column list) or ``heading`` (``title``)."""
+    """One piece of a section. ``kind``: ``figure`` (a plotly ``figure``; its ``markup`` and
+    ``fig_id`` are made at render time), ``table``, ``note`` (``text``), ``callout`` (a highlighted
+    note), ``code`` (``text`` in a ``<pre>``), ``facts`` (``table`` as a two-column list) or
+    ``heading`` (``title``)."""
 
     kind: str
     title: str = ""
@@ -57,6 +59,7 @@ class Block:
     markup: str = ""
     table: Table | None = None
     fig_id: str = ""
+    figure: go.Figure | None = None
 
 
 @dataclass
@@ -76,6 +79,26 @@ class Section:
 
     def table(self, table: Table) -> None:
         self.blocks.append(Block("table", table=table))
+
+    def chart(self, fig: go.Figure, prefix: str) -> None:
+        """A figure; ``prefix`` starts its element id (``fig-<prefix>-<n>``, numbered on the page)."""
+        self.blocks.append(Block("figure", figure=fig, fig_id=prefix))
+
+
+def place_figures(sections: list[Section]) -> list[Section]:
+    """The sections with each figure's markup made and its element id numbered across the page."""
+    count = 0
+    out = []
+    for sec in sections:
+        blocks = []
+        for b in sec.blocks:
+            if b.kind == "figure" and b.figure is not None:
+                count += 1
+                fig_id = f"fig-{b.fig_id}-{count}"
+                b = dataclasses.replace(b, markup=figure_html(b.figure, fig_id), fig_id=fig_id, figure=None)
+            blocks.append(b)
+        out.append(dataclasses.replace(sec, blocks=blocks))
+    return out
 
 
 @dataclass
@@ -102,14 +125,11 @@ class StudyData:
     """Trials of earlier spec versions in the store, left out of every section."""
     decisions: pd.DataFrame = field(default_factory=pd.DataFrame)
     """Promotion decisions (``trial_id, rung, rank, n, kept, reason``); empty without promotion."""
-    rankings: dict[tuple, pd.DataFrame] = field(default_factory=dict)
-    """CBS rankings per (model, method), filled by the CBS section, read by the recommendations."""
+    rankings: dict[tuple, pd.DataFrame | str] = field(default_factory=dict)
+    """CBS ranking per (model, method), or why that group could not be ranked (read by the CBS
+    section and the recommendations; see ``analysis_sections.rank_groups``)."""
     rank_error: str = ""
-    _ids: Any = field(default_factory=lambda: itertools.count(1), repr=False)
-
-    def figure(self, fig: go.Figure, prefix: str) -> Block:
-        fig_id = f"fig-{prefix}-{next(self._ids)}"
-        return Block("figure", markup=figure_html(fig, fig_id), fig_id=fig_id)
+    """Why nothing at all was ranked ('' when some group was)."""
 
     def axis(self, key: str) -> pd.Series:
         """A hyperparameter per trial: the grid column ``hp.<key>``, else the study's fixed value."""

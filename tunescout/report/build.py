@@ -18,8 +18,8 @@ from plotly.offline import get_plotlyjs
 
 import tunescout
 from tunescout.analysis import results_from_store
-from tunescout.report.analysis_sections import cbs_section, dynamics_section, recommend_section
-from tunescout.report.blocks import Block, Section, StudyData
+from tunescout.report.analysis_sections import cbs_section, dynamics_section, rank_groups, recommend_section
+from tunescout.report.blocks import Block, Section, StudyData, place_figures
 from tunescout.report.study_sections import curves_section, heatmap_section, phases_section, summary_section
 from tunescout.study.export import store_tables
 from tunescout.study.store import open_store
@@ -37,8 +37,8 @@ SECTIONS: tuple[tuple[str, str, Callable[[StudyData], Section]], ...] = (
     ("phases", "Stacked vs phased", phases_section),
     ("recommend", "Recommended configurations", recommend_section),
 )
-"""Section id, title (used when the section fails) and builder, in page order. CBS comes before
-the recommendations, which read its rankings."""
+"""Section id, title (used when the section fails) and builder, in page order. Each builder is a
+pure function of the study data returning its section."""
 
 
 def read_study_data(store_path: str | Path, *, tau: float = 0.95, window: float = 0.1, top: int = 5,
@@ -66,10 +66,12 @@ def read_study_data(store_path: str | Path, *, tau: float = 0.95, window: float 
         superseded = sum(store.counts(name, all_versions=True).values()) - sum(counts.values())
         hparams = {t["trial_id"]: t["hparams"] for t in store.trials(name)}
         scores = results_from_store(store, study=name)
+    rankings, rank_error = rank_groups(scores, tau)
     return StudyData(name=name, spec=json.loads(row["spec"]), trials=tables["trials"],
                      telemetry=tables["telemetry"], results=tables["results"], counts=counts, tokens_trained=tokens,
                      elapsed_s=float(row.get("elapsed_s") or 0.0), scores=scores, hparams=hparams, tau=tau,
-                     window=window, top=top, superseded=superseded, decisions=tables["decisions"])
+                     window=window, top=top, superseded=superseded, decisions=tables["decisions"],
+                     rankings=rankings, rank_error=rank_error)
 
 
 def _sections(data: StudyData) -> list[Section]:
@@ -90,8 +92,8 @@ def render_report(data: StudyData, headline: str | None = None) -> str:
     template = env.get_template("report.html.j2")
     return template.render(
         study=data.name, plotly_js=get_plotlyjs(),
-        sections=([Section("result", "Result", "", [Block("note", text=headline)])] if headline else [])
-        + _sections(data),
+        sections=place_figures(([Section("result", "Result", "", [Block("note", text=headline)])] if headline else [])
+                               + _sections(data)),
         generated=_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         versions=f"tunescout {tunescout.__version__}, plotly {plotly.__version__}",
         params=f"τ = {data.tau:g}, early window = {data.window:.0%}, top = {data.top}")

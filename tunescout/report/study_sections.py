@@ -59,7 +59,7 @@ def summary_section(d: StudyData) -> Section:
     sec.blocks.append(Block("facts", table=Table(["", ""], [[k, v] for k, v in facts])))
     counts = pd.DataFrame({"status": list(STATUSES), "trials": [d.counts.get(s, 0) for s in STATUSES]})
     sec.table(Table.of(counts, {"status": "status", "trials": ("trials", "d")}, caption="trials by status"))
-    sec.blocks.append(d.figure(figures.status_bar(counts[counts["trials"] > 0]), "summary"))
+    sec.chart(figures.status_bar(counts[counts["trials"] > 0]), "summary")
     return sec
 
 
@@ -95,7 +95,7 @@ def curves_section(d: StudyData) -> Section:
         model, dataset, method = key
         n = cohort["trial_id"].nunique()
         title = f"{short_model(model)} · {dataset} · {method} — {n} trial{'s' if n != 1 else ''}"
-        sec.blocks.append(d.figure(figures.learning_curves(cohort, title, colors), "curves"))
+        sec.chart(figures.learning_curves(cohort, title, colors), "curves")
     return sec
 
 
@@ -132,7 +132,7 @@ def heatmap_section(d: StudyData) -> Section:
                            bool(cells["higher_is_better"].iloc[0])))
         panels.append(("mean relative across datasets", same_axes(relative), None, True))
         fig = figures.batch_lr_heatmaps(panels, f"{short_model(model)} · {method}")
-        sec.blocks.append(d.figure(fig, "heatmap"))
+        sec.chart(fig, "heatmap")
     sec.note("Empty cells: no completed trial with a score there, or (relative panel) a ratio without meaning "
              "because the dataset's best score is not positive.")
     return sec
@@ -161,7 +161,7 @@ def phases_section(d: StudyData) -> Section:
     rows = pairs.to_dict("records")
     pairs = pairs.assign(pair=[_pair_label(r, ("model", "method", "dataset")) for r in rows],
                          label=[_pair_label(r, varying) for r in rows])
-    sec.blocks.append(d.figure(figures.stacked_phased_bars(pairs), "phases"))
+    sec.chart(figures.stacked_phased_bars(pairs), "phases")
     sec.table(Table.of(pairs, {
         "pair": "pair (model · method · dataset · config)", "seed": ("seed", "d"), "metric": "metric",
         "score_stacked": ("score stacked", ".4g"), "score_phased": ("score phased", ".4g"),
