@@ -98,6 +98,7 @@ class TrainConfig:
     method: Method = "full"
     """``full`` fine-tuning or ``lora``."""
     lora: LoraConfig = field(default_factory=LoraConfig)
+    """Adapter settings, read only when ``method: lora``."""
     data: list[DataSource] = field(default_factory=list)
     """One or more datasets; each may carry a ``phase``."""
     strategy: Strategy = "stacked"
@@ -126,7 +127,10 @@ class TrainConfig:
 
     # --- optimizer and schedule ---
     learning_rate: float = 2.0e-5
+    """Peak learning rate of AdamW (the recipe's full fine-tuning value; LoRA wants about 10x more)."""
     schedule: Schedule = "constant"
+    """Learning-rate shape after warmup: ``constant`` (the recipe found decay often unneeded),
+    ``linear`` or ``cosine`` decay to zero at the last step."""
     warmup_steps: int = 0
     """Optimizer steps of linear warmup; step ``i`` (0-based) trains at ``(i + 1) / warmup_steps``
     of the peak, so no step is spent at zero (transformers' schedules reach the same factors one
@@ -136,14 +140,18 @@ class TrainConfig:
     ``ceil(warmup_ratio * total_steps)`` steps, as transformers rounds it, computed once the
     schedule is built (:meth:`warmup_for`). Exclusive with a non-zero ``warmup_steps``."""
     weight_decay: float = 0.0
+    """AdamW's decoupled weight decay, applied to weight matrices only (not biases or norms)."""
     betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW's moment decay rates (beta1, beta2); 0.95 is the recipe's and most LLM trainers' beta2."""
     eps: float = 1.0e-8
+    """AdamW's denominator epsilon."""
     grad_clip: float | None = 1.0
     """Clip the global gradient norm to this value (> 0); ``null`` disables clipping (the norm is
     still logged)."""
 
     # --- data processing ---
     max_length: int = 2048
+    """Longest sample in tokens (prompt and answer together); see ``too_long`` for longer ones."""
     too_long: TooLong = "truncate"
     """Samples longer than ``max_length``: ``truncate`` keeps the first tokens, ``drop`` skips them."""
     train_on: TrainOn = "completion"
@@ -186,13 +194,17 @@ class TrainConfig:
     extra (``pip install 'tunescout[liger]'``). tunescout's own loss is kept. Part of the
     run's identity, as ``compile``."""
     device: str = "auto"
+    """``auto``: the first CUDA GPU when there is one, else the CPU; or a torch device string such as ``cuda:1``."""
     seed: int = 42
+    """Seeds the data order, the held-out split, LoRA's initialisation and dropout."""
 
     # --- outputs ---
     output_dir: str = "runs/example"
+    """The run directory: config, telemetry, evaluations, checkpoints, the saved model, ``result.json``."""
     checkpoint_every: int | None = None
     """Write a resumable checkpoint every N optimizer steps (and at the end)."""
     save_model: bool = True
+    """Save the trained model (or LoRA adapter) to ``output_dir/model`` at the end."""
     merge_lora: bool = False
     """Save LoRA runs as a merged full model instead of an adapter."""
     progress: bool = True
