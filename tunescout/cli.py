@@ -77,16 +77,19 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     flags = {"name": args.executor, "address": args.address, "workers": args.workers,
              "gpus_per_trial": args.gpus_per_trial, "cpus_per_trial": args.cpus_per_trial}
     if any(v is not None for v in flags.values()):
+        import dataclasses
+
         from tunescout.study.executors import validate_executor
 
         given = {k: v for k, v in flags.items() if v is not None}
-        if given.get("name", spec.executor["name"]) != spec.executor["name"]:  # another executor's options go
-            spec.executor = {"max_retries": spec.executor["max_retries"]}
-        spec.executor = validate_executor({**spec.executor, **given}, where="--executor")
+        current = dataclasses.asdict(spec.executor)
+        if given.get("name", current["name"]) != current["name"]:  # another executor's options go
+            current = {"max_retries": current["max_retries"]}
+        spec.executor = validate_executor({**current, **given}, where="--executor")
     if args.dry_run:
-        from tunescout.study.stopping import build_rule
+        from tunescout.study.policies import build_stopping
 
-        print(format_plan(plan_study(spec), build_rule(spec.stopping)))
+        print(format_plan(plan_study(spec), build_stopping(spec.stopping)))
         return 0
     counts = run_sweep(spec, retry_failed=args.retry_failed)
     print(json.dumps({"store": spec.store, "counts": counts}, indent=2))
@@ -234,7 +237,7 @@ def _rules_option(text: str, flag: str, many: bool = False):
     import yaml
 
     from tunescout.config import ConfigError
-    from tunescout.study.stopping import build_rule
+    from tunescout.study.policies import build_stopping
 
     try:
         value = yaml.safe_load(text)
@@ -247,7 +250,7 @@ def _rules_option(text: str, flag: str, many: bool = False):
         raise ConfigError(f"{flag}: expected {shape}, got {value!r}")
     for i, rule in enumerate(rules):
         try:
-            build_rule(rule)
+            build_stopping(rule)
         except (ConfigError, ValueError, TypeError) as exc:
             raise ConfigError(f"{flag}{f' [{i}]' if many else ''}: {exc}") from None
     return rules if many else rules[0]

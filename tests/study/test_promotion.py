@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tunescout.config import ConfigError
-from tunescout.study.promotion import (at_rung, decide_ready, expected_fraction, fair_order, pause_point, promote_rung,
-                                       promotes)
-from tunescout.study.stopping import build_rule
+from tunescout.study.policies import build_stopping
+from tunescout.study.promotion import at_rung, decide_ready, expected_fraction, fair_order, pause_point, promote_rung
 from test_stopping import evals_at, make_trial
 
 DYN = {"rule": "dynamics", "mode": "promote", "rungs": [0.25, 0.5], "eta": 3, "min_steps": 1}
@@ -19,7 +18,7 @@ def _paused(tid: str, grad: float, loss: float, upto: int = 250, **kw):
 
 
 def test_promote_rung_ranks_once_and_keeps_ceil_n_over_eta() -> None:
-    rule = build_rule(DYN)
+    rule = build_stopping(DYN).rule
     cohort = [_paused(f"t{i}", grad=1.0 + i, loss=2.0) for i in range(7)]  # lower grad norm is better
     rows = promote_rung(rule, 1, cohort)
     assert [r[0] for r in rows] == [f"t{i}" for i in range(7)] and [r[1] for r in rows] == list(range(1, 8))
@@ -31,7 +30,7 @@ def test_promote_rung_ranks_once_and_keeps_ceil_n_over_eta() -> None:
 
 
 def test_ties_are_broken_by_trial_id_not_in_the_trials_favour() -> None:
-    rule = build_rule(DYN)
+    rule = build_stopping(DYN).rule
     cohort = [_paused(tid, 1.0, 2.0) for tid in ("tc", "ta", "td", "tb")]  # all equal
     rows = promote_rung(rule, 1, cohort)
     assert [r[0] for r in rows] == ["ta", "tb", "tc", "td"]
@@ -39,7 +38,7 @@ def test_ties_are_broken_by_trial_id_not_in_the_trials_favour() -> None:
 
 
 def test_asha_promotes_on_the_rung_evaluation() -> None:
-    rule = build_rule({"rule": "asha", "mode": "promote", "rungs": [0.25], "eta": 2})
+    rule = build_stopping({"rule": "asha", "mode": "promote", "rungs": [0.25], "eta": 2}).rule
     cohort = []
     for i, val in enumerate([0.9, 0.3, 0.5, None]):
         t = _paused(f"t{i}", 1.0, 2.0)
@@ -52,7 +51,7 @@ def test_asha_promotes_on_the_rung_evaluation() -> None:
 
 
 def test_a_cohort_is_ready_only_when_nothing_of_it_trains() -> None:
-    rule = build_rule(DYN)
+    rule = build_stopping(DYN).rule
     cohort = [_paused("ta", 1.0, 2.0), _paused("tb", 2.0, 2.0), make_trial("tc", 0.5, 2.0, upto=100)]
     assert decide_ready(rule, cohort, {}) is None  # tc still running below the rung
     cohort[2].status = "diverged"  # an end before the rung: not ranked, no longer waited for
@@ -62,7 +61,7 @@ def test_a_cohort_is_ready_only_when_nothing_of_it_trains() -> None:
 
 
 def test_kept_trials_past_the_next_rung_stay_paused_and_the_next_rung_follows() -> None:
-    rule = build_rule(DYN)
+    rule = build_stopping(DYN).rule
     # one large batch carried tb from below 25% to 60%: past rung 2 already
     cohort = [_paused("ta", 1.0, 2.0), _paused("tb", 1.5, 2.0, upto=600, batch=600), _paused("tc", 9.0, 2.0)]
     first = decide_ready(rule, cohort, {})
@@ -75,7 +74,7 @@ def test_kept_trials_past_the_next_rung_stay_paused_and_the_next_rung_follows() 
 
 
 def test_pause_points_follow_each_trials_planned_samples() -> None:
-    rule = build_rule(DYN)
+    rule = build_stopping(DYN).rule
     assert [pause_point(rule, 1000, d) for d in range(3)] == [250, 500, None]
     assert pause_point(rule, 99, 0) == 25
 
@@ -100,17 +99,18 @@ def test_fair_order_shuffles_within_and_interleaves_across_cohorts() -> None:
 
 
 def test_mode_is_validated_and_only_promote_promotes() -> None:
-    assert promotes(build_rule(DYN)) and not promotes(build_rule({"rule": "dynamics"}))
-    assert not promotes(build_rule({"rule": "none"}))
+    assert build_stopping(DYN).promotes and not build_stopping({"rule": "dynamics"}).promotes
+    assert not build_stopping({"rule": "none"}).promotes
     with pytest.raises(ConfigError, match="mode must be one of async, promote"):
-        build_rule({**DYN, "mode": "sync"})
-    rule = build_rule(DYN)
+        build_stopping({**DYN, "mode": "sync"})
+    stopping = build_stopping(DYN)
     trial = make_trial("t0", 9.0, 2.0)
-    assert all(rule.decide(trial, [trial, make_trial("t1")]) is None for _ in range(2))  # promote never stops async
+    # promote never stops a trial at an ask: it pauses it at a rung (or lets it go on)
+    assert not any(isinstance(stopping.verdict(trial, [trial, make_trial("t1")], d), str) for d in range(3))
 
 
 def test_a_large_batch_pauses_once_it_has_min_steps_steps() -> None:
-    rule = build_rule({**DYN, "min_steps": 3})
+    rule = build_stopping({**DYN, "min_steps": 3}).rule
     big = make_trial("big", 1.0, 2.0, batch=300)  # 300, 600, 900, 1000: past rung 1 (250) at once
     assert not at_rung(rule, big.telemetry[:1], 1000, 0) and not at_rung(rule, big.telemetry[:2], 1000, 0)
     assert at_rung(rule, big.telemetry[:3], 1000, 0)  # judged at its third step, 900 samples
@@ -118,6 +118,6 @@ def test_a_large_batch_pauses_once_it_has_min_steps_steps() -> None:
 
 
 def test_min_trials_keeps_everyone_in_a_small_cohort() -> None:
-    rule = build_rule({**DYN, "min_trials": 5})
+    rule = build_stopping({**DYN, "min_trials": 5}).rule
     rows = promote_rung(rule, 1, [_paused(f"t{i}", 1.0 + i, 2.0) for i in range(3)])
     assert all(reason is None for *_, reason in rows)

@@ -415,9 +415,9 @@ def test_failed_trials_exit_nonzero_with_a_summary_and_retry_once_fixed(tiny_mod
 
 
 def test_a_running_sweep_says_where_it_stands(tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    import tunescout.study.sweep as sweep
+    import tunescout.study.driver as driver
 
-    monkeypatch.setattr(sweep, "PROGRESS_EVERY_S", 0.0)  # every driver tick instead of every 30 s
+    monkeypatch.setattr(driver, "PROGRESS_EVERY_S", 0.0)  # every driver tick instead of every 30 s
     path = _write_study(tmp_path, tiny_model_dir, "  learning_rate: [1.0e-3]\n",
                         fixed="{max_steps: 3, batch_size: 4, max_length: 64, max_tokens_per_micro_batch: 256}")
     spec = load_study(path)

@@ -77,18 +77,22 @@ class ListChannel:
         self.messages: list[tuple[str, dict]] = []
         self.answer = answer
 
-    def send(self, kind: str, data: dict) -> None:
-        self.messages.append((kind, data))
+    def send(self, record: dict) -> None:
+        self.messages.append(("record", record))
 
     def ask(self, record: dict):
         self.messages.append(("ask", record))
         return self.answer(record)
+
+    def done(self, summary) -> None:
+        self.messages.append(("done", summary))
 
 
 def test_a_trial_on_two_ranks_reports_through_the_same_channel(tiny_model_dir: Path, tmp_path: Path) -> None:
     """``gpus_per_trial: 2`` trains a trial on two processes (gloo on CPU): rank 0's records reach
     the trial's channel, asks get their verdict, and a stop verdict ends every rank."""
     from tunescout.demo.tasks import make_rows, write_jsonl
+    from tunescout.study.messages import TrialPayload
     from tunescout.study.worker import run_trial
 
     write_jsonl(make_rows("sentiment", 32, seed=0), tmp_path / "train.jsonl")
@@ -96,11 +100,11 @@ def test_a_trial_on_two_ranks_reports_through_the_same_channel(tiny_model_dir: P
               "output_dir": str(tmp_path / "run"), "epochs": 1, "batch_size": 4, "max_length": 64,
               "max_tokens_per_micro_batch": 256, "learning_rate": 1e-3, "progress": False, "checkpoint_every": 2}
     channel = ListChannel(lambda r: "rung 1: rank 2 of 2" if r["samples"] >= 12 else None)
-    run_trial(channel, {"config": config, "task": {}, "ask_at": [[12, 1]], "ranks": 2, "threads": 1})
-    kinds = [(k, d.get("step")) for k, d in channel.messages]
+    run_trial(channel, TrialPayload("t", config, ask_at=((12, 1),), ranks=2, threads=1))
+    kinds = [(k, d.get("step") if k != "done" else None) for k, d in channel.messages]
     assert kinds == [("record", 1), ("ask", 2), ("ask", 3), ("done", None)]
     done = channel.messages[-1][1]
-    assert (done["status"], done["reason"], done["steps"]) == ("stopped", "rung 1: rank 2 of 2", 3), done
+    assert (done.status, done.reason, done.steps) == ("stopped", "rung 1: rank 2 of 2", 3), done
     assert json.loads((tmp_path / "run" / "run.json").read_text())["resolved"]["world_size"] == 2
 
 
@@ -108,12 +112,15 @@ _PRELOADED_TRIALS = textwrap.dedent("""
     import json, sys
     import tunescout.study.worker as worker
     from tunescout.demo.tasks import make_rows, write_jsonl
+    from tunescout.study.messages import TrialPayload
 
     class Channel:
-        def send(self, kind, data):
-            self.last = (kind, data)
+        def send(self, record):
+            pass
         def ask(self, record):
             return None
+        def done(self, summary):
+            self.last = summary
 
     model, folder = sys.argv[1], sys.argv[2]
     write_jsonl(make_rows("sentiment", 16, seed=0), f"{folder}/train.jsonl")
@@ -126,8 +133,8 @@ _PRELOADED_TRIALS = textwrap.dedent("""
                   "max_tokens_per_micro_batch": 256, "learning_rate": 1e-3, "progress": False}
         task = {"eval": f"{folder}/eval.jsonl", "metric": "accuracy", "max_new_tokens": 4, "eval_limit": None}
         channel = Channel()
-        worker.run_trial(channel, {"config": config, "task": task, "ask_at": []})
-        out[method] = channel.last[1]["status"]
+        worker.run_trial(channel, TrialPayload(method, config, task))
+        out[method] = channel.last.status
     out["new"] = sorted({name.partition(".")[0] for name in sys.modules} - loaded)
     print(json.dumps(out))
 """)

@@ -18,8 +18,9 @@ import pandas as pd
 
 from tunescout.analysis.dynamics import dataset_metrics, final_scores, planned_samples, records_by_trial, survivor_note
 from tunescout.study.keys import COHORT
-from tunescout.study.promotion import promote_rung, promotes
-from tunescout.study.stopping import StoppingRule, TrialProgress, build_rule, judge_samples, rung_samples
+from tunescout.study.policies import build_stopping
+from tunescout.study.promotion import promote_rung
+from tunescout.study.stopping import StoppingRule, TrialProgress, judge_samples, rung_samples
 
 __all__ = ["StoppingReplay", "default_replay_rules", "replay_stopping", "rule_label"]
 
@@ -161,7 +162,7 @@ def replay_stopping(
 
     Only ``completed`` trials take part: they alone tell what a stopped trial would have scored.
     Each cohort's records are fed one by one (interleaved across trials, see ``order``) to
-    ``build_rule(spec).decide(trial, cohort)``, the cohort's progress growing as records arrive
+    ``build_stopping(spec).verdict(trial, cohort)`` (async), the cohort's progress growing as records arrive
     and stopped trials keeping their partial telemetry, exactly as in a sweep. A stopped trial
     costs the tokens it had trained when stopped.
 
@@ -188,7 +189,7 @@ def replay_stopping(
     if order not in ("step", "progress"):
         raise ValueError(f"order must be 'step' or 'progress', got {order!r}")
     rules = default_replay_rules() if rules is None else list(rules)
-    built = {rule_label(r): (dict(r), build_rule(r)) for r in rules}  # a bad spec fails before any work
+    built = {rule_label(r): (dict(r), build_stopping(r)) for r in rules}  # a bad spec fails before any work
     scores = final_scores(trials, results, spec).set_index("trial_id")
     records = records_by_trial(telemetry)
     metric_of = dict(dataset_metrics(spec))
@@ -203,14 +204,15 @@ def replay_stopping(
         planned = {r["trial_id"]: planned_samples(r, records[r["trial_id"]]) for r in done.to_dict("records")}
         cohorts.append((key, ids, planned, len(g) - len(ids)))
     cohort_rows, trial_rows = [], []
-    for label, (_, rule) in built.items():
+    for label, (_, stopping) in built.items():
+        rule = stopping.rule
         for key, ids, planned, excluded in cohorts:
             row = {"rule": label, **dict(zip(COHORT, key)), "n_trials": len(ids), "n_excluded": excluded}
             reason = _why_not(rule, ids, records, planned, metric_at)
             if reason:
                 cohort_rows.append({**row, "replayable": False, "reason": reason})
                 continue
-            stopped = (_simulate_promote(rule, ids, records, planned, metric_at) if promotes(rule)
+            stopped = (_simulate_promote(rule, ids, records, planned, metric_at) if stopping.promotes
                        else _simulate(rule, ids, records, planned, metric_at, order))
             for t in ids:
                 k, why = stopped.get(t, (len(records[t]) - 1, ""))

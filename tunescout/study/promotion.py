@@ -1,5 +1,6 @@
-"""Successive halving over checkpoints (``mode: promote``): where trials pause, when a cohort is
-ready to be ranked at a rung, what that costs, and a fair launch order.
+"""Successive halving over checkpoints (``mode: promote``, applied by
+:class:`~tunescout.study.policies.PromotePolicy`): where trials pause, when a cohort is ready to
+be ranked at a rung, what that costs, and a fair launch order.
 
 Pure functions over :class:`~tunescout.study.stopping.TrialProgress`; the sweep driver applies
 what they return and records it in the store, so a restarted driver recomputes the same thing
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 from tunescout.study.stopping import StoppingRule, TrialProgress, keep_count, rung_samples
 
-__all__ = ["RungDecision", "at_rung", "decide_ready", "expected_fraction", "fair_order", "pause_point", "promote_rung", "promotes"]
+__all__ = ["RungDecision", "at_rung", "decide_ready", "expected_fraction", "fair_order", "pause_point", "promote_rung"]
 
 
 def promote_rung(rule: StoppingRule, index: int,
@@ -39,11 +40,6 @@ def promote_rung(rule: StoppingRule, index: int,
         f"{rule.name} promote rung {index} ({round(fraction * 100, 4):g}% of samples): rank {rank} of {n}, outside top "
         f"1/{rule.eta:g} (best {keep} continue; {rule.describe(by_id[tid], fraction)})"))
         for rank, tid in enumerate(order, start=1)]
-
-
-def promotes(rule: object) -> bool:
-    """Whether a rule judges in ``promote`` mode."""
-    return rule.mode == "promote"
 
 
 def pause_point(rule: StoppingRule, planned_samples: int, decided: int) -> int | None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from tunescout.config import ConfigError, TrainConfig, build_config, read_yaml_mapping
 from tunescout.settings import did_you_mean, flatten_dotted, nest_dotted, resolve_beside
+from tunescout.study.executors.base import ExecutorOptions
 from tunescout.study.keys import COHORT, DEFAULT_METRIC, dataset_metric
 from tunescout.train.identity import config_hash, run_identity
 
@@ -69,9 +70,9 @@ class StudySpec:
     """Where trial run directories (and their checkpoints) go: the YAML's ``storage`` (or its older
     name ``runs_dir``); default ``<store>.runs`` next to the store. On a cluster, a path every
     node sees, so that a trial retried on another node resumes from its checkpoint."""
-    executor: dict[str, Any] = field(default_factory=dict)
+    executor: ExecutorOptions | dict[str, Any] = field(default_factory=ExecutorOptions)
     """What runs the trials: ``{name: local | ray, address, workers, gpus_per_trial,
-    cpus_per_trial, max_retries}`` (see :mod:`tunescout.study.executors`); defaults filled in."""
+    cpus_per_trial, max_retries}`` in YAML, typed (:class:`ExecutorOptions`) once the study is loaded."""
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ def validate(spec: StudySpec) -> None:
     """Check the whole study before any data is tokenised: its keys and types, the stopping rule,
     and that every trial's config builds (so a typo fails before hours of training)."""
     from tunescout.study.executors import validate_executor
-    from tunescout.study.stopping import build_rule
+    from tunescout.study.policies import build_stopping
 
     if not isinstance(spec.budget, dict):
         raise ConfigError(f"budget: expected a mapping such as {{tokens: 1.0e+9}}, got {spec.budget!r}")
@@ -206,7 +207,7 @@ def validate(spec: StudySpec) -> None:
         raise ConfigError(f"seeds: expected a non-empty list of integers, got {spec.seeds!r}")
     if not isinstance(spec.stopping, dict):
         raise ConfigError(f"stopping: expected a mapping such as {{rule: dynamics}}, got {spec.stopping!r}")
-    build_rule(spec.stopping)
+    build_stopping(spec.stopping)
     try:
         spec.executor = validate_executor(spec.executor)
     except ValueError as exc:

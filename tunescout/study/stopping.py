@@ -7,17 +7,19 @@ rule. ``asha`` is the classic asynchronous successive halving on a validation si
 ``none`` is the baseline every saving is measured against.
 
 Rules hold no state that matters: the driver may be restarted and rebuild them from the spec,
-so every decision is derived from the records alone. Each rule with rungs judges in one of two
-modes:
+so every decision is derived from the records alone. A rule does two things: it ranks a
+cohort's trials at a rung (``rung_scores``) and judges one trial as it reaches a rung
+(``decide``). *When* trials are judged is the driver's scheduling policy
+(:mod:`tunescout.study.policies`), the study's ``mode``:
 
 * ``async`` (as in ASHA): a rung is judged once, at the record that first reaches it (the
   record before was below), which is how a rule knows "first time" without remembering
   anything; a trial is compared with the trials that have reached the same rung so far, so no
   run ever waits for another. The first trial of a cohort is never judged.
 * ``promote`` (successive halving over checkpoints): every trial pauses at the rung, and once
-  the whole cohort is there :func:`promote_rung` ranks it once; the best ceil(n/eta) continue
-  from their checkpoints to the next rung. Every trial is judged against every other; the
-  driver records each decision so a restart never re-decides.
+  the whole cohort is there the cohort is ranked once by ``rung_scores``; the best ceil(n/eta)
+  continue from their checkpoints to the next rung. Every trial is judged against every other;
+  the driver records each decision so a restart never re-decides.
 """
 
 from __future__ import annotations
@@ -57,7 +59,6 @@ __all__ = [
     "NoStopping",
     "StoppingRule",
     "TrialProgress",
-    "MODES",
     "build_rule",
     "dynamics_scores",
     "judge_samples",
@@ -95,9 +96,10 @@ class TrialProgress:
 
 @runtime_checkable
 class StoppingRule(Protocol):
-    """Decides, after each new record of a trial, whether the trial should stop.
+    """Ranks a cohort's trials at a rung, and judges one trial as it reaches a rung.
 
-    Contract:
+    Contract (``tests/study/test_stopping_contract.py`` runs it on every rule under both
+    scheduling policies):
     - ``decide(trial, cohort)`` returns None to continue, or a reason naming the rung.
     - ``cohort`` holds every trial of the cohort (``trial`` itself included, finished and
       stopped ones with their partial telemetry); where it holds a stale copy of ``trial``,
@@ -114,15 +116,14 @@ class StoppingRule(Protocol):
       ``min_steps``-th step. The trial asks the driver only there and streams every other
       record without waiting; ``decide`` returns None at every other record.
 
-    Promotion (``mode: promote``, :mod:`tunescout.study.promotion`) uses nothing else: ``rungs``
-    (fractions of planned samples), ``eta``, ``min_trials`` (fewer trials at a rung all go on),
-    ``min_steps`` (steps a trial must take before it is judged), ``rung_scores`` (every trial's
-    score at a rung, lower better, None for no score) and ``describe`` (what a stopped trial
-    showed, for its reason).
+    - ``rungs`` (fractions of planned samples), ``eta``, ``min_trials`` (fewer trials at a rung
+      all go on), ``min_steps`` (steps a trial must take before it is judged), ``rung_scores``
+      (every trial's score at a rung, lower better, None for no score) and ``describe`` (what a
+      stopped trial showed, for its reason) are all promotion
+      (:mod:`tunescout.study.promotion`) reads.
     """
 
     name: str
-    mode: str
     rungs: Sequence[float]
     eta: float
     min_trials: int
@@ -152,15 +153,8 @@ def _with_self(trial: TrialProgress, cohort: Sequence[TrialProgress]) -> list[Tr
     return members
 
 
-MODES = ("async", "promote")
-"""How a rule with rungs judges: on each arrival (``async``), or a whole cohort at once (``promote``)."""
-
-
-def _check_rung_params(rule: str, rungs: Sequence[float], eta: float, min_trials: int,
-                       mode: str = "async") -> tuple[float, ...]:
+def _check_rung_params(rule: str, rungs: Sequence[float], eta: float, min_trials: int) -> tuple[float, ...]:
     """Validate what ``dynamics`` and ``asha`` share; returns the rungs as a tuple of floats."""
-    if mode not in MODES:
-        raise ValueError(f"{rule}: mode must be one of {', '.join(MODES)}, got {mode!r}")
     if isinstance(rungs, (str, bytes)) or not isinstance(rungs, Sequence) or not rungs:
         raise ValueError(f"{rule}: rungs must be a non-empty list of fractions, got {rungs!r}")
     if not all(_is_number(r) and 0 < r < 1 for r in rungs):
@@ -182,7 +176,6 @@ class NoStopping:
     """Never stops: the baseline against which a rule's compute saving is measured."""
 
     name: str = field(default="none", init=False, repr=False)
-    mode: str = field(default="async", init=False, repr=False)
     rungs: Sequence[float] = field(default=(), init=False, repr=False)
     eta: float = field(default=1.0, init=False, repr=False)
     min_trials: int = field(default=1, init=False, repr=False)
@@ -227,9 +220,6 @@ class DynamicsRule:
     the start. At most the first rung, so every window lies inside training."""
     min_trials: int = 2
     """No decision while fewer trials than this have reached the rung."""
-    mode: str = "async"
-    """``async``: judge each trial as it reaches a rung; ``promote``: pause the cohort there and
-    rank it once (see the module docstring)."""
     signals: Any = None
     """``{grad_norm: lower, loss: higher}`` (the default), any subset or direction, each as
     ``lower``/``higher`` or ``{direction: ..., weight: ...}``; kept as sorted triples."""
@@ -238,8 +228,7 @@ class DynamicsRule:
     name: str = field(default="dynamics", init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "rungs", _check_rung_params(self.name, self.rungs, self.eta, self.min_trials,
-                                                             self.mode))
+        object.__setattr__(self, "rungs", _check_rung_params(self.name, self.rungs, self.eta, self.min_trials))
         object.__setattr__(self, "eta", float(self.eta))
         signals = self.signals
         if isinstance(signals, tuple) and all(isinstance(x, tuple) and len(x) == 3 for x in signals):
@@ -270,7 +259,7 @@ class DynamicsRule:
         return f"{shown} over samples {start:g}-{end}"
 
     def decide(self, trial: TrialProgress, cohort: Sequence[TrialProgress]) -> str | None:
-        if not trial.telemetry or self.mode == "promote":
+        if not trial.telemetry:
             return None
         now, before = _latest_and_previous(trial.telemetry)
         # One record may cross several rungs (a large batch); judge each, the earliest first, at
@@ -322,14 +311,10 @@ class AshaRule:
     """'val_loss' (lower is better) or 'metric' (direction set by ``higher_is_better``)."""
     higher_is_better: bool = True
     """Direction of ``metric``; ignored for ``val_loss``."""
-    mode: str = "async"
-    """``async``: judge each trial as it reaches a rung; ``promote``: pause the cohort there and
-    rank it once (see the module docstring)."""
     name: str = field(default="asha", init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "rungs", _check_rung_params(self.name, self.rungs, self.eta, self.min_trials,
-                                                             self.mode))
+        object.__setattr__(self, "rungs", _check_rung_params(self.name, self.rungs, self.eta, self.min_trials))
         object.__setattr__(self, "eta", float(self.eta))
         if self.signal not in ("val_loss", "metric"):
             raise ValueError(f"asha: signal must be 'val_loss' or 'metric', got {self.signal!r}")
@@ -367,7 +352,7 @@ class AshaRule:
         return f"{self.signal} {_fmt(None if ev is None else ev.get(self.signal))}"
 
     def decide(self, trial: TrialProgress, cohort: Sequence[TrialProgress]) -> str | None:
-        if not trial.telemetry or self.mode == "promote":
+        if not trial.telemetry:
             return None
         now, before = _latest_and_previous(trial.telemetry)
         # The rung to judge is the highest whose eval exists; evals past the latest record are

@@ -24,9 +24,10 @@ import transformers  # noqa: F401
 from tunescout.config import ConfigError, build_config
 from tunescout.data.formats import DataError, read_examples
 from tunescout.study.keys import DEFAULT_METRIC, dataset_harness, dataset_metric
+from tunescout.study.messages import TrialPayload, TrialSummary, Verdict
 from tunescout.train.loop import train
 from tunescout.train.rundir import RunDirLocked, StorageNotShared, check_storage, hold_lock
-from tunescout.train.telemetry import Pause, StepRecord
+from tunescout.train.telemetry import StepRecord
 
 __all__ = ["Channel", "Verdict", "asks_at", "run_trial", "task_evaluator"]
 
@@ -35,9 +36,6 @@ PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 CERTAIN_FAILURES = (ConfigError, DataError, StorageNotShared)
 """Failures that another attempt would meet again (a refused config or resume, malformed data, a
 node without the shared folder): the driver does not retry them."""
-
-Verdict = str | Pause | None
-"""The driver's answer to an asked record: continue, stop (the reason), or pause at a rung."""
 
 
 def task_evaluator(task: dict[str, Any]):
@@ -119,14 +117,18 @@ class Channel(Protocol):
 
     Messages from one trial arrive in the order they were sent. ``send`` does not wait; ``ask``
     waits for the driver's verdict on the record it carries, and is used only at the records a
-    rule judges, so a trial never waits on the driver (or the network) at every step.
+    rule judges, so a trial never waits on the driver (or the network) at every step. ``done``
+    is the last message and returns once it is delivered.
     """
 
-    def send(self, kind: str, data: dict[str, Any]) -> None:
-        """``record`` (a step record, stored by the driver) or ``done`` (the trial's summary, last)."""
+    def send(self, record: dict[str, Any]) -> None:
+        """A step record, stored by the driver."""
 
     def ask(self, record: dict[str, Any]) -> Verdict:
         """Send a step record and return the verdict on it: None, a stop reason, or a Pause."""
+
+    def done(self, summary: TrialSummary) -> None:
+        """The trial's end."""
 
 
 def asks_at(points: Sequence[Sequence[int]]) -> Callable[[StepRecord], bool]:
@@ -162,24 +164,23 @@ def _wait_for_run_dir(run_dir: str, timeout: float = 60.0) -> None:
             time.sleep(0.2)
 
 
-def run_trial(channel: Channel, payload: dict[str, Any]) -> None:
+def run_trial(channel: Channel, payload: TrialPayload) -> None:
     """Train one trial, streaming each step record to the driver, asking for a verdict at the
-    records listed in ``payload["ask_at"]``, and ending with one ``done`` message.
+    records listed in ``payload.ask_at``, and ending with one ``done`` message.
 
     A channel that fails (the driver is gone) raises inside the early-stop hook, which ends
     the run as failed; the next sweep resumes it from its checkpoint.
     """
-    if payload.get("driver_pid") is not None:
-        _die_with_driver(payload["driver_pid"])
+    if payload.driver_pid is not None:
+        _die_with_driver(payload.driver_pid)
     _quiet_libraries()
-    if payload.get("cuda_device") is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(payload["cuda_device"])
-    if payload.get("threads"):
-        torch.set_num_threads(int(payload["threads"]))
-    due = asks_at(payload.get("ask_at", ()))
-    storage = payload.get("storage_check")
-    every = int(payload["config"].get("checkpoint_every") or 0)
-    last = payload.get("planned_samples")
+    if payload.cuda_device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(payload.cuda_device)
+    if payload.threads:
+        torch.set_num_threads(int(payload.threads))
+    due = asks_at(payload.ask_at)
+    every = int(payload.config.get("checkpoint_every") or 0)
+    last = payload.planned_samples
 
     def early_stop(record: StepRecord) -> Verdict:
         # Ask where the rule judges, and also where a checkpoint follows (every checkpoint_every
@@ -187,30 +188,29 @@ def run_trial(channel: Channel, payload: dict[str, Any]) -> None:
         # so no checkpoint ever gets ahead of the store, whenever the driver dies.
         if due(record) or (every and record.step % every == 0) or (last is not None and record.samples >= last):
             return channel.ask(asdict(record))
-        channel.send("record", asdict(record))
+        channel.send(asdict(record))
         return None
 
     try:
-        if storage:
-            check_storage(*storage)
-        config = build_config(payload["config"])
+        if payload.storage_check:
+            check_storage(*payload.storage_check)
+        config = build_config(payload.config)
         _wait_for_run_dir(config.output_dir)
-        ranks = int(payload.get("ranks") or 1)
-        if ranks > 1:  # FSDP2 on `ranks` processes under torchrun; rank 0's records come to early_stop here
+        if payload.ranks > 1:  # FSDP2 on `ranks` processes under torchrun; rank 0's records come to early_stop here
             from tunescout.train.distributed import TaskEvalSpec, spawn_trial
 
-            evaluator = TaskEvalSpec(f"{__name__}:task_evaluator", {"task": payload.get("task", {})})
-            result = spawn_trial(config, ranks, early_stop=early_stop, task_eval=evaluator, resume=True)
+            evaluator = TaskEvalSpec(f"{__name__}:task_evaluator", {"task": payload.task})
+            result = spawn_trial(config, payload.ranks, early_stop=early_stop, task_eval=evaluator, resume=True)
         else:
-            result = train(config, resume=True, early_stop=early_stop,
-                           task_eval=task_evaluator(payload.get("task", {})))
-        summary = {k: getattr(result, k) for k in ("status", "reason", "steps", "samples", "tokens", "wall_s",
-                                                    "eval_loss", "metrics")}
+            result = train(config, resume=True, early_stop=early_stop, task_eval=task_evaluator(payload.task))
+        summary = TrialSummary(status=result.status, reason=result.reason, steps=result.steps,
+                               samples=result.samples, tokens=result.tokens, wall_s=result.wall_s,
+                               eval_loss=result.eval_loss, metrics=dict(result.metrics or {}))
     except BaseException as exc:  # noqa: BLE001 - every failure is reported, none kills the sweep
-        summary = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}",
-                   "traceback": traceback.format_exc(limit=8),
-                   "retryable": not isinstance(exc, CERTAIN_FAILURES)}
+        summary = TrialSummary(status="failed", reason=f"{type(exc).__name__}: {exc}",
+                               traceback=traceback.format_exc(limit=8),
+                               retryable=not isinstance(exc, CERTAIN_FAILURES))
     try:
-        channel.send("done", summary)
+        channel.done(summary)
     except (BrokenPipeError, OSError):
         pass  # the driver is gone; the next sweep finds the trial running and resumes it

@@ -24,7 +24,8 @@ from typing import Any, Callable, Sequence
 from tunescout.config import ConfigError
 from tunescout.settings import flatten_dotted, nest_dotted, parse_overrides
 from tunescout.study.promotion import expected_fraction
-from tunescout.study.stopping import build_rule, rung_samples
+from tunescout.study.policies import build_stopping
+from tunescout.study.stopping import rung_samples
 from tunescout.study.spec import LORA_ONLY, DatasetSpec, StudySpec, validate
 
 __all__ = ["DEFAULT_STOPPING", "TuneResult", "candidate_configs", "format_fates", "tune"]
@@ -301,7 +302,7 @@ def _plan(spec: StudySpec, candidates: list[tuple[str, dict[str, Any]]], budget:
 
     rows = plan_study(spec)
     run_tokens = max(r["planned_tokens"] for r in rows)
-    min_steps = build_rule(spec.stopping).min_steps
+    min_steps = build_stopping(spec.stopping).rule.min_steps
     grid = len(candidates)
     if budget is not None:
         budget_runs = budget * grid if budget <= 1 else budget / run_tokens

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from tunescout.study.executors.base import Event
+from tunescout.study.messages import TrialEvent, TrialPayload, TrialSummary
 
 __all__ = ["LocalExecutor", "PipeChannel", "default_slots"]
 
@@ -26,15 +26,18 @@ class PipeChannel:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def send(self, kind: str, data: dict[str, Any]) -> None:
-        self.conn.send((kind, data))
+    def send(self, record: dict[str, Any]) -> None:
+        self.conn.send(("record", record))
 
     def ask(self, record: dict[str, Any]) -> Any:
         self.conn.send(("ask", record))
         return self.conn.recv()
 
+    def done(self, summary: TrialSummary) -> None:
+        self.conn.send(("done", summary))
 
-def _pipe_trial(conn: Connection, payload: dict[str, Any]) -> None:
+
+def _pipe_trial(conn: Connection, payload: TrialPayload) -> None:
     """The trial process's entry point."""
     from tunescout.study.worker import run_trial
 
@@ -83,22 +86,20 @@ class LocalExecutor:
         self._ctx.set_forkserver_preload(["tunescout.study.worker"])
         self._trials: dict[str, _Running] = {}
 
-    def submit(self, trial_id: str, payload: dict[str, Any]) -> None:
+    def submit(self, payload: TrialPayload) -> None:
         busy = {r.device for r in self._trials.values()}
         device = next((d for d in self.devices if d not in busy or d is None), self.devices[0])
         parent, child = self._ctx.Pipe()
-        process = self._ctx.Process(target=_pipe_trial, args=(child, {**payload, "cuda_device": device,
-                                                                      "threads": self.threads, "ranks": self.ranks,
-                                                                      "driver_pid": os.getpid()}),
-                                    name=f"trial-{trial_id}")
+        placed = payload.placed(cuda_device=device, threads=self.threads, ranks=self.ranks, driver_pid=os.getpid())
+        process = self._ctx.Process(target=_pipe_trial, args=(child, placed), name=f"trial-{payload.trial_id}")
         process.start()
         child.close()
-        self._trials[trial_id] = _Running(process, parent, device)
+        self._trials[payload.trial_id] = _Running(process, parent, device)
 
     def running(self) -> list[str]:
         return list(self._trials)
 
-    def next_event(self, timeout: float | None = None) -> Event | None:
+    def next_event(self, timeout: float | None = None) -> TrialEvent | None:
         if not self._trials:
             return None
         by_conn = {r.conn: tid for tid, r in self._trials.items()}
@@ -110,11 +111,11 @@ class LocalExecutor:
                 return self._reap(tid, "process exited without reporting")
             if kind == "done":
                 self._reap(tid, None)
-                return Event(tid, "done", data)
-            return Event(tid, kind, data)
+                return TrialEvent(tid, "done", summary=data)
+            return TrialEvent(tid, kind, record=data)
         return None
 
-    def _reap(self, trial_id: str, lost: str | None) -> Event | None:
+    def _reap(self, trial_id: str, lost: str | None) -> TrialEvent | None:
         """Forget a trial whose process ended or reported its end, killing it if it lingers (a
         tracker's flush, CUDA teardown): the driver, and every trial waiting on it, never stalls."""
         run = self._trials.pop(trial_id)
@@ -127,7 +128,7 @@ class LocalExecutor:
         if lost is None:
             return None
         code = run.process.exitcode
-        return Event(trial_id, "done", {"status": "failed", "reason": f"{lost} (exit code {code})"})
+        return TrialEvent(trial_id, "done", summary=TrialSummary.lost(f"{lost} (exit code {code})"))
 
     def reply(self, trial_id: str, verdict: Any) -> None:
         run = self._trials.get(trial_id)

@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from typing import Any, Mapping
+from typing import Any
 
-from tunescout.study.executors.base import Event, ranks_per_trial
+from tunescout.study.executors.base import ExecutorOptions, ranks_per_trial
+from tunescout.study.messages import TrialEvent, TrialPayload, TrialSummary
 
 __all__ = ["ActorChannel", "RayExecutor"]
 
@@ -43,13 +44,13 @@ class _Mailbox:
     that nothing from a lost attempt reaches the next one."""
 
     def __init__(self) -> None:
-        self.inbox: list[tuple[str, str, dict[str, Any]]] = []
+        self.inbox: list[tuple[str, str, Any]] = []
         self.verdicts: dict[str, Any] = {}
 
-    def put(self, key: str, kind: str, data: dict[str, Any]) -> None:
+    def put(self, key: str, kind: str, data: Any) -> None:
         self.inbox.append((key, kind, data))
 
-    def take(self) -> list[tuple[str, str, dict[str, Any]]]:
+    def take(self) -> list[tuple[str, str, Any]]:
         out, self.inbox = self.inbox, []
         return out
 
@@ -73,10 +74,11 @@ class ActorChannel:
     def __init__(self, mailbox: Any, key: str) -> None:
         self.mailbox, self.key = mailbox, key
 
-    def send(self, kind: str, data: dict[str, Any]) -> None:
-        ref = self.mailbox.put.remote(self.key, kind, data)
-        if kind == "done":
-            _ray().get(ref)
+    def send(self, record: dict[str, Any]) -> None:
+        self.mailbox.put.remote(self.key, "record", record)
+
+    def done(self, summary: TrialSummary) -> None:
+        _ray().get(self.mailbox.put.remote(self.key, "done", summary))
 
     def ask(self, record: dict[str, Any]) -> Any:
         ray = _ray()
@@ -88,7 +90,7 @@ class ActorChannel:
             time.sleep(POLL_S / 5)
 
 
-def _ray_trial(mailbox: Any, key: str, payload: dict[str, Any]) -> None:
+def _ray_trial(mailbox: Any, key: str, payload: TrialPayload) -> None:
     """The Ray task of one trial attempt."""
     from tunescout.study.worker import run_trial
 
@@ -105,13 +107,13 @@ class RayExecutor:
     1), ``workers`` (trials submitted at once; default as many as the cluster's CPUs or GPUs fit).
     """
 
-    def __init__(self, options: Mapping[str, Any]) -> None:
+    def __init__(self, options: ExecutorOptions) -> None:
         ray = _ray()
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            ray.init(address=options.get("address"), include_dashboard=False, configure_logging=False)
-        gpus = float(options.get("gpus_per_trial") or 0)
-        cpus = float(options.get("cpus_per_trial") or 1)
+            ray.init(address=options.address, include_dashboard=False, configure_logging=False)
+        gpus = float(options.gpus_per_trial or 0)
+        cpus = float(options.cpus_per_trial or 1)
         self.ranks = ranks_per_trial(options)
         self.threads = max(1, int(cpus))
         resources = ray.cluster_resources()
@@ -119,29 +121,30 @@ class RayExecutor:
         if gpus and fit < 1:
             raise ValueError(f"executor.gpus_per_trial: {gpus:g} GPUs per trial, but the Ray cluster has "
                              f"{resources.get('GPU', 0):g}")
-        self.slots = int(options.get("workers") or max(1, fit))
+        self.slots = int(options.workers or max(1, fit))
         self._task = ray.remote(_ray_trial).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
         self._mailbox = ray.remote(num_cpus=0)(_Mailbox).remote()
         self._refs: dict[str, Any] = {}
         self._key_of: dict[str, str] = {}
         """Each running trial's mailbox key (``trial_id#attempt``): messages under any other key
         come from a lost attempt and are dropped."""
-        self._events: deque[Event] = deque()
+        self._events: deque[TrialEvent] = deque()
         self._closed = False
 
-    def submit(self, trial_id: str, payload: dict[str, Any]) -> None:
-        key = f"{trial_id}#{payload.get('attempt', 1)}"
-        payload = {**payload, "threads": self.threads, "ranks": self.ranks, "driver_pid": None, "cuda_device": None}
+    def submit(self, payload: TrialPayload) -> None:
+        trial_id = payload.trial_id
+        key = f"{trial_id}#{payload.attempt}"
+        placed = payload.placed(threads=self.threads, ranks=self.ranks, driver_pid=None, cuda_device=None)
         self._key_of[trial_id] = key
-        self._refs[trial_id] = self._task.remote(self._mailbox, key, payload)
+        self._refs[trial_id] = self._task.remote(self._mailbox, key, placed)
 
     def running(self) -> list[str]:
         return list(self._refs)
 
-    def _end(self, trial_id: str, data: dict[str, Any]) -> None:
+    def _end(self, trial_id: str, summary: TrialSummary) -> None:
         self._refs.pop(trial_id, None)
         self._key_of.pop(trial_id, None)
-        self._events.append(Event(trial_id, "done", data))
+        self._events.append(TrialEvent(trial_id, "done", summary=summary))
 
     def _collect(self) -> None:
         """Move the mailbox's messages into events (those of attempts no longer running dropped)."""
@@ -153,7 +156,7 @@ class RayExecutor:
             if kind == "done":
                 self._end(trial_id, data)
             else:
-                self._events.append(Event(trial_id, kind, data))
+                self._events.append(TrialEvent(trial_id, kind, record=data))
 
     def _reap(self) -> None:
         """Trials whose task ended without a ``done`` message: the worker or its node died, or
@@ -174,9 +177,9 @@ class RayExecutor:
                 reason = "the trial's task ended without reporting"
             except Exception as exc:  # noqa: BLE001 - why Ray lost it is the reason
                 reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
-            self._end(trial_id, {"status": "failed", "reason": reason})
+            self._end(trial_id, TrialSummary.lost(reason))
 
-    def next_event(self, timeout: float | None = None) -> Event | None:
+    def next_event(self, timeout: float | None = None) -> TrialEvent | None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if not self._events:
