@@ -17,6 +17,9 @@ Methods:
 - ``optuna-grid-sh``: Optuna's grid sampler with successive halving.
 - ``ray-asha``, ``ray-hyperband``: Ray Tune's ASHA and HyperBand schedulers over the grid.
 - ``random``: configurations drawn at random and trained to the end.
+- ``fixed:<config>``: what a user gets without searching (the shipped presets and the recipe's
+  defaults), run on the same tasks by ``benchmarks/reference/presets.yaml`` (``--presets``); their
+  learning rates lie outside the grid, so they are read from their own store, not replayed.
 The peers and ``random`` get tunescout's compute on each task (they stop launching trials once
 they have spent it) and report the task metric at the evaluation points, as their users do.
 Each is run over ``--seeds`` seeds and averaged.
@@ -51,6 +54,7 @@ from tunescout.workflows.tune import DEFAULT_STOPPING, plan_budget
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_STORE = HERE / "results" / "reference" / "reference.db"
+DEFAULT_PRESETS = HERE / "results" / "reference" / "presets.db"
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,22 @@ def _cheapest_guess(task: Task) -> str:
     return sorted(task.curves)[0]
 
 
+def _ray_storage() -> str:
+    """Ray Tune's result folder: a temporary one (removed at exit), not ``~/ray_results``."""
+    import atexit
+    import shutil
+    import tempfile
+
+    global _RAY_DIR
+    if _RAY_DIR is None:
+        _RAY_DIR = tempfile.mkdtemp(prefix="tune-heldout-ray-")
+        atexit.register(shutil.rmtree, _RAY_DIR, ignore_errors=True)
+    return _RAY_DIR
+
+
+_RAY_DIR: str | None = None
+
+
 def run_ray(task: Task, budget: float, seed: int, kind: str) -> tuple[str, int]:
     """Ray Tune over the grid (each configuration once, in a seeded order, one at a time) with
     ASHA or HyperBand on the task metric, until ``budget`` tokens are spent."""
@@ -241,7 +261,7 @@ def run_ray(task: Task, budget: float, seed: int, kind: str) -> tuple[str, int]:
                        param_space={"config": tune.grid_search(configs)},
                        tune_config=tune.TuneConfig(metric="metric", mode="max", scheduler=scheduler,
                                                    max_concurrent_trials=1),
-                       run_config=tune.RunConfig(stop=BudgetStopper(), verbose=0))
+                       run_config=tune.RunConfig(stop=BudgetStopper(), verbose=0, storage_path=_ray_storage()))
     grid = tuner.fit()
     finals = {}
     for result in grid:
@@ -286,7 +306,23 @@ def _commit() -> str:
         return "unknown"
 
 
-def run(store: Path, seeds: int, budgets: Sequence[float], peers: Sequence[str] = ("optuna", "ray")) -> dict[str, Any]:
+def fixed_entries(presets: Path, tasks: dict[str, Task]) -> dict[str, dict[str, dict[str, float]]]:
+    """Each configuration of the presets store, per task of ``tasks``: its regret against the
+    task's grid best and its compute (the tokens of its one run over the grid's). A configuration
+    missing a task is left out."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for row in results_from_store(presets, include="completed").itertuples():
+        task = tasks.get(row.dataset)
+        if task is None:
+            continue
+        regret = (task.best - float(row.score)) / task.best if task.best else 0.0
+        out.setdefault(f"fixed:{row.config_id}", {})[task.name] = {
+            "regret": max(regret, 0.0), "compute": float(row.tokens) / task.grid_tokens}
+    return {name: per_task for name, per_task in out.items() if set(per_task) == set(tasks)}
+
+
+def run(store: Path, seeds: int, budgets: Sequence[float], peers: Sequence[str] = ("optuna", "ray"),
+        presets: Path | None = None) -> dict[str, Any]:
     tasks, table, spec, tables = load_reference(store)
     complete = {n: t for n, t in tasks.items() if len(t.curves) == max(len(x.curves) for x in tasks.values())}
     if len(complete) < 3:
@@ -315,6 +351,8 @@ def run(store: Path, seeds: int, budgets: Sequence[float], peers: Sequence[str] 
         for kind in ("asha", "hyperband") if "ray" in peers else ():
             record(f"ray-{kind}", task, [run_ray(task, spend, s, kind) for s in range(seeds)])
         print(f"{name}: done", flush=True)
+    if presets is not None:
+        methods.update(fixed_entries(presets, complete))
     return {"model": spec["models"][0], "tasks": sorted(complete), "grid_configs": grid, "commit": _commit(),
             "methods": {m: summarise(per_task) for m, per_task in methods.items()}}
 
@@ -332,6 +370,8 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=DEFAULT_STORE)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "tune_heldout.json")
     parser.add_argument("--seeds", type=int, default=5, help="runs of each randomised method, averaged")
+    parser.add_argument("--presets", type=Path, default=DEFAULT_PRESETS,
+                        help="store of benchmarks/reference/presets.yaml (left out when it does not exist)")
     parser.add_argument("--budgets", type=float, nargs="*", default=[0.1, 0.2, 0.3])
     parser.add_argument("--peers", nargs="*", default=["optuna", "ray"], choices=["optuna", "ray"],
                         help="peer libraries to run (Ray Tune starts an actor per trial: minutes on a busy 2-core machine)")
@@ -339,8 +379,9 @@ def main() -> None:
     if "ray" in args.peers:
         import ray
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    doc = run(args.store, args.seeds, args.budgets, args.peers)
+        # a Ray of its own ("local"), never a cluster that happens to run here (its other jobs would share it)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    doc = run(args.store, args.seeds, args.budgets, args.peers, args.presets if args.presets.exists() else None)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(format_table(doc))

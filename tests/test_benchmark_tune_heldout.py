@@ -31,19 +31,17 @@ def _final(task: str, lr: float) -> float:
     return 0.9 if lr == best else {1e-4: 0.3, 3e-4: 0.7, 1e-3: 0.6, 3e-3: 0.5}[lr]
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    """4 tasks x 4 learning rates, 10 steps of 10 samples (100 tokens each), evaluated at 10 and 25
-    samples and at the end. Validation loss at the rungs ranks like the final score."""
-    path = tmp_path_factory.mktemp("ref") / "ref.db"
-    spec = {"name": "ref", "models": ["m"], "datasets": [{"name": t, "metric": "accuracy"} for t in TASKS]}
-    rows = [{"trial_id": f"{t}-{i}", "model": "m", "method": "lora", "dataset": t, "hparams": {"learning_rate": lr},
-             "seed": 0, "config": {}, "run_dir": "", "planned_samples": 100, "planned_tokens": 1000}
-            for t in TASKS for i, lr in enumerate(LRS)]
+def _write_store(path: Path, name: str, lrs, scores, tasks=TASKS) -> Path:
+    """``tasks`` x ``lrs``, 10 steps of 10 samples (100 tokens each), evaluated at 10 and 25 samples
+    and at the end, with ``scores(task, lr)`` (or ``scores`` itself) as the final score."""
+    spec = {"name": name, "models": ["m"], "datasets": [{"name": t, "metric": "accuracy"} for t in tasks]}
+    rows = [{"trial_id": f"{name}-{t}-{i}", "model": "m", "method": "lora", "dataset": t,
+             "hparams": {"learning_rate": lr}, "seed": 0, "config": {}, "run_dir": "", "planned_samples": 100,
+             "planned_tokens": 1000} for t in tasks for i, lr in enumerate(lrs)]
     with open_store(path) as db:
-        db.sync_trials("ref", spec, rows)
+        db.sync_trials(name, spec, rows)
         for row in rows:
-            final = _final(row["dataset"], row["hparams"]["learning_rate"])
+            final = scores(row["dataset"], row["hparams"]["learning_rate"]) if callable(scores) else scores
             db.mark_running(row["trial_id"])
             for step in range(1, 11):
                 record = {"step": step, "samples": 10 * step, "tokens": 100 * step, "loss": 1.0, "grad_norm": 1.0}
@@ -53,6 +51,12 @@ def store(tmp_path_factory) -> Path:
             db.finish(row["trial_id"], "completed", metrics={"accuracy": final, "val_loss": 1.0 - final},
                       totals={"steps": 10, "samples": 100, "tokens": 1000})
     return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    """4 tasks x 4 learning rates. Validation loss at the rungs ranks like the final score."""
+    return _write_store(tmp_path_factory.mktemp("ref") / "ref.db", "ref", LRS, _final)
 
 
 def test_loads_every_curve_with_its_cost(bench, store) -> None:
@@ -106,3 +110,17 @@ def test_two_runs_give_the_same_decisions_and_scores(bench, store, tmp_path) -> 
     first = bench.run(store, seeds=2, budgets=[0.5], peers=("optuna",))
     second = bench.run(copy, seeds=2, budgets=[0.5], peers=("optuna",))
     assert first["methods"] == second["methods"]
+
+
+def test_fixed_configurations_are_scored_against_each_task_grid(bench, store, tmp_path) -> None:
+    """A preset (5e-5, outside the grid) scoring 0.45 everywhere: regret (0.9 - 0.45) / 0.9 on each
+    task, for one run's tokens of the task's four; a config missing a task is left out."""
+    presets = _write_store(tmp_path / "presets.db", "presets", (5e-5,), 0.45)
+    _write_store(tmp_path / "partial.db", "partial", (2e-5,), 0.9, tasks=("t1",))
+    tasks, *_ = bench.load_reference(store)
+    entries = bench.fixed_entries(presets, tasks)
+    assert list(entries) == ["fixed:learning_rate=5e-05"]
+    assert entries["fixed:learning_rate=5e-05"] == {t: {"regret": pytest.approx(0.5), "compute": 0.25} for t in TASKS}
+    assert bench.fixed_entries(tmp_path / "partial.db", tasks) == {}
+    doc = bench.run(store, seeds=1, budgets=[], peers=(), presets=presets)
+    assert doc["methods"]["fixed:learning_rate=5e-05"]["mean_regret"] == pytest.approx(0.5)
