@@ -87,7 +87,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             current = {"max_retries": current["max_retries"]}
         spec.executor = validate_executor({**current, **given}, where="--executor")
     if args.dry_run:
-        from tunescout.study.policies import build_stopping
+        from tunescout.stopping.policies import build_stopping
 
         print(format_plan(plan_study(spec), build_stopping(spec.stopping)))
         return 0
@@ -237,7 +237,7 @@ def _rules_option(text: str, flag: str, many: bool = False):
     import yaml
 
     from tunescout.config import ConfigError
-    from tunescout.study.policies import build_stopping
+    from tunescout.stopping.policies import build_stopping
 
     try:
         value = yaml.safe_load(text)

@@ -20,7 +20,7 @@ from tunescout.analysis.dynamics import (
 )
 from tunescout.analysis.replay import default_replay_rules, replay_stopping, rule_label
 from tunescout.config import ConfigError
-from tunescout.study.stopping import AshaRule, build_rule, rung_samples
+from tunescout.stopping.rules import AshaRule, build_rule, rung_samples
 
 SPEC = {"datasets": [{"name": "sent", "metric": "accuracy"}, {"name": "lossy", "metric": "val_loss"}]}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tunescout.study.driver import decide, launch, on_done, on_record, start_state
 from tunescout.study.messages import TrialEvent, TrialPayload, TrialSummary
-from tunescout.study.policies import build_stopping
+from tunescout.stopping.policies import build_stopping
 from tunescout.study.spec import DatasetSpec, StudySpec
 from tunescout.study.store import open_store
 from tunescout.train.telemetry import Pause

@@ -9,7 +9,7 @@ study's tables (``tunescout.study.export.store_tables``), so a report can be reb
 exported CSV as well as from a live store.
 
 The early window and the rule replay reuse ``window_stats`` and ``build_rule`` from
-``tunescout.study.stopping``: the analysis must judge exactly what the sweep's rule judged, or
+``tunescout.stopping.rules``: the analysis must judge exactly what the sweep's rule judged, or
 "the rule would have saved X" would be a statement about some other rule.
 """
 
@@ -25,7 +25,7 @@ import pandas as pd
 from tunescout.evaluate.metrics import get_metric
 from tunescout.study.keys import COHORT
 from tunescout.study.keys import dataset_metric
-from tunescout.study.stopping import rung_samples, window_start, window_stats
+from tunescout.stopping.rules import rung_samples, window_start, window_stats
 
 __all__ = [
     "bootstrap_ci",

@@ -18,9 +18,9 @@ import pandas as pd
 
 from tunescout.analysis.dynamics import dataset_metrics, final_scores, planned_samples, records_by_trial, survivor_note
 from tunescout.study.keys import COHORT
-from tunescout.study.policies import build_stopping
-from tunescout.study.promotion import promote_rung
-from tunescout.study.stopping import StoppingRule, TrialProgress, judge_samples, rung_samples
+from tunescout.stopping.policies import build_stopping
+from tunescout.stopping.promotion import promote_rung
+from tunescout.stopping.rules import StoppingRule, TrialProgress, judge_samples, rung_samples
 
 __all__ = ["StoppingReplay", "default_replay_rules", "replay_stopping", "rule_label"]
 

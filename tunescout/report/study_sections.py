@@ -8,7 +8,7 @@ from tunescout.analysis import batch_lr_table, rule_label, stacked_vs_phased
 from tunescout.report import figures
 from tunescout.report.blocks import Block, Section, StudyData, Table, fmt, is_missing, short_model
 from tunescout.study.keys import COHORT, dataset_metric
-from tunescout.study.store import STATUSES
+from tunescout.status import STATUSES
 
 __all__ = ["curves_section", "heatmap_section", "phases_section", "summary_section"]
 

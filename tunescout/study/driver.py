@@ -19,10 +19,10 @@ from typing import Any
 from tunescout.study.executors import Executor
 from tunescout.study.keys import COHORT, dataset_metric
 from tunescout.study.messages import TrialEvent, TrialPayload, Verdict
-from tunescout.study.policies import Stopping
-from tunescout.study.promotion import fair_order
+from tunescout.stopping.policies import Stopping
+from tunescout.stopping.promotion import fair_order
 from tunescout.study.spec import StudySpec
-from tunescout.study.stopping import TrialProgress
+from tunescout.stopping.rules import TrialProgress
 from tunescout.study.store import FINISHED, StudyStore
 from tunescout.train.rundir import mark_storage
 

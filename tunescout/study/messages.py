@@ -13,13 +13,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tunescout.train.telemetry import Pause
+from tunescout.stopping.policies import Verdict
 
 __all__ = ["EventKind", "TrialEvent", "TrialPayload", "TrialSummary", "Verdict"]
 
 EventKind = Literal["record", "ask", "done"]
-Verdict = str | Pause | None
-"""The driver's answer to an ``ask``: continue (None), stop (the reason), or pause at a rung."""
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tunescout.status import FINISHED, STATUSES
+
 __all__ = ["FINISHED", "SCHEMA_VERSION", "STATUSES", "TRANSITIONS", "StoreError", "SyncResult"]
 
 SCHEMA_VERSION = 3
-STATUSES = ("pending", "running", "paused", "completed", "stopped", "diverged", "failed")
-FINISHED = ("completed", "stopped", "diverged", "failed")
-"""The statuses a trial ends in; the one definition every module imports."""
 TRANSITIONS: dict[str, tuple[str, ...]] = {"pending": ("running",), "running": ("pending", "paused", *FINISHED),
                                            "paused": ("pending", "stopped"), "stopped": ("pending",),
                                            "failed": ("pending",)}

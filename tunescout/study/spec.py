@@ -194,7 +194,7 @@ def validate(spec: StudySpec) -> None:
     """Check the whole study before any data is tokenised: its keys and types, the stopping rule,
     and that every trial's config builds (so a typo fails before hours of training)."""
     from tunescout.study.executors import validate_executor
-    from tunescout.study.policies import build_stopping
+    from tunescout.stopping.policies import build_stopping
 
     if not isinstance(spec.budget, dict):
         raise ConfigError(f"budget: expected a mapping such as {{tokens: 1.0e+9}}, got {spec.budget!r}")

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from tunescout.study.driver import drive
 from tunescout.study.executors import Executor, build_executor, validate_executor
 from tunescout.study.keys import COHORT, DEFAULT_METRIC, dataset_harness, dataset_metric
-from tunescout.study.policies import Stopping, build_stopping
+from tunescout.stopping.policies import Stopping, build_stopping
 from tunescout.study.spec import DatasetSpec, StudySpec, expand_trials, trial_config
 from tunescout.study.store import open_store
 from tunescout.train.rundir import hold_lock

@@ -23,9 +23,9 @@ from typing import Any, Callable, Sequence
 
 from tunescout.config import ConfigError
 from tunescout.settings import flatten_dotted, nest_dotted, parse_overrides
-from tunescout.study.promotion import expected_fraction
-from tunescout.study.policies import build_stopping
-from tunescout.study.stopping import rung_samples
+from tunescout.stopping.promotion import expected_fraction
+from tunescout.stopping.policies import build_stopping
+from tunescout.stopping.rules import rung_samples
 from tunescout.study.spec import LORA_ONLY, DatasetSpec, StudySpec, validate
 
 __all__ = ["DEFAULT_STOPPING", "TuneResult", "candidate_configs", "format_fates", "tune"]

@@ -1,8 +1,8 @@
 """Successive halving over checkpoints (``mode: promote``, applied by
-:class:`~tunescout.study.policies.PromotePolicy`): where trials pause, when a cohort is ready to
+:class:`~tunescout.stopping.policies.PromotePolicy`): where trials pause, when a cohort is ready to
 be ranked at a rung, what that costs, and a fair launch order.
 
-Pure functions over :class:`~tunescout.study.stopping.TrialProgress`; the sweep driver applies
+Pure functions over :class:`~tunescout.stopping.rules.TrialProgress`; the sweep driver applies
 what they return and records it in the store, so a restarted driver recomputes the same thing
 from the same records.
 """
@@ -13,7 +13,7 @@ import random
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
-from tunescout.study.stopping import StoppingRule, TrialProgress, keep_count, rung_samples
+from tunescout.stopping.rules import StoppingRule, TrialProgress, keep_count, rung_samples
 
 __all__ = ["RungDecision", "at_rung", "decide_ready", "expected_fraction", "fair_order", "pause_point", "promote_rung"]
 

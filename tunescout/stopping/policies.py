@@ -1,12 +1,12 @@
 """When trials are judged: the driver's two scheduling policies over one stopping rule.
 
 A study's ``stopping`` names a rule and its ``mode``. The rule ranks and judges
-(:class:`~tunescout.study.stopping.StoppingRule`); the mode is a policy of the driver:
+(:class:`~tunescout.stopping.rules.StoppingRule`); the mode is a policy of the driver:
 
 * :class:`AsyncPolicy` answers each trial as it reaches a rung with the rule's verdict, so no
   trial ever waits for another (ASHA);
 * :class:`PromotePolicy` pauses every trial at its next rung, and once a cohort is all there
-  ranks it once (:func:`~tunescout.study.promotion.decide_ready`): successive halving over
+  ranks it once (:func:`~tunescout.stopping.promotion.decide_ready`): successive halving over
   checkpoints.
 
 Both are pure over the records the driver keeps, so a restarted driver gets the same answers.
@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tunescout.config import ConfigError
-from tunescout.study.messages import Verdict
-from tunescout.study.promotion import RungDecision, at_rung, decide_ready, expected_fraction
-from tunescout.study.stopping import StoppingRule, TrialProgress, build_rule
+from tunescout.stopping.promotion import RungDecision, at_rung, decide_ready, expected_fraction
+from tunescout.stopping.rules import StoppingRule, TrialProgress, build_rule
 from tunescout.train.telemetry import Pause
 
-__all__ = ["MODES", "POLICIES", "AsyncPolicy", "Policy", "PromotePolicy", "Stopping", "build_stopping"]
+__all__ = ["MODES", "POLICIES", "AsyncPolicy", "Policy", "PromotePolicy", "Stopping", "Verdict", "build_stopping"]
+
+Verdict = str | Pause | None
+"""The answer to a trial that asks at a record: continue (None), stop (the reason), or pause at a rung."""
 
 
 class Policy(Protocol):
@@ -114,7 +116,7 @@ def build_stopping(spec: Mapping[str, Any]) -> Stopping:
     """A study's stopping from its spec, e.g. ``{"rule": "asha", "mode": "promote", "rungs": [0.25]}``.
 
     Raises:
-        ConfigError: a bad rule or parameter (see :func:`~tunescout.study.stopping.build_rule`),
+        ConfigError: a bad rule or parameter (see :func:`~tunescout.stopping.rules.build_rule`),
             or an unknown ``mode``.
     """
     if not isinstance(spec, Mapping):

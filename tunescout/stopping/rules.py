@@ -10,7 +10,7 @@ Rules hold no state that matters: the driver may be restarted and rebuild them f
 so every decision is derived from the records alone. A rule does two things: it ranks a
 cohort's trials at a rung (``rung_scores``) and judges one trial as it reaches a rung
 (``decide``). *When* trials are judged is the driver's scheduling policy
-(:mod:`tunescout.study.policies`), the study's ``mode``:
+(:mod:`tunescout.stopping.policies`), the study's ``mode``:
 
 * ``async`` (as in ASHA): a rung is judged once, at the record that first reaches it (the
   record before was below), which is how a rule knows "first time" without remembering
@@ -30,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from tunescout.config import ConfigError
 from tunescout.settings import did_you_mean
-from tunescout.study._signals import (
+from tunescout.stopping.signals import (
     RECIPE_SIGNALS,
     SIGNALS,
     _finite,
@@ -48,7 +48,7 @@ from tunescout.study._signals import (
     window_start,
     window_stats,
 )
-from tunescout.study.store import STATUSES
+from tunescout.status import STATUSES
 
 __all__ = [
     "RECIPE_SIGNALS",
@@ -98,7 +98,7 @@ class TrialProgress:
 class StoppingRule(Protocol):
     """Ranks a cohort's trials at a rung, and judges one trial as it reaches a rung.
 
-    Contract (``tests/study/test_stopping_contract.py`` runs it on every rule under both
+    Contract (``tests/stopping/test_stopping_contract.py`` runs it on every rule under both
     scheduling policies):
     - ``decide(trial, cohort)`` returns None to continue, or a reason naming the rung.
     - ``cohort`` holds every trial of the cohort (``trial`` itself included, finished and
@@ -120,7 +120,7 @@ class StoppingRule(Protocol):
       all go on), ``min_steps`` (steps a trial must take before it is judged), ``rung_scores``
       (every trial's score at a rung, lower better, None for no score) and ``describe`` (what a
       stopped trial showed, for its reason) are all promotion
-      (:mod:`tunescout.study.promotion`) reads.
+      (:mod:`tunescout.stopping.promotion`) reads.
     """
 
     name: str

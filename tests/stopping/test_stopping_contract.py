@@ -13,8 +13,8 @@ import math
 
 import pytest
 
-from tunescout.study.policies import MODES, Stopping, build_stopping
-from tunescout.study.stopping import RULES, TrialProgress, keep_count, rung_samples
+from tunescout.stopping.policies import MODES, Stopping, build_stopping
+from tunescout.stopping.rules import RULES, TrialProgress, keep_count, rung_samples
 from tunescout.train.telemetry import Pause
 from test_stopping import evals_at, make_trial
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from tunescout.config import ConfigError
-from tunescout.study.stopping import (
+from tunescout.stopping.rules import (
     RULES,
     AshaRule,
     DynamicsRule,

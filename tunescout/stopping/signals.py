@@ -1,7 +1,7 @@
 """What the stopping rules compute, apart from the rules themselves: where rungs and windows lie
 in samples, the recipe's early-dynamics signals, and the rank arithmetic of "keep the best 1/eta".
 
-Private: import these from :mod:`tunescout.study.stopping`, which re-exports the public ones.
+Private: import these from :mod:`tunescout.stopping.rules`, which re-exports the public ones.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tunescout.study.stopping import TrialProgress
+    from tunescout.stopping.rules import TrialProgress
 
 __all__ = ["RECIPE_SIGNALS", "SIGNALS", "dynamics_scores", "judge_samples", "keep_count", "parse_signals",
            "rung_samples", "window_means", "window_start", "window_stats"]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tunescout.config import ConfigError
-from tunescout.study.policies import build_stopping
-from tunescout.study.promotion import at_rung, decide_ready, expected_fraction, fair_order, pause_point, promote_rung
+from tunescout.stopping.policies import build_stopping
+from tunescout.stopping.promotion import at_rung, decide_ready, expected_fraction, fair_order, pause_point, promote_rung
 from test_stopping import evals_at, make_trial
 
 DYN = {"rule": "dynamics", "mode": "promote", "rungs": [0.25, 0.5], "eta": 3, "min_steps": 1}
