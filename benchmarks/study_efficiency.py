@@ -49,7 +49,7 @@ from tunescout.demo.run import prepare_demo
 from tunescout.study.export import store_tables
 from tunescout.study.keys import COHORT
 from tunescout.study.spec import load_study
-from tunescout.study.stopping import keep_count, rung_samples
+from tunescout.stopping.rules import keep_count, rung_samples
 from tunescout.study.store import open_store
 from tunescout.study.sweep import run_sweep
 
