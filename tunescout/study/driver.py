@@ -57,9 +57,11 @@ class DriverState:
     pending: list[str] = field(default_factory=list)
     """Trials to launch, in order."""
     retries: dict[str, int] = field(default_factory=dict)
+    """Launches again after a failure, per trial, in this sweep (a rerun of the sweep starts at 0)."""
     max_retries: int = 1
 
     def cohort(self, trial_id: str) -> list[TrialProgress]:
+        """The progress of every trial the trial is compared with, itself included."""
         return [self.progress[t] for t in self.cohorts[self.cohort_of[trial_id]]]
 
 
