@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,8 +28,6 @@ from tunescout.train.rundir import mark_storage
 __all__ = ["PROGRESS_EVERY_S", "DriverState", "decide", "drive", "launch", "on_done", "on_record", "progress_line",
            "start_state"]
 
-log = logging.getLogger("tunescout.study")
-
 PROGRESS_EVERY_S = 30.0
 """How often a running sweep says where it stands: trials take minutes between events."""
 
@@ -41,7 +38,6 @@ Say = Callable[[str], None]
 class DriverState:
     """What the driver knows between events, rebuilt from the store and the plan at start."""
 
-    study: str
     stopping: Stopping
     payloads: dict[str, TrialPayload]
     """Each planned trial's payload (config resolved, the rule's eval points merged), made once."""
@@ -92,7 +88,7 @@ def start_state(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], 
         cohorts.setdefault(tuple(r[k] for k in COHORT), []).append(tid)
     cohort_of = {tid: key for key, ids in cohorts.items() for tid in ids}
     metric_of = {r["trial_id"]: metric_by_dataset[r["dataset"]] for r in rows}
-    state = DriverState(spec.name, stopping, payloads, labels, cohort_of, cohorts, metric_of, progress,
+    state = DriverState(stopping, payloads, labels, cohort_of, cohorts, metric_of, progress,
                         max_retries=max_retries)
     for d in store.decisions(spec.name):
         state.decided[d["trial_id"]] = max(state.decided.get(d["trial_id"], 0), d["rung"])
