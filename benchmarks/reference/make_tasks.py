@@ -94,9 +94,12 @@ def _roman(rng: random.Random) -> list[tuple[str, str]]:
 
 
 def _number_words(rng: random.Random) -> list[tuple[str, str]]:
+    # The first variant (1 to 99,999 scored by ROUGE-L) gave partial credit to every configuration
+    # that learned the format: best - median 0.056. Whole answers below 10,000 are scored by exact
+    # match, so a configuration only gains by getting every word right.
     from num2words import num2words
 
-    numbers = rng.sample(range(1, 100_000), 700)
+    numbers = rng.sample(range(1, 10_000), 700)
     return [(f"Write {n} in English words.", num2words(n)) for n in numbers]
 
 
@@ -139,7 +142,7 @@ TASKS = (
     Task("country-alpha3", "knowledge", "exact_match", 4, _alpha3, 160, 80),
     Task("country-spanish", "short_generation", "exact_match", 10, _spanish_names, 160, 80),
     Task("roman-numerals", "arithmetic", "exact_match", 10, _roman, 256, 80),
-    Task("number-words", "short_generation", "rougeL", 24, _number_words, 256, 80),
+    Task("number-words", "short_generation", "exact_match", 16, _number_words, 256, 80),
     Task("derivative", "reasoning", "exact_match", 24, _derivative, 256, 80),
     Task("birth-date", "extraction", "exact_match", 12, _birth_dates, 256, 80),
 )
