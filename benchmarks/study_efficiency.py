@@ -45,7 +45,7 @@ from tunescout.analysis import (dynamics_correlations, final_scores, replay_stop
                                 suggest_signals)
 from tunescout.analysis.dynamics import planned_samples, records_by_trial
 from tunescout.demo.base import ensure_demo_base
-from tunescout.demo.run import prepare_demo
+from tunescout.demo.study import prepare_demo
 from tunescout.study.export import store_tables
 from tunescout.study.keys import COHORT
 from tunescout.study.spec import load_study

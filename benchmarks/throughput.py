@@ -115,7 +115,7 @@ def variants(spec: ModelSpec, device: str = "cpu") -> list[Variant]:
     """The rows run for a model, reference (tunescout with its defaults) first."""
     from tunescout.config import TrainConfig
 
-    default_budget = TrainConfig().max_tokens_per_micro_batch
+    default_budget = TrainConfig.of().max_tokens_per_micro_batch
     if device == "cuda":
         mb = spec.micro_batch
         return [
@@ -557,7 +557,7 @@ def run_tunescout(job: dict[str, Any]) -> dict[str, Any]:
     spec, opts, data = job["model"], job["variant"]["options"], job["data"]
     device = job.get("device", "cpu")
     extra = {"max_tokens_per_micro_batch": opts["budget"]} if opts.get("budget") else {}
-    config = TrainConfig(
+    config = TrainConfig.of(
         model=job["model_dir"], method=spec["method"], data=[DataSource(data["rows"])],
         batch_size=spec["batch_size"], max_steps=spec["steps"] + 1, epochs=1.0, max_length=spec["max_length"],
         learning_rate=spec["learning_rate"], train_on="completion", eval_fraction=0.0,
@@ -573,7 +573,7 @@ def run_tunescout(job: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError(f"tunescout run {result.status}: {result.reason}")
     steps = read_telemetry(Path(job["run_dir"]) / "telemetry.jsonl")
     tokens = steps[-1]["tokens"] - steps[0]["tokens"]
-    budget = config.max_tokens_per_micro_batch
+    budget = config.batch.max_tokens_per_micro_batch
     mbs = [s["micro_batches"] for s in steps[1:]]
     mfus = [s.get("mfu") for s in steps[1:]]
     padding = sum(s.get("pad_tokens", 0) for s in steps[1:])

@@ -164,7 +164,7 @@ def test_eval_refuses_an_output_it_cannot_write_before_evaluating(tiny_model_dir
 
 
 def test_demo_refuses_an_output_that_is_a_file_before_any_work(tmp_path, capfd, monkeypatch) -> None:
-    import tunescout.demo.run as demo
+    import tunescout.workflows.demo as demo
 
     monkeypatch.setattr(demo, "run_demo", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
     (tmp_path / "file").write_text("x")

@@ -19,11 +19,11 @@ def test_yaml_with_overrides(tmp_path: Path) -> None:
         "strategy: phased\nbatch_size: 3840\nlearning_rate: 2.0e-5\nbetas: [0.9, 0.95]\n"
     )
     cfg = load_config(cfg_file, ["lr=1e-5", "batch_size=64", "lora.r=8", "schedule=cosine"])
-    assert cfg.learning_rate == 1e-5 and isinstance(cfg.learning_rate, float)
-    assert cfg.batch_size == 64
+    assert cfg.optim.learning_rate == 1e-5 and isinstance(cfg.optim.learning_rate, float)
+    assert cfg.batch.batch_size == 64
     assert cfg.lora.r == 8 and cfg.lora.alpha == 32
-    assert cfg.schedule == "cosine"
-    assert cfg.betas == (0.9, 0.95)
+    assert cfg.optim.schedule == "cosine"
+    assert cfg.optim.betas == (0.9, 0.95)
     assert [d.phase for d in cfg.data] == [1, 2]
     # relative data paths resolve against the YAML's folder when the file exists there
     assert cfg.data[0].path == str(tmp_path / "k.jsonl")
@@ -31,7 +31,7 @@ def test_yaml_with_overrides(tmp_path: Path) -> None:
 
 
 def test_yaml_scientific_notation_without_dot_is_a_float() -> None:
-    assert build_config({"learning_rate": "1e-5"}).learning_rate == 1e-5
+    assert build_config({"learning_rate": "1e-5"}).optim.learning_rate == 1e-5
 
 
 @pytest.mark.parametrize(
@@ -77,11 +77,11 @@ def test_refusals_hold_for_direct_construction_and_their_valid_neighbours_load()
                         ({"learning_rate": float("nan")}, "learning_rate"), ({"epochs": float("inf")}, "epochs"),
                         ({"betas": (0.9, float("nan"))}, "betas")):
         with pytest.raises(ConfigError, match=key):
-            TrainConfig(**kwargs)
-    assert build_config({}, ["grad_clip=null"]).grad_clip is None  # null is how clipping is turned off
-    assert build_config({}, ["grad_clip=0.5"]).grad_clip == 0.5
-    assert build_config({}, ["max_length=128", "max_tokens_per_row=128"]).max_tokens_per_row == 128
-    assert {build_config({}, [f"dtype={d}"]).dtype for d in ("auto", "bfloat16", "float32")} == {
+            TrainConfig.of(**kwargs)
+    assert build_config({}, ["grad_clip=null"]).optim.grad_clip is None  # null is how clipping is turned off
+    assert build_config({}, ["grad_clip=0.5"]).optim.grad_clip == 0.5
+    assert build_config({}, ["max_length=128", "max_tokens_per_row=128"]).batch.max_tokens_per_row == 128
+    assert {build_config({}, [f"dtype={d}"]).numerics.dtype for d in ("auto", "bfloat16", "float32")} == {
         "auto", "bfloat16", "float32"}
 
 
@@ -107,8 +107,8 @@ def test_missing_and_invalid_yaml(tmp_path: Path) -> None:
 
 
 def test_defaults_follow_the_recipe() -> None:
-    cfg = TrainConfig()
-    assert (cfg.schedule, cfg.warmup_steps, cfg.weight_decay, cfg.betas, cfg.grad_clip) == (
+    cfg = TrainConfig.of()
+    assert (cfg.optim.schedule, cfg.optim.warmup_steps, cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.grad_clip) == (
         "constant", 0, 0.0, (0.9, 0.95), 1.0)
 
 
@@ -126,16 +126,16 @@ def test_nest_dotted_copies_nested_values_and_names_conflicts() -> None:
 def test_transformers_names_load_as_their_tunescout_keys() -> None:
     cfg = build_config({"num_train_epochs": 3, "max_grad_norm": 0.5, "lr_scheduler_type": "cosine",
                         "adam_beta1": 0.85, "adam_beta2": 0.999, "adam_epsilon": 1e-6, "warmup_ratio": 0.1})
-    assert (cfg.epochs, cfg.grad_clip, cfg.schedule, cfg.betas, cfg.eps, cfg.warmup_ratio) == (
+    assert (cfg.batch.epochs, cfg.optim.grad_clip, cfg.optim.schedule, cfg.optim.betas, cfg.optim.eps, cfg.optim.warmup_ratio) == (
         3.0, 0.5, "cosine", (0.85, 0.999), 1e-6, 0.1)
-    assert cfg.warmup_for(95) == 10  # ceil(9.5), as transformers rounds it
-    assert build_config({"max_grad_norm": 0}).grad_clip is None  # transformers clips only when > 0
-    assert build_config({"adam_beta2": 0.99}).betas == (0.9, 0.99)  # the other beta keeps tunescout's
-    assert build_config({"betas": [0.8, 0.9]}, ["adam_beta2=0.99"]).betas == (0.8, 0.99)
-    assert build_config({"epochs": 2}, ["num_train_epochs=4"]).epochs == 4.0  # an override may rename
+    assert cfg.optim.warmup_for(95) == 10  # ceil(9.5), as transformers rounds it
+    assert build_config({"max_grad_norm": 0}).optim.grad_clip is None  # transformers clips only when > 0
+    assert build_config({"adam_beta2": 0.99}).optim.betas == (0.9, 0.99)  # the other beta keeps tunescout's
+    assert build_config({"betas": [0.8, 0.9]}, ["adam_beta2=0.99"]).optim.betas == (0.8, 0.99)
+    assert build_config({"epochs": 2}, ["num_train_epochs=4"]).batch.epochs == 4.0  # an override may rename
     for hf, ours in (("linear", "linear"), ("constant", "constant"), ("constant_with_warmup", "constant")):
-        assert build_config({"lr_scheduler_type": hf}).schedule == ours
-    assert build_config({"lr_scheduler_type": "constant_with_warmup", "warmup_steps": 5}).warmup_steps == 5
+        assert build_config({"lr_scheduler_type": hf}).optim.schedule == ours
+    assert build_config({"lr_scheduler_type": "constant_with_warmup", "warmup_steps": 5}).optim.warmup_steps == 5
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import pytest
 
 from tunescout.builtins import BUILTIN_PREFIX, builtin_names
 from tunescout.config import build_config, load_config
-from tunescout.demo.run import DEMO_STUDY, prepare_demo
+from tunescout.demo.study import DEMO_STUDY, prepare_demo
 from tunescout.presets import load_presets
 from tunescout.study.spec import expand_trials, load_study
 

@@ -53,7 +53,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config_path = None
     if args.resume_dir:
         config = load_config(Path(args.resume_dir) / "config.yaml", overrides)
-        config.output_dir = args.resume_dir
+        config.output.output_dir = args.resume_dir
     elif config_path:
         config = load_config(config_path, overrides)
     else:
@@ -87,9 +87,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             current = {"max_retries": current["max_retries"]}
         spec.executor = validate_executor({**current, **given}, where="--executor")
     if args.dry_run:
-        from tunescout.stopping.policies import build_stopping
-
-        print(format_plan(plan_study(spec), build_stopping(spec.stopping)))
+        print(format_plan(plan_study(spec), spec.early_stopping))
         return 0
     counts = run_sweep(spec, retry_failed=args.retry_failed)
     print(json.dumps({"store": spec.store, "counts": counts}, indent=2))
@@ -291,7 +289,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from tunescout.demo.run import run_demo
+    from tunescout.workflows.demo import run_demo
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():  # before minutes of base-model pretraining, not after

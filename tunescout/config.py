@@ -24,6 +24,12 @@ __all__ = [
     "ConfigError",
     "DataSource",
     "LoraConfig",
+    "BatchConfig",
+    "EvalConfig",
+    "NumericsConfig",
+    "OptimConfig",
+    "OutputConfig",
+    "ProcessingConfig",
     "TrainConfig",
     "build_config",
     "load_config",
@@ -84,27 +90,31 @@ TooLong = Literal["truncate", "drop"]
 
 
 @dataclass
-class TrainConfig:
-    """Everything one training run needs. Defaults follow the SFT recipe (``tunescout/presets/recipe.yaml``)."""
+class ProcessingConfig:
+    """How rows become training samples: order of the datasets, length, which tokens carry loss."""
 
-    model: str = ""
-    """Model path, hub id, or a ``.gguf`` file."""
-    tokenizer: str | None = None
-    """Tokenizer path or hub id; defaults to ``model``."""
-    trust_remote_code: bool = False
-    """Let a model or tokenizer that ships its own Python code (an ``auto_map`` in its config, for
-    an architecture transformers has no class for) run it. Off, such a model is refused with an
-    error, and nothing is asked on stdin. Turn it on only for code you have read and trust."""
-    method: Method = "full"
-    """``full`` fine-tuning or ``lora``."""
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    """Adapter settings, read only when ``method: lora``."""
-    data: list[DataSource] = field(default_factory=list)
-    """One or more datasets; each may carry a ``phase``."""
     strategy: Strategy = "stacked"
     """``stacked``: all data in one shuffled stream; ``phased``: phase after phase."""
+    max_length: int = 2048
+    """Longest sample in tokens (prompt and answer together); see ``too_long`` for longer ones."""
+    too_long: TooLong = "truncate"
+    """Samples longer than ``max_length``: ``truncate`` keeps the first tokens, ``drop`` skips them."""
+    train_on: TrainOn = "completion"
+    """``completion``: loss on assistant/completion tokens only; ``all``: on every token."""
+    chat_template: str | None = None
+    """Jinja chat template overriding the tokenizer's (needed when it has none)."""
 
-    # --- batch and budget ---
+    def __post_init__(self) -> None:
+        if self.max_length < 2:
+            raise ConfigError(f"max_length must be >= 2, got {self.max_length}")
+        if self.chat_template is not None:
+            _check_template(self.chat_template)
+
+
+@dataclass
+class BatchConfig:
+    """How many samples make a step, how they are packed, and how long the run is."""
+
     batch_size: int = 128
     """Effective batch in samples per optimizer step (reached by gradient accumulation)."""
     max_tokens_per_micro_batch: int = 16384
@@ -125,7 +135,18 @@ class TrainConfig:
     """Total training samples, overriding ``epochs`` and cycling like ``max_steps``; with both
     set, the first reached ends the run."""
 
-    # --- optimizer and schedule ---
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.epochs <= 0:
+            raise ConfigError(f"epochs must be positive, got {self.epochs}")
+        _at_least_one(self, "max_steps", "max_samples")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW and its learning-rate schedule."""
+
     learning_rate: float = 2.0e-5
     """Peak learning rate of AdamW (the recipe's full fine-tuning value; LoRA wants about 10x more)."""
     schedule: Schedule = "constant"
@@ -149,15 +170,35 @@ class TrainConfig:
     """Clip the global gradient norm to this value (> 0); ``null`` disables clipping (the norm is
     still logged)."""
 
-    # --- data processing ---
-    max_length: int = 2048
-    """Longest sample in tokens (prompt and answer together); see ``too_long`` for longer ones."""
-    too_long: TooLong = "truncate"
-    """Samples longer than ``max_length``: ``truncate`` keeps the first tokens, ``drop`` skips them."""
-    train_on: TrainOn = "completion"
-    """``completion``: loss on assistant/completion tokens only; ``all``: on every token."""
-    chat_template: str | None = None
-    """Jinja chat template overriding the tokenizer's (needed when it has none)."""
+    def __post_init__(self) -> None:
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(
+                f"grad_clip must be > 0, got {self.grad_clip}; use grad_clip: null to disable clipping"
+            )
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.warmup_ratio is not None:
+            if not 0.0 <= self.warmup_ratio <= 1.0:
+                raise ConfigError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
+            if self.warmup_steps:
+                raise ConfigError(f"warmup_steps ({self.warmup_steps}) and warmup_ratio ({self.warmup_ratio}) "
+                                  "both set the warmup; give one of them")
+
+    def warmup_for(self, total_steps: int) -> int:
+        """Warmup steps of a run of ``total_steps`` optimizer steps: ``warmup_steps``, or
+        ``warmup_ratio`` of the total rounded up (as transformers' ``get_warmup_steps``). A
+        method, because the total is known only once the data are tokenised and scheduled."""
+        if self.warmup_ratio is None:
+            return self.warmup_steps
+        return math.ceil(total_steps * self.warmup_ratio)
+
+
+@dataclass
+class EvalConfig:
+    """Validation loss during training: on which rows, and when."""
+
     eval_fraction: float = 0.0
     """Fraction of training rows held out for validation loss."""
     eval_data: list[DataSource] = field(default_factory=list)
@@ -167,7 +208,23 @@ class TrainConfig:
     eval_at_samples: list[int] = field(default_factory=list)
     """Also compute validation loss when the samples seen first reach each of these counts."""
 
-    # --- model and numerics ---
+    def due(self, step: int, total_steps: int, samples_before: int, samples_now: int) -> bool:
+        """Whether validation runs after optimizer ``step`` (which took the samples seen from
+        ``samples_before`` to ``samples_now``): every ``eval_every`` steps, and at each count of
+        ``eval_at_samples`` the step crossed. The last step is evaluated anyway."""
+        every = self.eval_every is not None and step % self.eval_every == 0 and step < total_steps
+        return every or any(samples_before < n <= samples_now for n in self.eval_at_samples)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        _at_least_one(self, "eval_every")
+
+
+@dataclass
+class NumericsConfig:
+    """Where and in which precision the model computes, and with which kernels."""
+
     dtype: DType = "auto"
     """``auto``: bf16 on a GPU that supports it, float32 on CPU; or ``bfloat16`` / ``float32``.
     ``float16`` is refused: training it needs a gradient scaler, which tunescout does not run."""
@@ -195,10 +252,25 @@ class TrainConfig:
     run's identity, as ``compile``."""
     device: str = "auto"
     """``auto``: the first CUDA GPU when there is one, else the CPU; or a torch device string such as ``cuda:1``."""
-    seed: int = 42
-    """Seeds the data order, the held-out split, LoRA's initialisation and dropout."""
 
-    # --- outputs ---
+    def __post_init__(self) -> None:
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS and "/" not in self.attn_implementation:
+            raise ConfigError(f"attn_implementation: must be one of {list(ATTN_IMPLEMENTATIONS)} or a Hub kernel id "
+                              f"(org/name), got {self.attn_implementation!r}"
+                              f"{did_you_mean(self.attn_implementation, ATTN_IMPLEMENTATIONS)}")
+        if self.dtype == "float16":
+            # Without a loss scaler, float16 gradients below ~6e-8 flush to zero and training
+            # silently stalls; bfloat16 has float32's exponent range and needs no scaler.
+            raise ConfigError(
+                "dtype: float16 is not supported: tunescout trains without a gradient scaler, so "
+                "float16 gradients would underflow; use bfloat16 (or float32, or auto)"
+            )
+
+
+@dataclass
+class OutputConfig:
+    """What the run leaves behind and who watches it."""
+
     output_dir: str = "runs/example"
     """The run directory: config, telemetry, evaluations, checkpoints, the saved model, ``result.json``."""
     checkpoint_every: int | None = None
@@ -217,77 +289,117 @@ class TrainConfig:
     """Groups runs in the trackers (MLflow experiment, W&B group); a study sets its name."""
 
     def __post_init__(self) -> None:
-        for name, value in vars(self).items():  # also when built in Python, where no YAML check ran
-            numbers = value if isinstance(value, (tuple, list)) else [value]
-            if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
-                raise ConfigError(f"{name}: must be a finite number, got {value!r}")
-        if self.attn_implementation not in ATTN_IMPLEMENTATIONS and "/" not in self.attn_implementation:
-            raise ConfigError(f"attn_implementation: must be one of {list(ATTN_IMPLEMENTATIONS)} or a Hub kernel id "
-                              f"(org/name), got {self.attn_implementation!r}"
-                              f"{did_you_mean(self.attn_implementation, ATTN_IMPLEMENTATIONS)}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.max_length < 2:
-            raise ConfigError(f"max_length must be >= 2, got {self.max_length}")
-        if self.max_length > self.max_tokens_per_micro_batch:
-            raise ConfigError(
-                f"max_length ({self.max_length}) exceeds max_tokens_per_micro_batch "
-                f"({self.max_tokens_per_micro_batch}): one sample must fit in a micro-batch"
-            )
-        if self.max_tokens_per_row is not None and self.max_tokens_per_row < self.max_length:
-            raise ConfigError(
-                f"max_tokens_per_row ({self.max_tokens_per_row}) is less than max_length "
-                f"({self.max_length}): one sample must fit in a packed row"
-            )
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ConfigError(
-                f"grad_clip must be > 0, got {self.grad_clip}; use grad_clip: null to disable clipping"
-            )
-        if self.dtype == "float16":
-            # Without a loss scaler, float16 gradients below ~6e-8 flush to zero and training
-            # silently stalls; bfloat16 has float32's exponent range and needs no scaler.
-            raise ConfigError(
-                "dtype: float16 is not supported: tunescout trains without a gradient scaler, so "
-                "float16 gradients would underflow; use bfloat16 (or float32, or auto)"
-            )
-        if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.epochs <= 0:
-            raise ConfigError(f"epochs must be positive, got {self.epochs}")
-        for name in ("max_steps", "max_samples", "checkpoint_every", "eval_every"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be >= 1 or null, got {value}")
-        if self.warmup_steps < 0:
-            raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        if self.warmup_ratio is not None:
-            if not 0.0 <= self.warmup_ratio <= 1.0:
-                raise ConfigError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
-            if self.warmup_steps:
-                raise ConfigError(f"warmup_steps ({self.warmup_steps}) and warmup_ratio ({self.warmup_ratio}) "
-                                  "both set the warmup; give one of them")
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
-        if self.chat_template is not None:
-            _check_template(self.chat_template)
-        if self.strategy == "phased" and any(d.phase is None for d in self.data):
-            raise ConfigError("strategy: phased needs a `phase` on every data entry")
+        _at_least_one(self, "checkpoint_every")
         if self.track:
             from tunescout.track import check_trackers  # names and installs only; no backend is imported
 
             check_trackers(self.track)
 
-    def warmup_for(self, total_steps: int) -> int:
-        """Warmup steps of a run of ``total_steps`` optimizer steps: ``warmup_steps``, or
-        ``warmup_ratio`` of the total rounded up (as transformers' ``get_warmup_steps``). A
-        method, because the total is known only once the data are tokenised and scheduled."""
-        if self.warmup_ratio is None:
-            return self.warmup_steps
-        return math.ceil(total_steps * self.warmup_ratio)
+
+GROUPS: dict[str, type] = {"processing": ProcessingConfig, "batch": BatchConfig, "optim": OptimConfig,
+                           "evaluation": EvalConfig, "numerics": NumericsConfig, "output": OutputConfig}
+""":class:`TrainConfig`'s groups by attribute name. A YAML may write a setting flat
+(``learning_rate: 1e-4``) or under its group (``optim: {learning_rate: 1e-4}``); field names are
+unique across groups, so the flat name alone says where it goes."""
+
+GROUP_OF: dict[str, str] = {f.name: group for group, cls in GROUPS.items() for f in dataclasses.fields(cls)}
+"""Each grouped setting's group."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs, grouped by concern. Defaults follow the SFT recipe
+    (``tunescout/presets/recipe.yaml``).
+
+    Settings are read grouped (``config.optim.learning_rate``) and written flat or grouped:
+    :meth:`of` and :func:`build_config` take flat keys, :meth:`to_dict` gives them back flat, as
+    YAML files, overrides, study grids and stored trials name them.
+    """
+
+    model: str = ""
+    """Model path, hub id, or a ``.gguf`` file."""
+    tokenizer: str | None = None
+    """Tokenizer path or hub id; defaults to ``model``."""
+    trust_remote_code: bool = False
+    """Let a model or tokenizer that ships its own Python code (an ``auto_map`` in its config, for
+    an architecture transformers has no class for) run it. Off, such a model is refused with an
+    error, and nothing is asked on stdin. Turn it on only for code you have read and trust."""
+    method: Method = "full"
+    """``full`` fine-tuning or ``lora``."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """Adapter settings, read only when ``method: lora``."""
+    data: list[DataSource] = field(default_factory=list)
+    """One or more datasets; each may carry a ``phase``."""
+    seed: int = 42
+    """Seeds the data order, the held-out split, LoRA's initialisation and dropout."""
+    processing: ProcessingConfig = field(default_factory=ProcessingConfig)
+    """Rows to samples: strategy, length, loss tokens, chat template."""
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    """Effective batch, packing, run length."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """AdamW and the learning-rate schedule."""
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    """Validation loss: rows and times."""
+    numerics: NumericsConfig = field(default_factory=NumericsConfig)
+    """Device, precision, attention kernel, compilation."""
+    output: OutputConfig = field(default_factory=OutputConfig)
+    """Run directory, checkpoints, saved model, trackers."""
+
+    def __post_init__(self) -> None:
+        for name, value in self._flat_items():  # also when built in Python, where no YAML check ran
+            numbers = value if isinstance(value, (tuple, list)) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+                raise ConfigError(f"{name}: must be a finite number, got {value!r}")
+        p, b = self.processing, self.batch
+        if p.max_length > b.max_tokens_per_micro_batch:
+            raise ConfigError(
+                f"max_length ({p.max_length}) exceeds max_tokens_per_micro_batch "
+                f"({b.max_tokens_per_micro_batch}): one sample must fit in a micro-batch"
+            )
+        if b.max_tokens_per_row is not None and b.max_tokens_per_row < p.max_length:
+            raise ConfigError(
+                f"max_tokens_per_row ({b.max_tokens_per_row}) is less than max_length "
+                f"({p.max_length}): one sample must fit in a packed row"
+            )
+        if p.strategy == "phased" and any(d.phase is None for d in self.data):
+            raise ConfigError("strategy: phased needs a `phase` on every data entry")
+
+    def _flat_items(self) -> list[tuple[str, Any]]:
+        top = [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self) if f.name not in GROUPS]
+        return top + [(name, getattr(getattr(self, GROUP_OF[name]), name)) for name in GROUP_OF]
+
+    @classmethod
+    def of(cls, **settings: Any) -> TrainConfig:
+        """A config from flat (or grouped) settings, checked as a YAML file is:
+        ``TrainConfig.of(model="...", method="lora", learning_rate=2e-4, data=["train.jsonl"])``."""
+        return build_config(settings)
+
+    def updated(self, **changes: Any) -> TrainConfig:
+        """A copy with some settings changed, named flat (``learning_rate=...``) or grouped, and
+        checked again; the settings left alone keep their values as they are."""
+        top, grouped = _split(_normalise_data(_normalise_data(_flat(changes), "data"), "eval_data"))
+        groups = {group: dataclasses.replace(getattr(self, group), **values) for group, values in grouped.items()}
+        return dataclasses.replace(self, **top, **groups)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (YAML/JSON-safe) of every field."""
-        return dataclasses.asdict(self)
+        """Plain dict (YAML/JSON-safe) of every setting under its flat name: the form run
+        directories, stored trials and run identities keep, so grouping changed none of them."""
+        return {name: _plain(value) for name, value in self._flat_items()}
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _at_least_one(group: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(group, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be >= 1 or null, got {value}")
 
 
 def _check_template(template: str) -> None:
@@ -365,7 +477,6 @@ def _build(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     kwargs = {}
     for key, value in raw.items():
-        key = ALIASES.get(key, key) if not prefix else key
         if key not in names:
             raise ConfigError(f"unknown key `{prefix}{key}`{did_you_mean(key, names, prefix)}")
         kwargs[key] = _coerce(value, hints[key], prefix + key)
@@ -385,8 +496,58 @@ def _normalise_data(raw: dict[str, Any], key: str) -> dict[str, Any]:
     return raw
 
 
+def _flat(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with each group's mapping (``optim: {learning_rate: 1e-4}``, or the override
+    ``optim.learning_rate=1e-4``) spread into flat keys, so that everything after reads one form."""
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in GROUPS:
+            out[ALIASES.get(key, key)] = value
+            continue
+        if isinstance(value, GROUPS[key]):
+            value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        if not isinstance(value, dict):
+            names = ", ".join(f.name for f in dataclasses.fields(GROUPS[key]))
+            raise ConfigError(f"{key}: expected a mapping of its settings ({names}), got {value!r}")
+        for name, inner in value.items():
+            name = ALIASES.get(name, name)
+            if GROUP_OF.get(name) != key:
+                group_names = [f.name for f in dataclasses.fields(GROUPS[key])]
+                home = f" (it belongs to `{GROUP_OF[name]}`)" if name in GROUP_OF else ""
+                raise ConfigError(f"unknown key `{key}.{name}`{home or did_you_mean(name, group_names, key + '.')}")
+            out[name] = inner
+    return out
+
+
+def _split(flat: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Flat settings as (top-level values, values by group), each checked against its type hint."""
+    top: dict[str, Any] = {}
+    grouped: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        group = GROUP_OF.get(key)
+        if group is not None:
+            grouped.setdefault(group, {})[key] = _coerce(value, _hints(GROUPS[group])[key], key)
+        elif key in _hints(TrainConfig) and key not in GROUPS:
+            top[key] = _coerce(value, _hints(TrainConfig)[key], key)
+        else:
+            settings = [*(k for k in _hints(TrainConfig) if k not in GROUPS), *GROUP_OF]
+            raise ConfigError(f"unknown key `{key}`{did_you_mean(key, settings)}")
+    return top, grouped
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build_train(flat: dict[str, Any]) -> TrainConfig:
+    """Build a :class:`TrainConfig` from flat keys."""
+    top, grouped = _split(flat)
+    return TrainConfig(**top, **{group: cls(**grouped.get(group, {})) for group, cls in GROUPS.items()})
+
+
 def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> TrainConfig:
-    """Build a :class:`TrainConfig` from a mapping and optional ``key=value`` overrides.
+    """Build a :class:`TrainConfig` from a mapping and optional ``key=value`` overrides, each
+    naming settings flat (``learning_rate``) or under their group (``optim.learning_rate``).
 
     Hugging Face ``TrainingArguments`` names (``num_train_epochs``, ``max_grad_norm``, ...) are
     accepted for their tunescout keys (see :mod:`tunescout.hf_args`).
@@ -398,12 +559,11 @@ def build_config(raw: dict[str, Any], overrides: list[str] | None = None) -> Tra
 
     # Transformers' names are resolved in each mapping alone: an override may replace a YAML key
     # under the other name, but one mapping giving both names is a contradiction.
-    betas = TrainConfig.betas
-    raw = {ALIASES.get(k, k): v for k, v in resolve_hf_names(raw or {}, default_betas=betas).items()}
-    over = {ALIASES.get(k, k): v for k, v in
-            resolve_hf_names(parse_overrides(overrides or []), base=raw, default_betas=betas).items()}
+    betas = OptimConfig.betas
+    raw = resolve_hf_names(_flat(raw or {}), default_betas=betas)
+    over = resolve_hf_names(_flat(parse_overrides(overrides or [])), base=raw, default_betas=betas)
     merged = _normalise_data(merge_nested(raw, over), "data")
-    return _build(TrainConfig, _normalise_data(merged, "eval_data"))
+    return _build_train(_normalise_data(merged, "eval_data"))
 
 
 def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
@@ -429,7 +589,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     config = build_config(raw, overrides)
     if path is not None:
         base = Path(path).resolve().parent
-        for source in [*config.data, *config.eval_data]:
+        for source in [*config.data, *config.evaluation.eval_data]:
             if not source.hub:
                 source.path = resolve_beside(source.path, base)
         for name in ("model", "tokenizer"):

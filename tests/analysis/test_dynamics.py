@@ -35,14 +35,15 @@ def make_tables(
 
     Each spec: ``id``, ``score`` (final metric value), and optionally ``grad``/``loss`` (a level or
     a function of samples), ``dataset`` (default ``sent``), ``model``, ``method``, ``status``,
-    ``tpt`` (tokens per sample), ``upto`` (samples reached), ``val_loss`` ({samples: value}).
+    ``tpt`` (tokens per sample), ``upto`` (samples reached), ``batch`` (samples per step),
+    ``val_loss`` ({samples: value}).
     """
     trials, telemetry, results = [], [], []
     for s in specs:
         dataset = s.get("dataset", "sent")
         metric = dict((d["name"], d["metric"]) for d in SPEC["datasets"])[dataset]
-        upto, tpt = s.get("upto", planned), s.get("tpt", 10)
-        for step, samples in enumerate(range(batch, upto + 1, batch), start=1):
+        upto, tpt, size = s.get("upto", planned), s.get("tpt", 10), s.get("batch", batch)
+        for step, samples in enumerate(range(size, upto + 1, size), start=1):
             level = lambda v: v(samples) if callable(v) else v  # noqa: E731
             telemetry.append({"trial_id": s["id"], "step": step, "samples": samples, "tokens": samples * tpt,
                               "loss": level(s.get("loss", 2.0)), "grad_norm": level(s.get("grad", 1.0)), "lr": 1e-4,
@@ -383,6 +384,40 @@ def test_replays_and_correlations_say_when_they_only_see_survivors() -> None:
     assert "this study ran with stopping rule" in note and "1 trials" in note and "`stopping: none`" in note
     corr = dynamics_correlations(telemetry, trials, results, spec, n_boot=20)
     assert "These correlations use only the trials that ran to the end" in corr.attrs["note"]
+
+
+# Planned 100 samples, grad norm only (lower is better), rungs 30% and 60%, eta 2, min_steps 3.
+# a-d: 10 samples a step, judged at step 3 (30 samples). e: 2 steps of 50, never judged (fewer
+# steps than min_steps). f: 25 a step, judged at step 3 (75 samples), past both rungs at once.
+# g: 33 a step to 99, judged at step 3, its last record.
+GRID = {"a": (1.0, 10, 100), "b": (2.0, 10, 100), "c": (3.0, 10, 100), "d": (4.0, 10, 100),
+        "e": (9.0, 50, 100), "f": (1.5, 25, 100), "g": (0.5, 33, 99)}
+RUNGS = {"rule": "dynamics", "rungs": [0.3, 0.6], "eta": 2, "min_steps": 3, "signals": {"grad_norm": "lower"}}
+
+
+@pytest.mark.parametrize(("mode", "order", "stops"), [
+    # async, a..g round-robin: at step 3 a is alone at rung 1; b ranks 2 of 2, c 3 of 3, d 4 of 4
+    # → stopped; f (2 of 5) and g pass both rungs they cross at once; a passes rung 2 (2 of 3).
+    ("async", "step", {t: (3, 30, "dynamics rung 1") for t in "bcd"}),
+    # promote, in either order: rung 1 ranks the six that paused (e never does): g, a, f continue
+    # (3 of 6), b, c, d stop where they paused. f and g paused past rung 2 and wait there; a
+    # pauses at 60. Rung 2 ranks g, a, f: f stops at 75 samples. g, kept, has nothing left to train.
+    *[("promote", order, {**{t: (3, 30, "dynamics promote rung 1") for t in "bcd"},
+                          "f": (3, 75, "dynamics promote rung 2")}) for order in ("step", "progress")],
+])
+def test_replay_stops_each_trial_where_the_driver_would(mode: str, order: str, stops: dict) -> None:
+    """The driver's semantics on one cohort, per policy: where a trial pauses or is judged (the
+    first record past the rung with min_steps steps), a large batch judged at two rungs at one
+    record, a trial too short to judge training to its end, a kept trial resumed at its end."""
+    specs = [{"id": t, "grad": grad, "batch": size, "upto": upto, "score": 1.0 - grad / 10}
+             for t, (grad, size, upto) in GRID.items()]
+    trials, telemetry, results = make_tables(specs)
+    replay = replay_stopping(telemetry, trials, results, SPEC, [{**RUNGS, "mode": mode}], order=order)
+    rows = replay.trials.set_index("trial_id")
+    stopped = rows[rows["stopped"]]
+    assert {t: (r["stop_step"], r["stop_samples"], r["reason"].split(" (")[0]) for t, r in stopped.iterrows()} == stops
+    assert (rows["tokens_used"] == [stops[t][1] * 10 if t in stops else GRID[t][2] * 10 for t in rows.index]).all()
+    assert replay.cohorts.iloc[0]["best_kept"]  # g, the best, survives
 
 
 @pytest.mark.parametrize("mode", ["async", "promote"])

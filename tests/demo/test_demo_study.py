@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunescout.demo.run import DEMO_STUDY, prepare_demo
+from tunescout.demo.study import DEMO_STUDY, prepare_demo
 from tunescout.demo.tasks import DEMO_TASKS
 from tunescout.study.spec import expand_trials, load_study
 
@@ -51,7 +51,7 @@ def test_prepare_demo_is_deterministic_and_the_study_loads(tmp_path: Path) -> No
 def test_demo_end_to_end(tmp_path: Path, monkeypatch) -> None:
     """The whole demo on a cold cache (minutes): ends with a report."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    from tunescout.demo.run import run_demo
+    from tunescout.workflows.demo import run_demo
 
     report = run_demo(tmp_path / "demo", say=lambda m: None)
     assert report.exists() and report.stat().st_size > 100_000

@@ -21,7 +21,7 @@ def lora_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     root = tmp_path_factory.mktemp("evalrun")
     train_file = write_jsonl(ROWS, root / "train.jsonl")
     eval_file = write_jsonl(ROWS[:5], root / "eval.jsonl")
-    config = TrainConfig(model=str(tiny_model_dir), method="lora", data=[DataSource(str(train_file))],
+    config = TrainConfig.of(model=str(tiny_model_dir), method="lora", data=[DataSource(str(train_file))],
                          eval_data=[DataSource(str(eval_file))], batch_size=4, max_steps=3, learning_rate=1e-2,
                          max_length=64, max_tokens_per_micro_batch=256, output_dir=str(root / "run"), progress=False)
     assert train(config).status == "completed"
@@ -63,7 +63,7 @@ def test_a_run_directory_is_scored_with_its_own_data_settings_and_numerics(tiny_
     rows = [{"prompt": f"Please repeat after me the word {w}", "completion": f"{w}, {w} and {w} again"} for w in
             "alpha beta gamma delta".split()]
     train_file, eval_file = write_jsonl(rows, tmp_path / "train.jsonl"), write_jsonl(rows, tmp_path / "eval.jsonl")
-    config = TrainConfig(model=str(tiny_model_dir), method="full", data=[DataSource(str(train_file))],
+    config = TrainConfig.of(model=str(tiny_model_dir), method="full", data=[DataSource(str(train_file))],
                          eval_data=[DataSource(str(eval_file))], batch_size=4, max_steps=2, learning_rate=1e-3,
                          max_length=8, train_on="all", max_tokens_per_micro_batch=256, output_dir=str(tmp_path / "run"),
                          progress=False, dtype=dtype)

@@ -57,7 +57,7 @@ def _yes_rows(n: int, seed: int) -> list[dict]:
 def yes_task(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict:
     root = tmp_path_factory.mktemp("yes")
     train_file = write_jsonl(_yes_rows(64, seed=0), root / "train.jsonl")
-    cfg = TrainConfig(model=str(tiny_model_dir), data=[DataSource(str(train_file))], batch_size=8, epochs=3,
+    cfg = TrainConfig.of(model=str(tiny_model_dir), data=[DataSource(str(train_file))], batch_size=8, epochs=3,
                       max_tokens_per_micro_batch=512, max_length=64, learning_rate=2e-3, output_dir=str(root / "run"),
                       progress=False, device="cpu")
     result = train(cfg)

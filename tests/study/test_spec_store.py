@@ -47,10 +47,10 @@ def test_trial_config_applies_fixed_grid_and_identity(tmp_path: Path) -> None:
     spec = load_study(_study(tmp_path, GRID))
     trial = next(t for t in expand_trials(spec) if t.method == "lora" and t.hparams["lora.r"] == 16)
     config = trial_config(spec, trial)
-    assert config.lora.r == 16 and config.method == "lora" and config.epochs == 1
+    assert config.lora.r == 16 and config.method == "lora" and config.batch.epochs == 1
     assert config.data[0].path == str(tmp_path / "a_train.jsonl")
-    assert config.eval_data[0].path == str(tmp_path / "a_eval.jsonl")
-    assert config.output_dir.endswith(trial.trial_id)
+    assert config.evaluation.eval_data[0].path == str(tmp_path / "a_eval.jsonl")
+    assert config.output.output_dir.endswith(trial.trial_id)
     assert spec.store == str(tmp_path / "demo.db")
 
 

@@ -75,6 +75,15 @@ def test_sweep_runs_every_trial_and_dynamics_stops_some(finished_study: Path) ->
         assert {"val_loss"} < names and names & {"accuracy", "exact_match"}
 
 
+def test_trials_read_the_data_the_driver_tokenised(finished_study: Path) -> None:
+    """One entry per dataset, written before any trial started: a trial whose key differed from the
+    driver's (another tokenizer fingerprint, setting or file) would have written one of its own."""
+    entries = sorted(load_study(finished_study).data_cache.glob("*.json.gz"))
+    assert len(entries) == 2
+    first_start = min(t["started_at"] for t in _store(finished_study.parent / "test-study.db").trials())
+    assert all(e.stat().st_mtime <= first_start for e in entries)
+
+
 def test_status_json_and_export(finished_study: Path, capsys, tmp_path: Path) -> None:
     db = str(finished_study.parent / "test-study.db")
     assert main(["status", db, "--json"]) == 0

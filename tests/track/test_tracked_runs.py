@@ -118,7 +118,7 @@ def test_a_tracker_that_cannot_start_fails_the_run_and_closes_what_was_opened(
     for cls in (loop.JsonlSink, loop.ProgressSink):
         monkeypatch.setattr(cls, "close", lambda self, real=cls.close: (closed.append(type(self).__name__), real(self)))
     monkeypatch.setitem(TRACKERS, "unreachable", SimpleNamespace(name="unreachable", modules=(), create=_Unreachable))
-    config = TrainConfig(model=str(tiny_model_dir), data=[DataSource(str(write_jsonl(ROWS, tmp_path / "t.jsonl")))],
+    config = TrainConfig.of(model=str(tiny_model_dir), data=[DataSource(str(write_jsonl(ROWS, tmp_path / "t.jsonl")))],
                          batch_size=4, max_steps=1, max_length=64, max_tokens_per_micro_batch=256, progress=False,
                          output_dir=str(tmp_path / "run"), track=["tensorboard", "unreachable"])
     with pytest.raises(ConnectionError, match="unreachable"):

@@ -212,7 +212,7 @@ def test_unknown_or_missing_trackers_fail_when_the_config_is_built(monkeypatch: 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda m, *a: None if m == "wandb" else real(m, *a))
     with pytest.raises(ConfigError, match=r"track: wandb needs wandb, which is not installed: pip install 'tunescout\[track\]'"):
-        TrainConfig(track=["wandb"])
+        TrainConfig.of(track=["wandb"])
 
 
 def test_off_rank_zero_nothing_is_tracked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

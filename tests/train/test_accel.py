@@ -46,7 +46,7 @@ def _config(model: Path | str, data: str, out: Path, **kw) -> TrainConfig:
     base = dict(model=str(model), data=[DataSource(data)], batch_size=8, max_tokens_per_micro_batch=256,
                 max_length=64, learning_rate=1e-3, max_steps=2, output_dir=str(out), progress=False,
                 save_model=False)
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.of(**{**base, **kw})
 
 
 # --- optimizer -----------------------------------------------------------------------------
@@ -98,15 +98,15 @@ def test_liger_on_cpu_is_refused_even_when_installed(monkeypatch: pytest.MonkeyP
 def test_new_keys_are_validated_at_load(raw: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_config(raw)
-    assert build_config({"compile": True, "liger": True}).compile is True
+    assert build_config({"compile": True, "liger": True}).numerics.compile is True
 
 
 def test_compile_and_liger_enter_the_identity_only_when_set(data_file: str) -> None:
-    config = TrainConfig(model="m", data=[DataSource(data_file)])
+    config = TrainConfig.of(model="m", data=[DataSource(data_file)])
     identity = run_identity(config)
     assert "compile" not in identity and "liger" not in identity  # hashes of earlier runs unchanged
     for key in ("compile", "liger", "gradient_checkpointing"):
-        changed = run_identity(dataclasses.replace(config, **{key: True}))
+        changed = run_identity(config.updated(**{key: True}))
         assert changed[key] is True and config_hash(changed) != config_hash(identity)
 
 

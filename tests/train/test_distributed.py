@@ -53,7 +53,7 @@ def _config(model: Path, data: str, out: Path, **kw) -> TrainConfig:
                 max_length=128, learning_rate=1e-3, output_dir=str(out), progress=False,
                 lora=LoraConfig(r=4, alpha=8, dropout=0.0))
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.of(**base)
 
 
 def _rel(a: float, b: float) -> float:
@@ -107,7 +107,7 @@ def test_spawn_trial_takes_task_eval_as_an_importable_factory(tmp_path) -> None:
         TaskEvalSpec("no_colon")
     assert TaskEvalSpec("test_distributed:probe_eval", {"ids": [1, 2]}).build() is not None
     with pytest.raises(TypeError, match="TaskEvalSpec"):
-        spawn_trial(TrainConfig(output_dir=str(tmp_path)), 2, task_eval=lambda m, t: {})
+        spawn_trial(TrainConfig.of(output_dir=str(tmp_path)), 2, task_eval=lambda m, t: {})
 
 
 class _RunsCode:

@@ -82,7 +82,7 @@ def test_flex_gradient_of_packed_rows_equals_sdpa(tiny_model_dir: Path) -> None:
 
 @pytest.mark.skipif(flex_refusal("cpu") is None, reason="this torch trains flex attention on a CPU")
 def test_flex_training_on_a_cpu_is_refused_before_any_data_is_read(tiny_model_dir: Path, tmp_path: Path) -> None:
-    config = TrainConfig(model=str(tiny_model_dir), data=[DataSource(str(tmp_path / "missing.jsonl"))],
+    config = TrainConfig.of(model=str(tiny_model_dir), data=[DataSource(str(tmp_path / "missing.jsonl"))],
                          attn_implementation="flex_attention", device="cpu", output_dir=str(tmp_path / "run"))
     with pytest.raises(ConfigError, match=r"attn_implementation: flex_attention: torch .* cannot train flex "
                                           r"attention on cpu.*use sdpa"):
@@ -95,7 +95,7 @@ def test_unknown_attention_implementations_are_refused_at_load() -> None:
         build_config({"model": "m", "data": [{"path": "d.jsonl"}], "attn_implementation": "flex"})
     hub_kernel = build_config({"model": "m", "data": [{"path": "d.jsonl"}],
                                "attn_implementation": "kernels-community/flash-attn"})
-    assert hub_kernel.attn_implementation == "kernels-community/flash-attn"  # passed to transformers as written
+    assert hub_kernel.numerics.attn_implementation == "kernels-community/flash-attn"  # passed to transformers as written
 
 
 def test_auto_picks_flex_only_where_it_trains_and_the_model_has_it(tiny_model_dir: Path, tiny_bloom_dir: Path,

@@ -63,7 +63,7 @@ def test_train_on_cuda_is_bf16_autocast_over_float32_weights(tiny_model_dir, dat
     from safetensors.torch import load_file
 
     run = tmp_path / "run"
-    cfg = TrainConfig(model=str(tiny_model_dir), data=[DataSource(data_file)], batch_size=8, max_length=128,
+    cfg = TrainConfig.of(model=str(tiny_model_dir), data=[DataSource(data_file)], batch_size=8, max_length=128,
                       max_tokens_per_micro_batch=1024, learning_rate=1e-3, max_steps=3, device="cuda",
                       output_dir=str(run), progress=False)
     result = train(cfg)
@@ -98,7 +98,7 @@ def test_flash_varlen_with_explicit_boundaries_matches_each_sample_alone(tiny_mo
 @needs_flash
 def test_train_with_flash_attention_plans_one_row_with_boundaries(tiny_model_dir, data_file, tmp_path) -> None:
     run = tmp_path / "run"
-    cfg = TrainConfig(model=str(tiny_model_dir), data=[DataSource(data_file)], batch_size=8, max_length=128,
+    cfg = TrainConfig.of(model=str(tiny_model_dir), data=[DataSource(data_file)], batch_size=8, max_length=128,
                       learning_rate=1e-3, max_steps=2, device="cuda", attn_implementation="auto",
                       output_dir=str(run), progress=False, save_model=False)
     assert train(cfg).status == "completed"
@@ -110,7 +110,7 @@ def test_train_with_flash_attention_plans_one_row_with_boundaries(tiny_model_dir
 @pytest.mark.skipif(importlib.util.find_spec("flash_attn") is not None, reason="auto picks flash attention here")
 def test_auto_trains_with_flex_attention_without_flash_attn(tiny_model_dir, data_file, tmp_path) -> None:
     run = tmp_path / "run"
-    cfg = TrainConfig(model=str(tiny_model_dir), data=[DataSource(data_file)], batch_size=8, max_length=128,
+    cfg = TrainConfig.of(model=str(tiny_model_dir), data=[DataSource(data_file)], batch_size=8, max_length=128,
                       learning_rate=1e-3, max_steps=2, device="cuda", attn_implementation="auto",
                       output_dir=str(run), progress=False, save_model=False)
     result = train(cfg)

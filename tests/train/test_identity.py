@@ -34,13 +34,13 @@ def _config(model: Path, data: Path, out: Path, **kw) -> TrainConfig:
     base = dict(model=str(model), data=[DataSource(str(data))], batch_size=8, max_tokens_per_micro_batch=256,
                 max_length=64, learning_rate=1e-3, max_steps=3, checkpoint_every=1, output_dir=str(out),
                 progress=False)
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.of(**{**base, **kw})
 
 
 def test_non_result_keys_are_fields_and_left_out(data_file: Path) -> None:
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    fields = set(TrainConfig.of().to_dict())  # every setting, by its flat name
     assert set(NON_RESULT_KEYS) <= fields
-    config = TrainConfig(model="m", data=[DataSource(str(data_file))])
+    config = TrainConfig.of(model="m", data=[DataSource(str(data_file))])
     identity = run_identity(config)
     assert not set(NON_RESULT_KEYS) & set(identity)
     assert set(identity) == fields - set(NON_RESULT_KEYS) - set(ADDED_KEYS)  # added keys: only when set
@@ -48,23 +48,23 @@ def test_non_result_keys_are_fields_and_left_out(data_file: Path) -> None:
         value = {"output_dir": "elsewhere", "progress": False, "checkpoint_every": 7, "save_model": False,
                  "merge_lora": True, "eval_every": 3, "eval_at_samples": [16], "track": ["tensorboard"],
                  "track_group": "a-study", "trust_remote_code": True}[key]
-        assert config_hash(run_identity(dataclasses.replace(config, **{key: value}))) == config_hash(identity)
+        assert config_hash(run_identity(config.updated(**{key: value}))) == config_hash(identity)
     for key, value in (("epochs", 2.0), ("max_length", 512), ("learning_rate", 1e-4), ("seed", 1),
                        ("dtype", "bfloat16"), ("max_tokens_per_micro_batch", 4096)):
-        assert config_hash(run_identity(dataclasses.replace(config, **{key: value}))) != config_hash(identity)
+        assert config_hash(run_identity(config.updated(**{key: value}))) != config_hash(identity)
 
 
 def test_data_enter_by_content_not_by_path(data_file: Path, tmp_path: Path) -> None:
     moved = tmp_path / "elsewhere.jsonl"
     moved.write_bytes(data_file.read_bytes())
-    a = run_identity(TrainConfig(model="m", data=[DataSource(str(data_file))]))
-    b = run_identity(TrainConfig(model="m", data=[DataSource(str(moved))]))
+    a = run_identity(TrainConfig.of(model="m", data=[DataSource(str(data_file))]))
+    b = run_identity(TrainConfig.of(model="m", data=[DataSource(str(moved))]))
     assert a == b and a["data"][0]["content"].startswith("sha256:")
     moved.write_text(moved.read_text() + moved.read_text().splitlines()[0] + "\n")  # same name, other contents
-    c = run_identity(TrainConfig(model="m", data=[DataSource(str(moved))]))
+    c = run_identity(TrainConfig.of(model="m", data=[DataSource(str(moved))]))
     assert [k for k, _, _ in identity_diff(a, c)] == ["data[0].content"]
     with pytest.raises(FileNotFoundError, match="data file not found"):
-        run_identity(TrainConfig(model="m", data=[DataSource(str(tmp_path / "missing.jsonl"))]))
+        run_identity(TrainConfig.of(model="m", data=[DataSource(str(tmp_path / "missing.jsonl"))]))
 
 
 def test_digests_are_cached_by_path_size_and_mtime(data_file: Path, tmp_path: Path, monkeypatch) -> None:
@@ -107,7 +107,7 @@ def test_evaluation_points_do_not_change_the_weights(tiny_model_dir: Path, data_
     held_out = write_jsonl(make_rows("arithmetic", 8, seed=1), tmp_path / "eval.jsonl")
     plain = _config(tiny_model_dir, data_file, tmp_path / "plain", checkpoint_every=None,
                     eval_data=[DataSource(str(held_out))], method="lora", lora=LoraConfig(dropout=0.1))
-    evals = dataclasses.replace(plain, output_dir=str(tmp_path / "evals"), eval_every=1, eval_at_samples=[8])
+    evals = plain.updated(output_dir=str(tmp_path / "evals"), eval_every=1, eval_at_samples=[8])
     assert run_identity(plain) == run_identity(evals)
     from tunescout.data.formats import read_examples
     from tunescout.evaluate import evaluate_task
@@ -230,8 +230,8 @@ def test_the_storage_token_is_per_study_and_a_folder_not_shared_is_named(tmp_pat
 
 def test_a_run_length_limit_carries_its_meaning_into_the_identity(data_file: Path) -> None:
     """max_steps/max_samples became totals that cycle the data: their runs are new trials."""
-    plain = run_identity(TrainConfig(model="m", data=[DataSource(str(data_file))]))
+    plain = run_identity(TrainConfig.of(model="m", data=[DataSource(str(data_file))]))
     assert "run_length" not in plain
     for limit in ({"max_steps": 8}, {"max_samples": 64}):
-        identity = run_identity(TrainConfig(model="m", data=[DataSource(str(data_file))], **limit))
+        identity = run_identity(TrainConfig.of(model="m", data=[DataSource(str(data_file))], **limit))
         assert identity["run_length"] == "total-cycling"

@@ -36,7 +36,7 @@ def _config(model: Path, files: dict[str, str], out: Path, **kw) -> TrainConfig:
                 batch_size=8, max_tokens_per_micro_batch=256, max_length=128, learning_rate=1e-3,
                 output_dir=str(out), progress=False)
     base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.of(**base)
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
@@ -272,7 +272,7 @@ def test_eval_data_at_sample_counts_and_task_eval(tiny_model_dir, data_files, tm
 def test_packing_shape_follows_kernel_and_device(device, attn, settings, expected) -> None:
     from tunescout.train.setup import packing_shape
 
-    assert packing_shape(TrainConfig(**settings), attn, torch.device(device)) == expected
+    assert packing_shape(TrainConfig.of(**settings), attn, torch.device(device)) == expected
 
 
 def test_a_dead_run_is_recorded_diverged_not_completed(tiny_model_dir, data_files, tmp_path) -> None:

@@ -14,7 +14,7 @@ from tunescout.train import read_telemetry, train
 
 def test_max_steps_beyond_one_pass_trains_every_step_and_logs_why(tiny_model_dir, tmp_path, caplog) -> None:
     data = write_jsonl(make_rows("arithmetic", 16, seed=0), tmp_path / "a.jsonl")  # 4 batches of 4
-    cfg = TrainConfig(model=str(tiny_model_dir), data=[DataSource(str(data))], batch_size=4, max_steps=8,
+    cfg = TrainConfig.of(model=str(tiny_model_dir), data=[DataSource(str(data))], batch_size=4, max_steps=8,
                       max_tokens_per_micro_batch=256, max_length=128, learning_rate=1e-3, schedule="linear",
                       warmup_ratio=0.25, output_dir=str(tmp_path / "run"), progress=False, save_model=False)
     with caplog.at_level(logging.INFO, logger="tunescout"):

@@ -76,5 +76,5 @@ def test_warmup_ratio_rounds_up_as_transformers() -> None:
 
     hf = TrainingArguments(output_dir="unused", warmup_steps=0.1, report_to=[])  # transformers 5: < 1 is a ratio
     for total in (1, 9, 10, 95, 101):
-        assert TrainConfig(warmup_ratio=0.1).warmup_for(total) == hf.get_warmup_steps(total) == math.ceil(total * 0.1)
-    assert TrainConfig(warmup_steps=7).warmup_for(1000) == 7
+        assert TrainConfig.of(warmup_ratio=0.1).optim.warmup_for(total) == hf.get_warmup_steps(total) == math.ceil(total * 0.1)
+    assert TrainConfig.of(warmup_steps=7).optim.warmup_for(1000) == 7

@@ -1,8 +1,9 @@
 """Replay stopping rules on trials that ran to the end: what would stopping early have cost?
 
 Each rule sees the completed trials' telemetry record by record, in an order that interleaves
-trials as a sweep would, through the same ``decide`` the sweep driver calls. We report the
-compute the rule would have used and the regret (best kept final score vs the true best).
+trials as a sweep would, through the same ``Stopping`` (verdicts, pauses, rung rankings) the
+sweep driver applies. We report the compute the rule would have used and the regret (best kept
+final score vs the true best).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,9 +19,9 @@ import pandas as pd
 
 from tunescout.analysis.dynamics import dataset_metrics, final_scores, planned_samples, records_by_trial, survivor_note
 from tunescout.study.keys import COHORT
-from tunescout.stopping.policies import build_stopping
-from tunescout.stopping.promotion import promote_rung
-from tunescout.stopping.rules import StoppingRule, TrialProgress, judge_samples, rung_samples
+from tunescout.stopping.policies import Stopping, Verdict, build_stopping
+from tunescout.stopping.rules import StoppingRule, TrialProgress
+from tunescout.train.telemetry import Pause
 
 __all__ = ["StoppingReplay", "default_replay_rules", "replay_stopping", "rule_label"]
 
@@ -102,52 +103,93 @@ def _why_not(rule: StoppingRule, ids: Sequence[str], recs: Mapping[str, list[dic
     return ""
 
 
-def _simulate(rule: StoppingRule, ids: Sequence[str], recs: Mapping[str, list[dict]], planned: Mapping[str, int],
-              metric_at: Mapping[tuple[str, int], float], order: str) -> dict[str, tuple[int, str]]:
-    """Feed the cohort's records to ``rule.decide`` as the sweep driver does; returns the trials
-    it stopped, with the index of the record they stopped at and the rule's reason."""
-    progress = {t: TrialProgress(t, planned[t], [], [], "running") for t in ids}
-    cohort = list(progress.values())
-    stopped: dict[str, tuple[int, str]] = {}
-    for t, k in _arrival(ids, recs, planned, order):
-        if t in stopped:
-            continue
-        tp, rec = progress[t], recs[t][k]
-        tp.telemetry.append(rec)
-        if (ev := _eval_of(rec, metric_at.get((t, rec["samples"])))) is not None:
-            tp.evals.append(ev)
-        reason = rule.decide(tp, cohort)
-        if reason:
-            stopped[t] = (k, reason)
-            tp.status = "stopped"
-        elif k == len(recs[t]) - 1:
+@dataclass
+class _CohortSweep:
+    """One cohort swept again with every trial running at once, stepped as the sweep driver steps
+    its ``DriverState`` (``on_record``, ``on_done``, ``decide``) through the same ``Stopping``: so
+    the replay answers what the driver would have answered, in either mode, and cannot drift
+    from it. Resumes are exact, so a kept trial goes on with the records it ran to the end."""
+
+    stopping: Stopping
+    records: Mapping[str, list[dict]]
+    metric_at: Mapping[tuple[str, int], float]
+    progress: dict[str, TrialProgress]
+    decided: dict[str, int] = field(default_factory=dict)
+    """The rungs decided so far for each trial (promote), as the driver counts them."""
+    stopped: dict[str, tuple[int, str]] = field(default_factory=dict)
+    """Each stopped trial: the index of the record it stopped at, and the reason."""
+
+    def running(self) -> bool:
+        """Whether any trial still trains: until none does, a paused cohort may yet be ranked."""
+        return any(tp.status == "running" for tp in self.progress.values())
+
+    def step(self, t: str) -> None:
+        """Feed a running trial its next record; if its run ends there (stopped, paused at a rung
+        or at its last record), record the end and rank the cohort where that made it ready."""
+        verdict = self.on_record(t)
+        tp = self.progress[t]
+        if isinstance(verdict, Pause):
+            tp.status = "paused"
+        elif verdict:
+            self.stop(t, verdict)
+        elif len(tp.telemetry) == len(self.records[t]):
             tp.status = "completed"
-    return stopped
+        else:
+            return
+        self.decide()
+
+    def on_record(self, t: str) -> Verdict:
+        """The driver's ``on_record`` for an ask: add the record and the eval taken with it, and
+        return the verdict. Every record asks; the contract makes the verdict None except at a
+        rule's ask points, so this is what the driver answers where the trial asks."""
+        tp = self.progress[t]
+        rec = self.records[t][len(tp.telemetry)]
+        tp.telemetry.append(rec)
+        if (ev := _eval_of(rec, self.metric_at.get((t, rec["samples"])))) is not None:
+            tp.evals.append(ev)
+        return self.stopping.verdict(tp, list(self.progress.values()), self.decided.get(t, 0))
+
+    def decide(self) -> None:
+        """The driver's ``decide``: rank the cohort at every rung it is ready for (never under
+        ``async``); those outside the kept stop where they paused, kept ones resume."""
+        while (decision := self.stopping.ready(list(self.progress.values()), self.decided)) is not None:
+            for row in decision.rows:
+                t = row["trial_id"]
+                self.decided[t] = decision.rung
+                if row["reason"] is not None:
+                    self.stop(t, row["reason"])
+                elif t in decision.resume:
+                    self.resume(t)
+
+    def stop(self, t: str, reason: str) -> None:
+        """End a trial at the record it is at: it costs the tokens it trained up to there."""
+        tp = self.progress[t]
+        tp.status = "stopped"
+        self.stopped[t] = (len(tp.telemetry) - 1, reason)
+
+    def resume(self, t: str) -> None:
+        """Launch a kept trial again at once (here no trial waits for a slot). One that paused at
+        its last record has nothing left to train: its run ends at once, completed."""
+        tp = self.progress[t]
+        tp.status = "running" if len(tp.telemetry) < len(self.records[t]) else "completed"
 
 
-def _simulate_promote(rule: StoppingRule, ids: Sequence[str], recs: Mapping[str, list[dict]],
-                      planned: Mapping[str, int], metric_at: Mapping[tuple[str, int], float]) -> dict[str, tuple[int, str]]:
-    """Successive halving on full curves, as ``mode: promote`` runs it: at each rung every trial
-    still in is cut at the record that first reaches the rung (where it would have paused), the
-    cohort is ranked once, and the ones outside the best ceil(n/eta) stop there. Resumes are
-    exact, so this is what the real run does on the same curves."""
-    alive, stopped = list(ids), {}
-    for index, fraction in enumerate(rule.rungs, start=1):
-        cut, progress = {}, []
-        for t in alive:
-            point = judge_samples(recs[t], rung_samples(fraction, planned[t]), rule.min_steps)
-            if point is None:  # fewer steps than the rule averages over: as in a sweep, it never
-                continue       # pauses at this rung, is not ranked there, and trains to its end
-            k = next(i for i, r in enumerate(recs[t]) if r["samples"] == point)
-            cut[t] = k
-            tel = recs[t][:k + 1]
-            evals = [ev for r in tel if (ev := _eval_of(r, metric_at.get((t, r["samples"])))) is not None]
-            progress.append(TrialProgress(t, planned[t], tel, evals, "paused"))
-        for tid, _, _, reason in promote_rung(rule, index, progress):
-            if reason is not None:
-                stopped[tid] = (cut[tid], reason)
-                alive.remove(tid)
-    return stopped
+def _replay_cohort(stopping: Stopping, ids: Sequence[str], recs: Mapping[str, list[dict]],
+                   planned: Mapping[str, int], metric_at: Mapping[tuple[str, int], float],
+                   order: str) -> dict[str, tuple[int, str]]:
+    """Sweep the cohort's records through ``stopping`` in arrival order until no trial runs;
+    returns the trials it stopped, with the index of the record they stopped at and the reason.
+
+    A pass over the arrivals feeds each running trial the records it has not trained yet; a
+    trial paused at a rung waits, and the passes go on while a ranking has resumed some."""
+    sweep = _CohortSweep(stopping, recs, metric_at, {t: TrialProgress(t, planned[t], [], [], "running") for t in ids})
+    arrivals = list(_arrival(ids, recs, planned, order))
+    while sweep.running():
+        for t, k in arrivals:
+            tp = sweep.progress[t]
+            if tp.status == "running" and k == len(tp.telemetry):
+                sweep.step(t)
+    return sweep.stopped
 
 
 def replay_stopping(
@@ -162,15 +204,19 @@ def replay_stopping(
 
     Only ``completed`` trials take part: they alone tell what a stopped trial would have scored.
     Each cohort's records are fed one by one (interleaved across trials, see ``order``) to
-    ``build_stopping(spec).verdict(trial, cohort)`` (async), the cohort's progress growing as records arrive
-    and stopped trials keeping their partial telemetry, exactly as in a sweep. A stopped trial
+    ``build_stopping(rule).verdict(trial, cohort, decided)``, the cohort's progress growing as
+    records arrive and stopped trials keeping their partial telemetry, exactly as in a sweep.
+    Under ``mode: promote`` a trial pauses at each rung, the cohort is ranked by
+    ``Stopping.ready`` once all of it waits, and the kept trials resume from where they paused
+    (resumes are exact, so this is what the real run does on the same curves; a trial with fewer
+    steps than the rule averages over never pauses and trains to its end). A stopped trial
     costs the tokens it had trained when stopped.
 
     Regret is the final score lost by keeping only the unstopped trials: (best final score of
     the cohort − best final score among the kept), oriented so it is ≥ 0 whatever the metric's
     direction; ``regret_rel`` divides it by |best|. The asynchronous rules never let a trial wait
     for another, so the arrival order changes which trials are stopped: the order is fixed and
-    reported, not random.
+    reported, not random. Promotion ranks a whole cohort at once, so the order does not matter there.
 
     Args:
         telemetry, trials, results: the study's tables.
@@ -212,8 +258,7 @@ def replay_stopping(
             if reason:
                 cohort_rows.append({**row, "replayable": False, "reason": reason})
                 continue
-            stopped = (_simulate_promote(rule, ids, records, planned, metric_at) if stopping.promotes
-                       else _simulate(rule, ids, records, planned, metric_at, order))
+            stopped = _replay_cohort(stopping, ids, records, planned, metric_at, order)
             for t in ids:
                 k, why = stopped.get(t, (len(records[t]) - 1, ""))
                 trial_rows.append({"rule": label, "trial_id": t, **dict(zip(COHORT, key)), "stopped": t in stopped,

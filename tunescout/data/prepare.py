@@ -7,12 +7,12 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from tunescout.config import DataSource
+from tunescout.config import DataSource, TrainConfig
 from tunescout.data.formats import DataError, read_examples
 from tunescout.data.phases import Phase
 from tunescout.data.tokenize import TokenizedSample, TokenizeStats, ensure_chat_template, tokenize_examples
 
-__all__ = ["PreparedData", "prepare_data"]
+__all__ = ["PreparedData", "data_key", "prepare_data", "prepare_for"]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,9 @@ class PreparedData:
     eval: list[TokenizedSample]
     phases: list[Phase]
     stats: TokenizeStats = field(default_factory=TokenizeStats)
+    chat: bool = False
+    """Whether the rows were rendered with a chat template (chat rows, or one given): preparing
+    then installed it on the tokenizer, and whoever reuses these samples must do the same."""
 
 
 def _hold_out(n: int, fraction: float, seed: int) -> set[int]:
@@ -57,7 +60,8 @@ def prepare_data(
     if not sources:
         raise DataError("no training data: give at least one `data` entry")
     per_source = [read_examples(s.path, split=s.split, hub=s.hub) for s in [*sources, *eval_sources]]
-    if chat_template or any(ex.kind == "messages" for exs in per_source for ex in exs):
+    chat = bool(chat_template) or any(ex.kind == "messages" for exs in per_source for ex in exs)
+    if chat:
         ensure_chat_template(tokenizer, chat_template)
     stats = TokenizeStats()
     train: list[TokenizedSample] = []
@@ -81,4 +85,24 @@ def prepare_data(
         evals.extend(tokenize_examples(examples, tokenizer, max_length, train_on, too_long, source=k, stats=stats))
     phases = [Phase(n, tuple(groups[n]), group_epochs.get(n, epochs)) for n in sorted(groups)]
     log.info("data: %s", stats.summary())
-    return PreparedData(train, evals, phases, stats)
+    return PreparedData(train, evals, phases, stats, chat)
+
+
+def prepare_for(config: TrainConfig, tokenizer: Any) -> PreparedData:
+    """The data of the run ``config`` describes: the one call training and study planning share,
+    so both read, hold out and tokenise the rows the same way."""
+    p = config.processing
+    return prepare_data(config.data, tokenizer, max_length=p.max_length, train_on=p.train_on,
+                        too_long=p.too_long, strategy=p.strategy, epochs=config.batch.epochs,
+                        eval_fraction=config.evaluation.eval_fraction, eval_sources=config.evaluation.eval_data,
+                        chat_template=p.chat_template, seed=config.seed)
+
+
+def data_key(config: TrainConfig) -> tuple:
+    """Every setting :func:`prepare_for` reads (tokenizer included): runs with equal keys share
+    their prepared data."""
+    p, ev = config.processing, config.evaluation
+    sources = tuple((d.path, d.phase, d.epochs, d.split, d.hub) for d in [*config.data, *ev.eval_data])
+    return (config.tokenizer or config.model, len(config.data), sources, p.max_length, p.train_on,
+            p.too_long, p.strategy, p.chat_template, config.batch.epochs, ev.eval_fraction, config.seed)
+

@@ -116,7 +116,7 @@ def ensure_demo_base(seed: int = 0, say: Callable[[str], None] = log.info) -> Pa
 
     from tunescout.train.loop import train
 
-    config = TrainConfig(model=str(init), data=[DataSource(str(data))], output_dir=str(work / "pretrain"), seed=seed,
+    config = TrainConfig.of(model=str(init), data=[DataSource(str(data))], output_dir=str(work / "pretrain"), seed=seed,
                          **PRETRAIN)
     result = train(config)
     if result.status != "completed":

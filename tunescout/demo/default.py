@@ -24,7 +24,7 @@ def default_config(output_dir: str = "runs/default", method: str = "full") -> Tr
     data_dir = cache_dir() / "default-data"
     knowledge = write_jsonl(make_rows("arithmetic", 256, seed=0), data_dir / "arithmetic.jsonl")
     skills = write_jsonl(make_rows("sentiment", 256, seed=0), data_dir / "sentiment.jsonl")
-    return TrainConfig(
+    return TrainConfig.of(
         model=str(ensure_tiny_model()),
         method=method,
         data=[DataSource(str(knowledge), phase=1), DataSource(str(skills), phase=2)],

@@ -83,7 +83,8 @@ def start_state(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], 
         tid = r["trial_id"]
         payloads[tid] = TrialPayload(tid, config, task_of[r["dataset"]],
                                      ask_at=tuple(tuple(p) for p in rule.ask_points(r["planned_samples"])),
-                                     planned_samples=r["planned_samples"], storage_check=marker)
+                                     planned_samples=r["planned_samples"], storage_check=marker,
+                                     data_cache=str(spec.data_cache) if spec.data_cache else None)
         labels[tid] = f"{r['method']} {r['dataset']} {r['hparams']}"
         cohorts.setdefault(tuple(r[k] for k in COHORT), []).append(tid)
     cohort_of = {tid: key for key, ids in cohorts.items() for tid in ids}
@@ -213,8 +214,12 @@ def _budget_left(spec: StudySpec, store: StudyStore, elapsed: float) -> str | No
 
 
 def drive(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], stopping: Stopping, executor: Executor,
-          max_retries: int, say: Say, retry_failed: bool = False) -> dict[str, int]:
+          max_retries: int, say: Say, retry_failed: bool = False,
+          keep_data: Callable[[], None] = lambda: None) -> dict[str, int]:
     """Sync the plan into the store and run the loop; shuts the executor down on the way out.
+
+    ``keep_data`` writes the data the plan tokenised where the trials read them
+    (:mod:`tunescout.data.cache`), once the store has been read.
 
     A failed trial (its process died, its node was lost, it raised) is launched again up to
     ``max_retries`` times in this sweep, resuming from its checkpoint, before it counts as failed;
@@ -228,6 +233,7 @@ def drive(spec: StudySpec, store: StudyStore, rows: list[dict[str, Any]], stoppi
     requeued = store.requeue_running(spec.name)
     retried = store.requeue_failed(spec.name) if retry_failed else []
     failed_kept = 0 if retry_failed else len(store.trials(spec.name, status="failed"))
+    keep_data()
     say(f"study {spec.name} (spec version {sync.version}): {len(rows)} trials: {sync.new} new, {sync.kept} kept, "
         f"{sync.newly_superseded} newly superseded ({sync.superseded} of earlier spec versions in all); "
         f"{len(requeued)} to resume" + (f", {len(reopened)} stopped trials reopened (the stopping rule changed)"

@@ -38,6 +38,8 @@ class TrialPayload:
     storage_check: tuple[str, str] | None = None
     """``(folder, marker)``: the study's storage as the driver marked it, checked before training (a
     node that does not share it would write checkpoints nobody resumes from)."""
+    data_cache: str | None = None
+    """The folder where the driver kept the data it tokenised: the trial reads them back."""
     threads: int | None = None
     """Torch threads (set by the executor)."""
     ranks: int = 1

@@ -12,6 +12,7 @@ instead of reporting old results under new settings.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import os
@@ -23,6 +24,7 @@ from typing import Any
 from tunescout.config import ConfigError, TrainConfig, build_config, read_yaml_mapping
 from tunescout.settings import did_you_mean, flatten_dotted, nest_dotted, resolve_beside
 from tunescout.study.executors.base import ExecutorOptions
+from tunescout.stopping.policies import Stopping, build_stopping
 from tunescout.study.keys import COHORT, DEFAULT_METRIC, dataset_metric
 from tunescout.train.identity import config_hash, run_identity
 
@@ -73,6 +75,18 @@ class StudySpec:
     executor: ExecutorOptions | dict[str, Any] = field(default_factory=ExecutorOptions)
     """What runs the trials: ``{name: local | ray, address, workers, gpus_per_trial,
     cpus_per_trial, max_retries}`` in YAML, typed (:class:`ExecutorOptions`) once the study is loaded."""
+
+    @functools.cached_property
+    def early_stopping(self) -> Stopping:
+        """``stopping`` built into its rule and policy, once (checked when the study loads); the
+        mapping stays for the store and the labels."""
+        return build_stopping(self.stopping)
+
+    @property
+    def data_cache(self) -> Path | None:
+        """Where the driver keeps the data it tokenised, for the trials to read back
+        (:mod:`tunescout.data.cache`): in the storage every trial already reaches."""
+        return Path(self.runs_dir) / ".data-cache" if self.runs_dir else None
 
 
 @dataclass(frozen=True)
@@ -194,7 +208,6 @@ def validate(spec: StudySpec) -> None:
     """Check the whole study before any data is tokenised: its keys and types, the stopping rule,
     and that every trial's config builds (so a typo fails before hours of training)."""
     from tunescout.study.executors import validate_executor
-    from tunescout.stopping.policies import build_stopping
 
     if not isinstance(spec.budget, dict):
         raise ConfigError(f"budget: expected a mapping such as {{tokens: 1.0e+9}}, got {spec.budget!r}")
@@ -207,7 +220,7 @@ def validate(spec: StudySpec) -> None:
         raise ConfigError(f"seeds: expected a non-empty list of integers, got {spec.seeds!r}")
     if not isinstance(spec.stopping, dict):
         raise ConfigError(f"stopping: expected a mapping such as {{rule: dynamics}}, got {spec.stopping!r}")
-    build_stopping(spec.stopping)
+    spec.early_stopping  # noqa: B018 - built here, so a bad rule fails at load
     try:
         spec.executor = validate_executor(spec.executor)
     except ValueError as exc:

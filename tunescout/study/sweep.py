@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 from tunescout.study.driver import drive
 from tunescout.study.executors import Executor, build_executor, validate_executor
 from tunescout.study.keys import COHORT, DEFAULT_METRIC, dataset_harness, dataset_metric
-from tunescout.stopping.policies import Stopping, build_stopping
+from tunescout.stopping.policies import Stopping
 from tunescout.study.spec import DatasetSpec, StudySpec, expand_trials, trial_config
 from tunescout.study.store import open_store
 from tunescout.train.rundir import hold_lock
@@ -32,34 +33,50 @@ def plan_study(spec: StudySpec) -> list[dict[str, Any]]:
     Data are tokenised once per (model, dataset, data settings) with the trial's own tokenizer,
     and the trial's schedule is built exactly as training will build it.
     """
+    return _plan(spec, None)[0]
+
+
+Fresh = list[tuple[Any, str, Any]]
+"""Data the plan tokenised that the cache lacked: ``(config, tokenizer fingerprint, prepared)``."""
+
+
+def _plan(spec: StudySpec, data_cache: Path | None) -> tuple[list[dict[str, Any]], Fresh]:
+    """:func:`plan_study`, reading the data from ``data_cache`` where an earlier sweep kept them;
+    also returns what it tokenised, for the driver to keep there once the store has been read (a
+    store that cannot be read leaves every file as it was)."""
+    from tunescout.data.cache import read_prepared, tokenizer_fingerprint
     from tunescout.data.phases import build_schedule
-    from tunescout.data.prepare import prepare_data
+    from tunescout.data.prepare import data_key, prepare_for
     from tunescout.train.models import load_tokenizer
 
     tokenizers: dict[str, Any] = {}
     prepared: dict[tuple, Any] = {}
-    rows = []
+    rows, fresh = [], []
     for dataset in spec.datasets:
         check_eval_file(dataset)
     for trial in expand_trials(spec):
         config = trial_config(spec, trial)
-        key = (config.tokenizer or config.model, tuple(d.path for d in config.data), config.max_length,
-               config.train_on, config.too_long, config.eval_fraction, config.chat_template, config.seed,
-               config.strategy, config.epochs)
+        key = data_key(config)
         if key not in prepared:
             name = config.tokenizer or config.model
-            tokenizers.setdefault(name, load_tokenizer(name, trust_remote_code=config.trust_remote_code))
-            prepared[key] = prepare_data(
-                config.data, tokenizers[name], max_length=config.max_length, train_on=config.train_on,
-                too_long=config.too_long, strategy=config.strategy, epochs=config.epochs,
-                eval_fraction=config.eval_fraction, chat_template=config.chat_template, seed=config.seed)
+            if name not in tokenizers:  # fingerprinted as loaded, as a trial will load it
+                tokenizer = load_tokenizer(name, trust_remote_code=config.trust_remote_code)
+                tokenizers[name] = tokenizer, tokenizer_fingerprint(tokenizer)
+            tokenizer, fingerprint = tokenizers[name]
+            template = tokenizer.chat_template  # preparing may install one: each key starts as a trial would
+            cached = read_prepared(config, tokenizer, fingerprint, data_cache) if data_cache else None
+            prepared[key] = cached or prepare_for(config, tokenizer)
+            tokenizer.chat_template = template
+            if cached is None:
+                fresh.append((config, fingerprint, prepared[key]))
         data = prepared[key]
-        schedule = build_schedule(data.phases, config.batch_size, config.seed, config.max_samples, config.max_steps)
-        rows.append({**dataclasses.asdict(trial), "config": config.to_dict(), "run_dir": config.output_dir,
+        b = config.batch
+        schedule = build_schedule(data.phases, b.batch_size, config.seed, b.max_samples, b.max_steps)
+        rows.append({**dataclasses.asdict(trial), "config": config.to_dict(), "run_dir": config.output.output_dir,
                      "planned_samples": sum(len(b.indices) for b in schedule),
                      "planned_tokens": sum(len(data.train[i]) for b in schedule for i in b.indices),
                      "steps": len(schedule)})
-    return rows
+    return rows, fresh
 
 
 def check_eval_file(dataset: DatasetSpec) -> None:
@@ -97,7 +114,8 @@ def format_plan(rows: list[dict[str, Any]], stopping: Stopping | None = None) ->
         for r in rows:
             cohorts.setdefault(tuple(r[k] for k in COHORT), []).append(r["planned_tokens"])
         expected = sum(sum(t) * (stopping.policy.share(len(t), rule) or 1.0) for t in cohorts.values())
-        lines.append(f"promote mode (rungs {list(rule.rungs)}, eta {rule.eta:g}): about {expected:,.0f} tokens expected, "
+        lines.append(f"promote mode (rungs {list(rule.rungs)}, eta {rule.eta:g}): "
+                     f"about {expected:,.0f} tokens expected, "
                      f"{expected / max(total, 1):.0%} of the grid (every trial to the first rung, the best "
                      f"ceil(n/eta) of each cohort on from each rung)")
     return "\n".join(lines)
@@ -119,8 +137,8 @@ def run_sweep(
     ``retry_failed`` launches the trials recorded ``failed`` again (from their checkpoints), for
     when their cause (a full disk, a bad file) has been fixed.
     """
-    rows = plan_study(spec)
-    stopping = build_stopping(spec.stopping)  # a bad rule fails before the store is touched
+    rows, fresh = _plan(spec, spec.data_cache)
+    stopping = spec.early_stopping  # built when the study loaded: a bad rule never reaches the store
     options = validate_executor(spec.executor)  # typed once at load; a no-op check then
     if workers:
         options = dataclasses.replace(options, workers=workers)
@@ -128,9 +146,18 @@ def run_sweep(
         store = open_store(spec.store)
         try:
             return drive(spec, store, rows, stopping, executor or build_executor(options), options.max_retries,
-                         on_event or (lambda msg: log.info("%s", msg)), retry_failed)
+                         on_event or (lambda msg: log.info("%s", msg)), retry_failed,
+                         keep_data=partial(_keep, fresh, spec.data_cache))
         finally:
             store.close()
+
+
+def _keep(fresh: Fresh, data_cache: Path | None) -> None:
+    from tunescout.data.cache import keep_prepared
+
+    if data_cache is not None:
+        for config, fingerprint, data in fresh:
+            keep_prepared(config, fingerprint, data, data_cache)
 
 
 def _driver_lock(store_path: str) -> contextlib.AbstractContextManager[None]:

@@ -195,14 +195,16 @@ def run_trial(channel: Channel, payload: TrialPayload) -> None:
         if payload.storage_check:
             check_storage(*payload.storage_check)
         config = build_config(payload.config)
-        _wait_for_run_dir(config.output_dir)
+        _wait_for_run_dir(config.output.output_dir)
         if payload.ranks > 1:  # FSDP2 on `ranks` processes under torchrun; rank 0's records come to early_stop here
             from tunescout.train.distributed import TaskEvalSpec, spawn_trial
 
             evaluator = TaskEvalSpec(f"{__name__}:task_evaluator", {"task": payload.task})
-            result = spawn_trial(config, payload.ranks, early_stop=early_stop, task_eval=evaluator, resume=True)
+            result = spawn_trial(config, payload.ranks, early_stop=early_stop, task_eval=evaluator, resume=True,
+                                 data_cache=payload.data_cache)
         else:
-            result = train(config, resume=True, early_stop=early_stop, task_eval=task_evaluator(payload.task))
+            result = train(config, resume=True, early_stop=early_stop, task_eval=task_evaluator(payload.task),
+                           data_cache=payload.data_cache)
         summary = TrialSummary(status=result.status, reason=result.reason, steps=result.steps,
                                samples=result.samples, tokens=result.tokens, wall_s=result.wall_s,
                                eval_loss=result.eval_loss, metrics=dict(result.metrics or {}))

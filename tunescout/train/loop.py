@@ -25,7 +25,7 @@ import torch
 from tunescout.config import TrainConfig
 from tunescout.data.packing import collate_plan, plan_micro_batches
 from tunescout.data.phases import build_schedule, describe_length
-from tunescout.data.prepare import prepare_data
+from tunescout.data.cache import cached_prepare, tokenizer_fingerprint
 from tunescout.train.accel import check_kernels, compile_model, make_optimizer, packing_refusal, uses_varlen_kernel
 from tunescout.train.flops import MfuMeter
 from tunescout.train.health import HealthWatch
@@ -105,15 +105,16 @@ def train(
     sinks: Sequence[Sink] = (),
     early_stop: EarlyStop | None = None,
     task_eval: Callable[[torch.nn.Module, Any], dict[str, Any]] | None = None,
+    data_cache: str | Path | None = None,
 ) -> RunResult:
     """Train one model as ``config`` says and write the run directory.
 
     Args:
         config: the run's settings.
-        resume: continue from the newest checkpoint in ``config.output_dir`` (a fresh start when
+        resume: continue from the newest checkpoint in ``config.output.output_dir`` (a fresh start when
             there is none). Refused, with the differing keys named, when the directory holds a
             run of another config (see :mod:`tunescout.train.identity`).
-        restart: remove the run already in ``config.output_dir`` and start over. Without
+        restart: remove the run already in ``config.output.output_dir`` and start over. Without
             ``resume`` or ``restart``, a directory that holds a run is refused.
         sinks: extra receivers of every :class:`StepRecord` (the JSONL file is always written).
         early_stop: called with each record; a :class:`~tunescout.train.telemetry.Pause`
@@ -122,6 +123,9 @@ def train(
         task_eval: called with ``(model, tokenizer)`` at every validation point and after
             training (not after divergence), e.g. a task metric by generation; its dicts go on
             the step records (``metrics``) and, the last one, into ``result.metrics``.
+        data_cache: a folder of prepared data (:mod:`tunescout.data.cache`): the run reads its
+            tokenised data from there when a study's driver (or another run) prepared the same,
+            and leaves them there otherwise.
 
     Under ``torchrun`` or ``accelerate launch`` (``WORLD_SIZE`` > 1) every rank calls this with the
     same arguments and the run is trained with FSDP2 across them; rank 0 alone writes the run
@@ -135,25 +139,26 @@ def train(
         ConfigError: the directory holds a run this call may not continue or overwrite.
         RunDirLocked: another process is training in the directory.
     """
-    run_dir = Path(config.output_dir)
+    run_dir = Path(config.output.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    world = join(config.device)  # one process, or FSDP2 ranks under torchrun (tunescout.train.world)
+    world = join(config.numerics.device)  # one process, or FSDP2 ranks under torchrun (tunescout.train.world)
     try:
         with world.main_lock(partial(lock_run_dir, run_dir)):
-            return _train_locked(run_dir, config, resume, restart, sinks, early_stop, task_eval, world)
+            return _train_locked(run_dir, config, resume, restart, sinks, early_stop, task_eval, world,
+                                 Path(data_cache) if data_cache else None)
     finally:
         world.close()
 
 
 def _train_locked(run_dir: Path, config: TrainConfig, resume: bool, restart: bool, sinks: Sequence[Sink],
                   early_stop: EarlyStop | None, task_eval: Callable[[torch.nn.Module, Any], dict[str, Any]] | None,
-                  world: World) -> RunResult:
+                  world: World, data_cache: Path | None) -> RunResult:
     """:func:`train` once the run directory is locked (by rank 0 alone when there are several)."""
     numerics = resolve_numerics(config, world.size)
-    check_kernels(liger=config.liger, device=numerics.device, attn=numerics.attn)  # before any data is read
+    check_kernels(liger=config.numerics.liger, device=numerics.device, attn=numerics.attn)  # before any data is read
     # rank 0 writes, all learn the checkpoint
     checkpoint = world.on_main(partial(prepare_run_dir, run_dir, config, numerics, resume, restart))
-    return _train_in(run_dir, config, numerics, checkpoint, sinks, early_stop, task_eval, world)
+    return _train_in(run_dir, config, numerics, checkpoint, sinks, early_stop, task_eval, world, data_cache)
 
 
 def _train_in(
@@ -165,6 +170,7 @@ def _train_in(
     early_stop: EarlyStop | None,
     task_eval: Callable[[torch.nn.Module, Any], dict[str, Any]] | None,
     world: World,
+    data_cache: Path | None = None,
 ) -> RunResult:
     """The run itself, in a prepared and locked run directory (see :func:`train`): set up the
     data, model and optimizer; fit; finish (evaluate, checkpoint, save).
@@ -180,20 +186,16 @@ def _train_in(
         device, dtype = numerics.device, numerics.dtype
         # Mixed precision: float32 master weights for full fine-tuning, compute in `dtype`.
         half = dtype != torch.float32
-        weights_dtype = torch.float32 if half and config.mixed_precision and config.method == "full" else dtype
+        weights_dtype = torch.float32 if half and config.numerics.mixed_precision and config.method == "full" else dtype
         autocast = dtype if half else None
 
         # --- data: tokenized samples and the order of optimizer steps ---
         tokenizer = load_tokenizer(config.tokenizer or config.model, trust_remote_code=config.trust_remote_code)
-        data = prepare_data(
-            config.data, tokenizer, max_length=config.max_length, train_on=config.train_on,
-            too_long=config.too_long, strategy=config.strategy, epochs=config.epochs,
-            eval_fraction=config.eval_fraction, eval_sources=config.eval_data, chat_template=config.chat_template,
-            seed=config.seed,
-        )
-        schedule = build_schedule(data.phases, config.batch_size, config.seed, config.max_samples, config.max_steps)
+        data = cached_prepare(config, tokenizer, tokenizer_fingerprint(tokenizer) if data_cache else "", data_cache)
+        b = config.batch
+        schedule = build_schedule(data.phases, b.batch_size, config.seed, b.max_samples, b.max_steps)
         total_steps = len(schedule)
-        warmup_steps = config.warmup_for(total_steps)  # warmup_ratio needs the total, known only now
+        warmup_steps = config.optim.warmup_for(total_steps)  # warmup_ratio needs the total, known only now
         result.total_steps = total_steps
         result.data = {"train_samples": len(data.train), "eval_samples": len(data.eval), **vars(data.stats)}
         attn, row_tokens, budget = numerics.attn, numerics.row_tokens, numerics.budget
@@ -203,11 +205,11 @@ def _train_in(
         build_model = partial(
             load_model, config.model, method=config.method, lora_r=config.lora.r, lora_alpha=config.lora.alpha,
             lora_dropout=config.lora.dropout, lora_target_modules=config.lora.target_modules, dtype=weights_dtype,
-            attn_implementation=attn, gradient_checkpointing=config.gradient_checkpointing, device=device,
-            liger=config.liger, trust_remote_code=config.trust_remote_code,
+            attn_implementation=attn, gradient_checkpointing=config.numerics.gradient_checkpointing, device=device,
+            liger=config.numerics.liger, trust_remote_code=config.trust_remote_code,
         )
         model = build_model()
-        if config.compile:
+        if config.numerics.compile:
             compile_model(model)
         model = world.shard(model, build=build_model, seed=config.seed)
         decide = partial(world.decide, early_stop)  # the main process decides, every process follows
@@ -216,8 +218,8 @@ def _train_in(
         result.params = {"trainable": trainable, "total": total}
         params = [p for p in model.parameters() if p.requires_grad]
         # AdamW, fused on a GPU; weight decay on matrices only.
-        optimizer = make_optimizer(params, lr=config.learning_rate, betas=config.betas, eps=config.eps,
-                                   weight_decay=config.weight_decay)
+        o = config.optim
+        optimizer = make_optimizer(params, lr=o.learning_rate, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay)
         mfu = MfuMeter.for_model(model, device)
         # Packing needs a model that keeps packed samples apart; else one sample per row (accel.py says why).
         refusal = packing_refusal(model)
@@ -228,7 +230,8 @@ def _train_in(
         # or, with max_tokens_per_row set, that fixed plan.
         varlen = uses_varlen_kernel(attn)
         chooser = None if row_tokens is not None else PlanChooser(
-            StepCost.for_model(model, device, attention_kernel(attn)), budget, config.max_length, pack=refusal is None)
+            StepCost.for_model(model, device, attention_kernel(attn)), budget, config.processing.max_length,
+            pack=refusal is None)
 
         def pack(samples, count: bool = True):
             if chooser is None:
@@ -240,7 +243,7 @@ def _train_in(
         eval_share = world.share(data.eval, partial(pack, count=False)) if data.eval else None
         step_seconds: list[float] = []
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_factor(s, config.schedule, warmup_steps, total_steps)
+            optimizer, lambda s: lr_factor(s, config.optim.schedule, warmup_steps, total_steps)
         )
         state = {"step": 0, "samples": 0, "tokens": 0, "wall_s": 0.0}
         resume_note = None
@@ -257,17 +260,17 @@ def _train_in(
         if main and state["step"]:
             result.final_loss = (last_record(run_dir / "telemetry.jsonl", state["step"]) or {}).get("loss")
         log.info("%s: %s, %s/%s trainable params, weights %s, compute %s on %s, data %s", config.method,
-                 describe_length(schedule, len(data.train), config.max_samples, config.max_steps),
+                 describe_length(schedule, len(data.train), config.batch.max_samples, config.batch.max_steps),
                  f"{trainable:,}", f"{total:,}", weights_dtype, dtype, device, data.stats.summary())
 
         if main:  # one at a time, so that `finally` closes those opened before one that fails to open
             owned.append(JsonlSink(run_dir / "telemetry.jsonl", keep_steps=state["step"]))
-            owned.append(ProgressSink(total_steps, initial=state["step"], enabled=config.progress))
+            owned.append(ProgressSink(total_steps, initial=state["step"], enabled=config.output.progress))
             # trackers read `result` when closed in `finally`, after its status and scores are set
-            owned.extend(open_trackers(config.track, run_dir, config.to_dict(), result, group=config.track_group,
-                                       start_step=state["step"]))
+            owned.extend(open_trackers(config.output.track, run_dir, config.to_dict(), result,
+                                       group=config.output.track_group, start_step=state["step"]))
         all_sinks = [*owned, *sinks] if main else []
-        clip = config.grad_clip if config.grad_clip else float("inf")
+        clip = config.optim.grad_clip if config.optim.grad_clip else float("inf")
         start_time = time.perf_counter() - state["wall_s"]
         health = HealthWatch(vocab_size=getattr(getattr(model, "config", None), "vocab_size", None))
         result.status = "completed"
@@ -294,8 +297,7 @@ def _train_in(
             state = {"step": step, "samples": seen_before + len(samples),
                      "tokens": state["tokens"] + step_tokens, "wall_s": time.perf_counter() - start_time}
             val_loss, metrics = None, None
-            eval_due = (config.eval_every and step % config.eval_every == 0 and step < total_steps) or any(
-                seen_before < n <= state["samples"] for n in config.eval_at_samples)
+            eval_due = config.evaluation.due(step, total_steps, seen_before, state["samples"])
             if eval_due and not lost:
                 if eval_share:
                     val_loss = world.evaluate_loss(model, eval_share, device, autocast)
@@ -327,7 +329,7 @@ def _train_in(
                 result.status = "stopped"
                 result.reason = verdict if isinstance(verdict, str) else f"early stop at step {step}"
                 break
-            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
+            if config.output.checkpoint_every and step % config.output.checkpoint_every == 0 and step < total_steps:
                 world.save_checkpoint(run_dir, model, optimizer, scheduler, state)
 
         if chooser is not None and step_seconds:
@@ -342,11 +344,11 @@ def _train_in(
                 result.metrics = task_eval(model, tokenizer)
             if main and (eval_share or task_eval is not None):
                 _log_eval(run_dir, result.steps, result.samples, result.eval_loss, result.metrics)
-            if config.checkpoint_every:
+            if config.output.checkpoint_every:
                 world.save_checkpoint(run_dir, model, optimizer, scheduler, state)
-            if config.save_model:  # with ranks: the full weights gathered into the main process's replica
+            if config.output.save_model:  # with ranks: the full weights gathered into the main process's replica
                 world.save_model(model, partial(save_model, tokenizer=tokenizer, out_dir=run_dir / "model",
-                                                merge_lora=config.merge_lora))
+                                                merge_lora=config.output.merge_lora))
         result.wall_s = time.perf_counter() - start_time
         if resume_note:  # recorded with the run (and a sweep's trial), whatever its status
             result.reason = "; ".join(filter(None, [result.reason, resume_note]))

@@ -51,9 +51,9 @@ class Numerics:
 
 
 def resolve_numerics(config: TrainConfig, world_size: int = 1) -> Numerics:
-    device = resolve_device(config.device)
-    dtype = resolve_dtype(config.dtype, device)
-    attn = resolve_attn_implementation(config.attn_implementation, device, dtype, config.model,
+    device = resolve_device(config.numerics.device)
+    dtype = resolve_dtype(config.numerics.dtype, device)
+    attn = resolve_attn_implementation(config.numerics.attn_implementation, device, dtype, config.model,
                                        trust_remote_code=config.trust_remote_code)
     return Numerics(device, dtype, attn, *packing_shape(config, attn, device), world_size=world_size)
 
@@ -97,9 +97,9 @@ def packing_shape(config: TrainConfig, attn: str, device: torch.device) -> tuple
     (:mod:`tunescout.train.stepcost`). Setting ``max_tokens_per_row`` turns all of this off:
     rows packed up to it and the budget as given.
     """
-    budget = config.max_tokens_per_micro_batch
-    if config.max_tokens_per_row is not None:
-        return config.max_tokens_per_row, budget
+    budget = config.batch.max_tokens_per_micro_batch
+    if config.batch.max_tokens_per_row is not None:
+        return config.batch.max_tokens_per_row, budget
     if device.type == "cpu":
-        budget = min(budget, max(config.max_length, CPU_MICRO_BATCH_TOKENS))
+        budget = min(budget, max(config.processing.max_length, CPU_MICRO_BATCH_TOKENS))
     return None, budget

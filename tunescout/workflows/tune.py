@@ -24,7 +24,6 @@ from typing import Any, Callable, Sequence
 from tunescout.config import ConfigError
 from tunescout.settings import flatten_dotted, nest_dotted, parse_overrides
 from tunescout.stopping.promotion import expected_fraction
-from tunescout.stopping.policies import build_stopping
 from tunescout.stopping.rules import rung_samples
 from tunescout.study.spec import LORA_ONLY, DatasetSpec, StudySpec, validate
 
@@ -302,7 +301,7 @@ def _plan(spec: StudySpec, candidates: list[tuple[str, dict[str, Any]]], budget:
 
     rows = plan_study(spec)
     run_tokens = max(r["planned_tokens"] for r in rows)
-    min_steps = build_stopping(spec.stopping).rule.min_steps
+    min_steps = spec.early_stopping.rule.min_steps
     grid = len(candidates)
     if budget is not None:
         budget_runs = budget * grid if budget <= 1 else budget / run_tokens
@@ -340,10 +339,10 @@ def fit_to_dataset(candidates: list[tuple[str, dict[str, Any]]], fixed: dict[str
     data many times within one step; a batch of the whole set is the largest that means anything.
     Two candidates that become the same configuration run once.
     """
-    from tunescout.config import TrainConfig
+    from tunescout.config import BatchConfig
 
     out: list[tuple[str, dict[str, Any]]] = []
-    default = fixed.get("batch_size", TrainConfig.batch_size)
+    default = fixed.get("batch_size", BatchConfig.batch_size)
     for label, config in candidates:
         batch = config.get("batch_size", default)
         if isinstance(batch, int) and batch > n_rows:

@@ -122,6 +122,7 @@ def spawn_trial(
     restart: bool = False,
     timeout_s: float | None = None,
     env: dict[str, str] | None = None,
+    data_cache: str | None = None,
 ) -> "RunResult":
     """Train ``config`` on ``nprocs`` processes (FSDP2) and return rank 0's result.
 
@@ -138,6 +139,7 @@ def spawn_trial(
         timeout_s: end the ranks and report ``failed`` after this many seconds (checked between
             records: an ``early_stop`` that blocks holds it off).
         env: environment of the ranks (default: this process's), e.g. with ``CUDA_VISIBLE_DEVICES``.
+        data_cache: the ranks' ``train(data_cache=...)``: prepared data to read rather than tokenise.
 
     Returns:
         The :class:`~tunescout.train.loop.RunResult` rank 0 sent (also in ``result.json``); a run
@@ -157,7 +159,7 @@ def spawn_trial(
             Listener(("127.0.0.1", 0), authkey=authkey) as listener:
         spec = {"config": config.to_dict(), "resume": resume, "restart": restart,
                 "early_stop": early_stop is not None, "address": list(listener.address), "authkey": authkey.hex(),
-                "task_eval": asdict(task_eval) if task_eval else None}
+                "task_eval": asdict(task_eval) if task_eval else None, "data_cache": data_cache}
         spec_file = Path(tmp) / "spec.json"
         spec_file.touch(mode=0o600)
         spec_file.write_text(json.dumps(spec))
@@ -166,7 +168,7 @@ def spawn_trial(
         proc = subprocess.Popen(cmd, env=dict(env) if env is not None else None, start_new_session=True,
                                 preexec_fn=_parent_death_signal())
         try:
-            return _serve(proc, listener, authkey, early_stop, timeout_s, config.output_dir)
+            return _serve(proc, listener, authkey, early_stop, timeout_s, config.output.output_dir)
         finally:
             _stop(proc)
 
@@ -263,7 +265,8 @@ def run_spawned_rank(spec_file: str) -> int:
         config = build_config(spec["config"])
         task_eval = TaskEvalSpec(**spec["task_eval"]).build() if spec.get("task_eval") else None
         result = train(config, resume=spec["resume"], restart=spec["restart"],
-                       early_stop=ask if is_main and spec["early_stop"] else None, task_eval=task_eval)
+                       early_stop=ask if is_main and spec["early_stop"] else None, task_eval=task_eval,
+                       data_cache=spec.get("data_cache"))
         summary, status = asdict(result), 0 if result.status in ("completed", "stopped", "paused") else 1
     except BaseException as exc:  # noqa: BLE001 - reported to the caller, then the process fails
         summary = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}",

@@ -8,38 +8,21 @@ calls on their own study; the demo only chooses small sizes.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
 from tunescout.demo.base import ensure_demo_base
-from tunescout.demo.tasks import write_demo_datasets
+from tunescout.demo.study import N_EVAL, N_TRAIN, prepare_demo
 from tunescout.study.store import FINISHED
 
-__all__ = ["DEMO_STUDY", "N_EVAL", "N_TRAIN", "prepare_demo", "run_demo"]
-
-DEMO_STUDY = Path(__file__).with_name("study.yaml")
-N_TRAIN = 192
-N_EVAL = 32
+__all__ = ["run_demo"]
 
 
 def _stage(number: int, total: int, title: str, say: Callable[[str], None]) -> float:
     say(f"[{number}/{total}] {title}")
     return time.perf_counter()
-
-
-def prepare_demo(out_dir: str | Path, seed: int = 0) -> Path:
-    """Write the demo's datasets and study YAML into ``out_dir``; return the YAML's path."""
-    out = Path(out_dir)
-    names = [d["name"] for d in yaml.safe_load(DEMO_STUDY.read_text())["datasets"]]
-    write_demo_datasets(out / "data", n_train=N_TRAIN, n_eval=N_EVAL, seed=seed, tasks=names)
-    study = out / "study.yaml"
-    shutil.copyfile(DEMO_STUDY, study)
-    return study
 
 
 class _SweepProgress:
