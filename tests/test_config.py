@@ -169,3 +169,30 @@ def test_batch_refusal_counts_the_processes(monkeypatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "4")
     with pytest.raises(ConfigError, match=r"x 4 process\(es\) is `batch_size: 64`"):
         build_config({}, ["per_device_train_batch_size=2", "gradient_accumulation_steps=8"])
+
+
+def test_settings_read_grouped_and_are_written_flat_or_grouped(tmp_path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("optim: {learning_rate: 1.0e-4, schedule: cosine}\nbatch_size: 16\n")
+    cfg = load_config(path, ["batch.max_steps=5", "lr=3e-4"])  # a grouped override and a flat alias
+    assert (cfg.optim.learning_rate, cfg.optim.schedule, cfg.batch.batch_size, cfg.batch.max_steps) == \
+           (3e-4, "cosine", 16, 5)
+    flat = cfg.to_dict()
+    assert flat["learning_rate"] == 3e-4 and "optim" not in flat  # stores and run directories keep flat names
+    assert build_config(flat) == cfg
+    changed = cfg.updated(learning_rate=1e-3, output={"save_model": False})
+    assert changed.optim.learning_rate == 1e-3 and not changed.output.save_model and cfg.output.save_model
+    assert changed.optim.schedule == "cosine" and changed.batch == cfg.batch  # the rest as it was
+
+
+@pytest.mark.parametrize(("raw", "match"), [
+    ({"optim": {"batch_size": 8}}, r"unknown key `optim.batch_size` \(it belongs to `batch`\)"),
+    ({"optim": {"learnin_rate": 1}}, r"unknown key `optim.learnin_rate` \(did you mean `optim.learning_rate`\?\)"),
+    ({"batch": 32}, r"batch: expected a mapping of its settings \(batch_size, "),
+    ({"optim": {"learning_rate": -1.0}}, "learning_rate must be positive"),
+])
+def test_grouped_keys_are_checked_like_flat_ones(raw, match) -> None:
+    with pytest.raises(ConfigError, match=match):
+        build_config(raw)
+    with pytest.raises(ConfigError, match="learning_rate must be positive"):
+        TrainConfig.of(model="m").updated(learning_rate=-1.0)
