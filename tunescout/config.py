@@ -8,6 +8,7 @@ model is loaded, with the offending key named (and the closest valid key suggest
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -535,6 +536,7 @@ def _split(flat: dict[str, Any]) -> tuple[dict[str, Any], dict[str, dict[str, An
     return top, grouped
 
 
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
