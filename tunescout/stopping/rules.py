@@ -33,6 +33,7 @@ from tunescout.settings import did_you_mean
 from tunescout.stopping.signals import (
     RECIPE_SIGNALS,
     SIGNALS,
+    TrialProgress,
     _finite,
     _fmt,
     _is_number,
@@ -48,7 +49,6 @@ from tunescout.stopping.signals import (
     window_start,
     window_stats,
 )
-from tunescout.status import STATUSES
 
 __all__ = [
     "RECIPE_SIGNALS",
@@ -69,29 +69,6 @@ __all__ = [
     "window_start",
     "window_stats",
 ]
-
-
-@dataclass
-class TrialProgress:
-    """What the driver knows about one trial of a cohort, rebuilt from the store at any time."""
-
-    trial_id: str
-    planned_samples: int
-    """Samples the trial would see if run to the end; rungs are fractions of it."""
-    telemetry: list[dict]
-    """Step records so far, in order; each has ``step``, ``samples`` (cumulative), ``loss`` and
-    ``grad_norm`` (the last two None when non-finite)."""
-    evals: list[dict] = field(default_factory=list)
-    """Evaluations so far: ``{"samples": int, "val_loss": float, "metric": float | None}``."""
-    status: str = "running"
-    """One of pending | running | paused | completed | stopped | diverged | failed."""
-
-    def __post_init__(self) -> None:
-        planned = self.planned_samples
-        if isinstance(planned, bool) or not isinstance(planned, int) or planned < 1:
-            raise ValueError(f"trial {self.trial_id}: planned_samples must be a positive int, got {planned!r}")
-        if self.status not in STATUSES:
-            raise ValueError(f"trial {self.trial_id}: status {self.status!r} is not one of {', '.join(STATUSES)}")
 
 
 @runtime_checkable

@@ -8,13 +8,37 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
-if TYPE_CHECKING:
-    from tunescout.stopping.rules import TrialProgress
+from tunescout.status import STATUSES
 
-__all__ = ["RECIPE_SIGNALS", "SIGNALS", "dynamics_scores", "judge_samples", "keep_count", "parse_signals",
+__all__ = ["RECIPE_SIGNALS", "SIGNALS", "TrialProgress", "dynamics_scores", "judge_samples", "keep_count", "parse_signals",
            "rung_samples", "window_means", "window_start", "window_stats"]
+
+
+@dataclass
+class TrialProgress:
+    """What the driver knows about one trial of a cohort, rebuilt from the store at any time: what
+    every signal and rule reads."""
+
+    trial_id: str
+    planned_samples: int
+    """Samples the trial would see if run to the end; rungs are fractions of it."""
+    telemetry: list[dict]
+    """Step records so far, in order; each has ``step``, ``samples`` (cumulative), ``loss`` and
+    ``grad_norm`` (the last two None when non-finite)."""
+    evals: list[dict] = field(default_factory=list)
+    """Evaluations so far: ``{"samples": int, "val_loss": float, "metric": float | None}``."""
+    status: str = "running"
+    """One of pending | running | paused | completed | stopped | diverged | failed."""
+
+    def __post_init__(self) -> None:
+        planned = self.planned_samples
+        if isinstance(planned, bool) or not isinstance(planned, int) or planned < 1:
+            raise ValueError(f"trial {self.trial_id}: planned_samples must be a positive int, got {planned!r}")
+        if self.status not in STATUSES:
+            raise ValueError(f"trial {self.trial_id}: status {self.status!r} is not one of {', '.join(STATUSES)}")
 
 
 # --- numbers, rungs and windows --------------------------------------------------------------

@@ -23,7 +23,8 @@ import io
 import json
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import torch
 
@@ -39,10 +40,19 @@ from tunescout.train.checkpoint import (
     write_tensor_file,
 )
 
-if TYPE_CHECKING:
-    from tunescout.train.distributed.ranks import FsdpRanks
+__all__ = ["Ranks", "load_sharded_checkpoint", "save_sharded_checkpoint"]
 
-__all__ = ["load_sharded_checkpoint", "save_sharded_checkpoint"]
+
+class Ranks(Protocol):
+    """What a sharded checkpoint needs of the processes writing it (``FsdpRanks`` is one)."""
+
+    rank: int
+    size: int
+
+    def barrier(self) -> None: ...
+
+    def on_main(self, fn: Callable[[], Any]) -> Any: ...
+
 
 DCP_DIR = "dcp"
 GROUPS_FILE = "param_groups.json"
@@ -74,7 +84,7 @@ def _plain_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def save_sharded_checkpoint(world: FsdpRanks, run_dir: str | Path, model: torch.nn.Module,
+def save_sharded_checkpoint(world: Ranks, run_dir: str | Path, model: torch.nn.Module,
                             optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any],
                             keep: int = 1) -> Path:
     """Write ``checkpoints/step-N`` of a sharded run (collective: every rank calls it).
@@ -164,7 +174,7 @@ def _read_json(file: Path) -> Any:
         raise ValueError(f"{file}: not a safe tunescout checkpoint file (not JSON: {exc})") from exc
 
 
-def load_sharded_checkpoint(world: FsdpRanks, path: str | Path, model: torch.nn.Module,
+def load_sharded_checkpoint(world: Ranks, path: str | Path, model: torch.nn.Module,
                             optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
     """Restore a sharded checkpoint in place on every rank; return its saved state (collective).
 
