@@ -157,3 +157,36 @@ def test_dry_run_refuses_a_bad_stopping_rule(tmp_path: Path, capsys) -> None:
 
     assert main(["sweep", str(_study(tmp_path, GRID, "stopping: {rule: nope}\n")), "--dry-run"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def _phased_study(tmp_path: Path, train: str) -> Path:
+    for name in ("k.jsonl", "s.jsonl", "a_eval.jsonl"):
+        (tmp_path / name).write_text('{"prompt": "1+1=", "completion": "2"}\n')
+    path = tmp_path / "study.yaml"
+    path.write_text(
+        "name: phases\nmodels: [m1]\nmethods: [full]\n"
+        f"datasets:\n  - {{name: two, train: {train}, eval: a_eval.jsonl, metric: exact_match}}\n"
+        "grid:\n  strategy: [stacked, phased]\nfixed: {epochs: 1, max_length: 64, max_tokens_per_micro_batch: 256}\n"
+    )
+    return path
+
+
+def test_a_dataset_of_two_phases_gives_stacked_and_phased_trials(tmp_path: Path) -> None:
+    """Two tasks as the phases of one dataset: the recipe's stacked against phased comparison."""
+    spec = load_study(_phased_study(tmp_path, "[{path: k.jsonl, phase: 1}, {path: s.jsonl, phase: 2, epochs: 2}]"))
+    configs = {t.hparams["strategy"]: trial_config(spec, t) for t in expand_trials(spec)}
+    assert set(configs) == {"stacked", "phased"}
+    for config in configs.values():
+        assert [(d.path, d.phase, d.epochs) for d in config.data] == [
+            (str(tmp_path / "k.jsonl"), 1, None), (str(tmp_path / "s.jsonl"), 2, 2.0)]
+    assert configs["phased"].processing.strategy == "phased"
+
+
+@pytest.mark.parametrize(("train", "message"), [
+    ("[]", r"datasets\[0\]\.train: expected a path or a list"),
+    ("[{phase: 1}]", r"datasets\[0\]\.train\[0\]: expected a mapping with a `path`"),
+    ("[{path: k.jsonl, phse: 1}]", r"datasets\[0\]\.train\[0\]: unknown key `phse` \(did you mean `phase`\?\)"),
+])
+def test_a_bad_list_of_train_files_is_refused_at_load(tmp_path: Path, train: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_study(_phased_study(tmp_path, train))

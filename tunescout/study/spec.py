@@ -40,7 +40,9 @@ class DatasetSpec:
     """One dataset of a study: training file, held-out file and the task metric."""
 
     name: str
-    train: str
+    train: str | list[dict[str, Any]]
+    """A training file, or several as ``{path, phase, epochs}`` entries (a train config's ``data``),
+    e.g. two tasks as two phases, for a grid over ``strategy: [stacked, phased]``."""
     eval: str
     metric: str = DEFAULT_METRIC
     """Task metric computed on ``eval`` by generation (accuracy, exact_match, f1, rougeL), or val_loss."""
@@ -150,9 +152,10 @@ def _dataset_spec(raw: Any, i: int, base: Path, where: str) -> DatasetSpec:
     _check_keys(raw, DATASET_KEYS, at)
     if not all(k in raw for k in ("name", "train", "eval")):
         raise ConfigError(f"{at} needs `name`, `train` and `eval`")
-    for key in ("name", "train", "eval"):
+    for key in ("name", "eval"):
         if not isinstance(raw[key], str) or not raw[key]:
             raise ConfigError(f"{at}.{key}: expected a non-empty string, got {raw[key]!r}")
+    train = _train_entries(raw["train"], f"{at}.train", base)
     if raw.get("task_type") is not None and not isinstance(raw["task_type"], str):
         raise ConfigError(f"{at}.task_type: expected a string, got {raw['task_type']!r}")
     for key, optional in (("max_new_tokens", False), ("eval_limit", True)):
@@ -161,7 +164,23 @@ def _dataset_spec(raw: Any, i: int, base: Path, where: str) -> DatasetSpec:
                 isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ConfigError(f"{at}.{key}: expected a positive integer{' or null' if optional else ''}, "
                               f"got {value!r}")
-    return DatasetSpec(**{**raw, **{k: resolve_beside(raw[k], base) for k in ("train", "eval")}})
+    return DatasetSpec(**{**raw, "train": train, "eval": resolve_beside(raw["eval"], base)})
+
+
+def _train_entries(value: Any, at: str, base: Path) -> str | list[dict[str, Any]]:
+    """A dataset's ``train``: a path, or a non-empty list of data entries (``path`` and optionally
+    ``phase`` and ``epochs``), paths resolved against the study's folder."""
+    if isinstance(value, str) and value:
+        return resolve_beside(value, base)
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{at}: expected a path or a list of {{path, phase}} entries, got {value!r}")
+    entries = []
+    for j, entry in enumerate(value):
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not entry["path"]:
+            raise ConfigError(f"{at}[{j}]: expected a mapping with a `path`, got {entry!r}")
+        _check_keys(entry, ("path", "phase", "epochs"), f"{at}[{j}]")
+        entries.append({**entry, "path": resolve_beside(entry["path"], base)})
+    return entries
 
 
 def load_study(path: str | Path) -> StudySpec:
@@ -271,7 +290,8 @@ def _dataset(spec: StudySpec, name: str) -> DatasetSpec:
 def _build_trial_config(spec: StudySpec, model: str, method: str, dataset: DatasetSpec, hparams: dict[str, Any],
                         seed: int, output_dir: str) -> TrainConfig:
     raw = nest_dotted({**spec.fixed, **hparams})
-    raw.update(model=model, method=method, seed=seed, data=[{"path": dataset.train}],
+    data = [{"path": dataset.train}] if isinstance(dataset.train, str) else [dict(d) for d in dataset.train]
+    raw.update(model=model, method=method, seed=seed, data=data,
                eval_data=[{"path": dataset.eval}], output_dir=output_dir, progress=False)
     raw.setdefault("checkpoint_every", 20)
     if raw.get("track"):  # each trial is one tracker run, grouped by study (MLflow experiment, W&B group)
