@@ -164,6 +164,19 @@ def splits(task: Task, seed: int = 0) -> Iterator[tuple[str, list[dict]]]:
     yield "eval", [_chat(*r) for r in rows[task.n_train: task.n_train + task.n_eval]]
 
 
+MIXES = {"afinn-then-birth-date": ("afinn-polarity", "birth-date")}
+"""Held-out rows of two tasks, interleaved, for the recipe's stacked-against-phased trials
+(``recipe-phases.yaml``: the first task as phase 1, the second as phase 2)."""
+
+
+def interleave(*splits: list[dict]) -> list[dict]:
+    """Rows of each split in turn, so that a leading slice (``eval_limit``) holds both tasks."""
+    out = []
+    for rows in zip(*splits):
+        out.extend(rows)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE / "data")
@@ -174,6 +187,13 @@ def main() -> None:
             path = args.out / f"{task.name}_{split}.jsonl"
             path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
             print(f"{path}: {len(rows)} rows")
+    by_name = {task.name: task for task in TASKS}
+    for mix, names in MIXES.items():
+        evals = [dict(splits(by_name[name]))["eval"] for name in names]
+        rows = interleave(*evals)
+        path = args.out / f"{mix}_eval.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        print(f"{path}: {len(rows)} rows")
 
 
 if __name__ == "__main__":
