@@ -124,3 +124,22 @@ def test_fixed_configurations_are_scored_against_each_task_grid(bench, store, tm
     assert bench.fixed_entries(tmp_path / "partial.db", tasks) == {}
     doc = bench.run(store, seeds=1, budgets=[], peers=(), presets=presets)
     assert doc["methods"]["fixed:learning_rate=5e-05"]["mean_regret"] == pytest.approx(0.5)
+
+
+def test_the_rule_is_chosen_on_the_other_tasks_alone(bench, store, monkeypatch) -> None:
+    """Within one run's compute (a quarter of a 4-configuration grid) the best choice on t1-t3 is
+    CBS's top configuration to the end; the held-out task never takes part in its own choice."""
+    tasks, table, spec, tables = bench.load_reference(store)
+    others = {n: t for n, t in tasks.items() if n != "t4"}
+    assert bench.choose_policy(others, table, spec, tables, budget=0.25) == (1, {})
+
+    asha = {"rule": "asha", "signal": "val_loss", "mode": "promote", "rungs": [0.25], "eta": 3}
+    monkeypatch.setattr(bench, "policy_space", lambda grid: [(1, {}), (2, {}), (4, asha)])  # fewer replays
+    seen = []
+    real = bench.choose_policy
+    monkeypatch.setattr(bench, "choose_policy", lambda ts, *a, **kw: seen.append(set(ts)) or real(ts, *a, **kw))
+    doc = bench.run(store, seeds=1, budgets=[], peers=(), choose_budgets=[0.25])
+    assert seen == [set(TASKS) - {t} for t in sorted(TASKS)]
+    chosen = doc["methods"]["tunescout-chosen-0.25"]["per_task"]
+    assert chosen["t1"] == {"regret": 0.0, "compute": 0.25}
+    assert chosen["t4"]["regret"] == pytest.approx((0.9 - 0.6) / 0.9)  # 1e-3, best elsewhere, is second on t4
