@@ -183,6 +183,10 @@ def test_settings_read_grouped_and_are_written_flat_or_grouped(tmp_path) -> None
     changed = cfg.updated(learning_rate=1e-3, output={"save_model": False})
     assert changed.optim.learning_rate == 1e-3 and not changed.output.save_model and cfg.output.save_model
     assert changed.optim.schedule == "cosine" and changed.batch == cfg.batch  # the rest as it was
+    dotted = cfg.updated(**{"lora.r": 8, "optim.warmup_steps": 3})  # as a grid names them
+    assert (dotted.lora.r, dotted.lora.dropout, dotted.optim.warmup_steps) == (8, cfg.lora.dropout, 3)
+    nested = dotted.updated(lora={"dropout": 0.1})  # the adapter's other settings stay
+    assert (nested.lora.r, nested.lora.dropout) == (8, 0.1)
 
 
 @pytest.mark.parametrize(("raw", "match"), [

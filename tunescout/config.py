@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from tunescout.settings import (ConfigError, as_number, did_you_mean, merge_nested, parse_overrides,
+from tunescout.settings import (ConfigError, as_number, did_you_mean, merge_nested, nest_dotted, parse_overrides,
                                 resolve_beside)
 
 __all__ = [
@@ -376,8 +376,12 @@ class TrainConfig:
         return build_config(settings)
 
     def updated(self, **changes: Any) -> TrainConfig:
-        """A copy with some settings changed, named flat (``learning_rate=...``) or grouped, and
+        """A copy with some settings changed, named flat (``learning_rate=...``), grouped, or
+        dotted as a grid names them (``**{"lora.r": 8}``: the adapter's other settings stay), and
         checked again; the settings left alone keep their values as they are."""
+        changes = nest_dotted(changes)
+        if isinstance(changes.get("lora"), dict):
+            changes["lora"] = {**dataclasses.asdict(self.lora), **changes["lora"]}
         top, grouped = _split(_normalise_data(_normalise_data(_flat(changes), "data"), "eval_data"))
         groups = {group: dataclasses.replace(getattr(self, group), **values) for group, values in grouped.items()}
         return dataclasses.replace(self, **top, **groups)
