@@ -12,10 +12,12 @@ Methods:
 
 - ``tunescout``: the default ``tune`` (top ``k=5`` of the CBS ranking of the other tasks, promote
   mode, ASHA on validation loss at 25%, eta 3), replayed through the sweep's own promotion code.
-- ``tunescout-budget-B``: ``tune --budget B`` (k and rungs planned by :func:`plan_budget`).
-- ``tunescout-chosen-B``: k and the rule chosen by replay on the *other* tasks (the lowest mean
-  regret there within B of a grid, :func:`choose_policy`), then applied to the held-out task:
-  a rule picked across studies, never on the task it is judged on.
+- ``tunescout-budget-B``: ``tune --from STORE --budget B``: k and the rule chosen by replay on
+  the *other* tasks (the lowest mean regret there within B of a grid,
+  :func:`tunescout.analysis.choice.choose_policy`), then applied to the held-out task: a rule
+  picked across studies, never on the task it is judged on.
+- ``tunescout-plan-B``: ``tune --budget B`` from a source without curves (a results table): k
+  and rungs planned by :func:`plan_budget` for ASHA on validation loss.
 - ``optuna-tpe-hyperband``: Optuna's TPE sampler with its Hyperband pruner over the grid.
 - ``optuna-grid-sh``: Optuna's grid sampler with successive halving.
 - ``ray-asha``, ``ray-hyperband``: Ray Tune's ASHA and HyperBand schedulers over the grid.
@@ -43,16 +45,14 @@ import random
 import statistics
 import subprocess
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from tunescout.analysis import rank_results, results_from_store
-from tunescout.analysis.replay import replay_stopping
-from tunescout.study.export import store_tables
-from tunescout.study.store import open_store
+from tunescout.analysis import results_from_store
+from tunescout.analysis.choice import (TaskCurves, cbs_order, choose_policy, describe_policy, load_curves,
+                                       replay_tune)
 from tunescout.workflows.tune import DEFAULT_STOPPING, plan_budget
 
 HERE = Path(__file__).resolve().parent
@@ -60,148 +60,10 @@ DEFAULT_STORE = HERE / "results" / "reference" / "reference.db"
 DEFAULT_PRESETS = HERE / "results" / "reference" / "presets.db"
 
 
-@dataclass(frozen=True)
-class Curve:
-    """One configuration's recorded run on one task: what a method can observe, and its cost."""
-
-    config_id: str
-    trial_id: str
-    points: tuple[tuple[int, int, float | None, float | None], ...]
-    """``(samples, tokens trained, val_loss, task metric)`` at each evaluation, the last the final."""
-
-    @property
-    def final(self) -> float:
-        return float(self.points[-1][3])
-
-    @property
-    def tokens(self) -> int:
-        return self.points[-1][1]
-
-
-@dataclass
-class Task:
-    name: str
-    curves: dict[str, Curve]
-    """By config id: every configuration of the grid, run to the end."""
-
-    @property
-    def best(self) -> float:
-        return max(c.final for c in self.curves.values())
-
-    @property
-    def grid_tokens(self) -> int:
-        return sum(c.tokens for c in self.curves.values())
-
-    def regret(self, config_id: str) -> float:
-        return (self.best - self.curves[config_id].final) / self.best if self.best else 0.0
-
-
-def load_reference(store: Path) -> tuple[dict[str, Task], pd.DataFrame, dict[str, Any], dict[str, pd.DataFrame]]:
-    """The reference grid: per task its curves (completed trials only), the results table CBS
-    ranks, the study spec and the store's tables (for replaying tunescout's own rules)."""
-    with open_store(store, readonly=True) as db:
-        tables, spec = store_tables(db), db.study_spec()
-    table = results_from_store(store, include="completed")
-    metric_of = {d["name"]: d["metric"] for d in spec["datasets"]}
-    config_of = {(r.dataset, r.trial_ids): r.config_id for r in table.itertuples()}  # one seed: one trial id
-    tasks: dict[str, Task] = {}
-    results, telemetry = tables["results"], tables["telemetry"]
-    for t in tables["trials"].to_dict("records"):
-        if t["status"] != "completed" or (t["dataset"], t["trial_id"]) not in config_of:
-            continue
-        mine = results[results["trial_id"] == t["trial_id"]]
-        tel = telemetry[telemetry["trial_id"] == t["trial_id"]].set_index("samples")["tokens"]
-        points = []
-        for samples, group in mine.groupby("samples"):
-            values = dict(zip(group["name"], group["value"]))
-            points.append((int(samples), int(tel.get(samples, t["tokens"])), values.get("val_loss"),
-                           values.get(metric_of[t["dataset"]])))
-        cid = config_of[(t["dataset"], t["trial_id"])]
-        tasks.setdefault(t["dataset"], Task(t["dataset"], {})).curves[cid] = Curve(cid, t["trial_id"], tuple(points))
-    return tasks, table, spec, tables
-
-
-def cbs_order(table: pd.DataFrame, held_out: str) -> list[str]:
-    """The grid ranked by CBS on every task but ``held_out``: what `tune --from` takes from the top."""
-    ranking = next(iter(rank_results(table[table["dataset"] != held_out], group_by=None).values()))
-    return list(ranking["config_id"])
-
-
-# --- tunescout: tune's own promotion code, replayed --------------------------------------------
-
-
-_REPLAYED: dict[tuple, tuple[str, int]] = {}
-"""Replays already made in this process, by task, candidates in order and rule: choosing a rule
-replays each one on every other task, and many candidate lists recur."""
-
-
-def replay_tune(task: Task, order: Sequence[str], k: int, rule: dict[str, Any], spec: dict[str, Any],
-                tables: dict[str, pd.DataFrame]) -> tuple[str, int]:
-    """(winner's config id, tokens trained) of tune's study of the top ``k`` of ``order``."""
-    chosen = [c for c in order if c in task.curves][:k]
-    key = (id(tables), task.name, tuple(chosen), json.dumps(rule, sort_keys=True))
-    if key not in _REPLAYED:
-        _REPLAYED[key] = _replay_tune(task, chosen, rule, spec, tables)
-    return _REPLAYED[key]
-
-
-def _replay_tune(task: Task, chosen: list[str], rule: dict[str, Any], spec: dict[str, Any],
-                 tables: dict[str, pd.DataFrame]) -> tuple[str, int]:
-    ids = [task.curves[c].trial_id for c in chosen]
-    if not rule.get("rungs"):  # no stopping: every candidate to the end
-        winner = max(chosen, key=lambda c: task.curves[c].final)
-        return winner, sum(task.curves[c].tokens for c in chosen)
-    trials = tables["trials"][tables["trials"]["trial_id"].isin(ids)]
-    replay = replay_stopping(tables["telemetry"], trials, tables["results"], spec, [rule])
-    rows = replay.trials.set_index("trial_id")
-    kept = [c for c in chosen if not rows.at[task.curves[c].trial_id, "stopped"]]
-    winner = max(kept, key=lambda c: task.curves[c].final)  # tune keeps the best completed candidate
-    return winner, int(rows["tokens_used"].sum())
-
-
-# --- tunescout, its rule chosen on the other tasks ----------------------------------------------
-
-
-def policy_space(grid: int) -> list[tuple[int, dict[str, Any]]]:
-    """The (k, rule) pairs a choice is made among: the top k candidates, each trained to the end or
-    ranked by ASHA in promote mode on validation loss or on the task metric, at the grid's rungs."""
-    space: list[tuple[int, dict[str, Any]]] = []
-    for k in range(1, grid + 1):
-        space.append((k, {}))
-        for rungs in ([0.1], [0.25], [0.1, 0.25]):
-            for eta in sorted({2, 3, k} - {1}):
-                for signal in ("val_loss", "metric"):
-                    space.append((k, {"rule": "asha", "signal": signal, "mode": "promote", "rungs": rungs,
-                                      "eta": eta}))
-    return space
-
-
-def _label(k: int, rule: dict[str, Any]) -> str:
-    if not rule:
-        return f"top {k}, each to the end"
-    return f"top {k}, ASHA on {rule['signal']} at {rule['rungs']}, eta {rule['eta']}"
-
-
-def choose_policy(tasks: dict[str, Task], table: pd.DataFrame, spec: dict[str, Any],
-                  tables: dict[str, pd.DataFrame], budget: float) -> tuple[int, dict[str, Any]]:
-    """The (k, rule) of :func:`policy_space` with the lowest mean regret over ``tasks`` among those
-    whose mean compute is at most ``budget`` of a grid, each task tuned from the CBS ranking of the
-    others; ties go to less compute. Given only tasks other than the one it will tune, the choice
-    is never made in-sample."""
-    grid = len(next(iter(tasks.values())).curves)
-    orders = {n: cbs_order(table[table["dataset"].isin(tasks)], n) for n in tasks}
-    best: tuple[float, float, int] | None = None
-    chosen = (1, {})
-    for index, (k, rule) in enumerate(policy_space(grid)):
-        outcomes = [replay_tune(t, orders[n], k, rule, spec, tables) for n, t in tasks.items()]
-        compute = statistics.fmean(tok / t.grid_tokens for (_, tok), t in zip(outcomes, tasks.values()))
-        if compute > budget + 1e-9:
-            continue
-        regret = statistics.fmean(t.regret(c) for (c, _), t in zip(outcomes, tasks.values()))
-        key = (round(regret, 12), round(compute, 12), index)
-        if best is None or key < best:
-            best, chosen = key, (k, rule)
-    return chosen
+# The reference grid's curves and tune's replay are the library's (tunescout.analysis.choice):
+# the benchmark judges the code `tune --budget` runs.
+load_reference = load_curves
+Task = TaskCurves
 
 
 # --- peers: the real libraries on the recorded curves ------------------------------------------
@@ -383,8 +245,7 @@ def fixed_entries(presets: Path, tasks: dict[str, Task]) -> dict[str, dict[str, 
 
 
 def run(store: Path, seeds: int, budgets: Sequence[float], peers: Sequence[str] = ("optuna", "ray"),
-        presets: Path | None = None, choose_budgets: Sequence[float] = ()) -> dict[str, Any]:
-    _REPLAYED.clear()
+        presets: Path | None = None) -> dict[str, Any]:
     tasks, table, spec, tables = load_reference(store)
     complete = {n: t for n, t in tasks.items() if len(t.curves) == max(len(x.curves) for x in tasks.values())}
     if len(complete) < 3:
@@ -392,6 +253,7 @@ def run(store: Path, seeds: int, budgets: Sequence[float], peers: Sequence[str] 
     grid = len(next(iter(complete.values())).curves)
     table = table[table["dataset"].isin(complete)]
     methods: dict[str, dict[str, dict[str, float]]] = {}
+    replays: dict = {}  # a task's replay under the same candidates and rule, whichever task is held out
 
     def record(name: str, task: Task, outcomes: list[tuple[str, int]]) -> None:
         methods.setdefault(name, {})[task.name] = {
@@ -400,17 +262,16 @@ def run(store: Path, seeds: int, budgets: Sequence[float], peers: Sequence[str] 
 
     for name, task in sorted(complete.items()):
         order = cbs_order(table, name)
-        winner, tokens = replay_tune(task, order, 5, DEFAULT_STOPPING, spec, tables)
+        winner, tokens = replay_tune(task, order, 5, DEFAULT_STOPPING, spec, tables, replays)
         record("tunescout", task, [(winner, tokens)])
+        others = {n: t for n, t in complete.items() if n != name}
         for budget in budgets:
+            policy = choose_policy(others, table, spec, tables, budget, replays)
+            print(f"{name}: --budget {budget:g}, chosen on the other tasks: {describe_policy(policy)}", flush=True)
+            record(f"tunescout-budget-{budget:g}", task, [replay_tune(task, order, *policy, spec, tables, replays)])
             plan = plan_budget(grid, budget * grid, DEFAULT_STOPPING["eta"])
             rule = {**DEFAULT_STOPPING, "rungs": plan.rungs} if plan.rungs else {}
-            record(f"tunescout-budget-{budget:g}", task, [replay_tune(task, order, plan.k, rule, spec, tables)])
-        for budget in choose_budgets:
-            others = {n: t for n, t in complete.items() if n != name}
-            k, rule = choose_policy(others, table, spec, tables, budget)
-            print(f"{name}: chosen on the other tasks for {budget:g} of a grid: {_label(k, rule)}", flush=True)
-            record(f"tunescout-chosen-{budget:g}", task, [replay_tune(task, order, k, rule, spec, tables)])
+            record(f"tunescout-plan-{budget:g}", task, [replay_tune(task, order, plan.k, rule, spec, tables, replays)])
         spend = tokens
         record("random", task, [run_random(task, spend, s) for s in range(seeds)])
         for kind in ("tpe-hyperband", "grid-sh") if "optuna" in peers else ():
@@ -440,8 +301,6 @@ def main() -> None:
     parser.add_argument("--presets", type=Path, default=DEFAULT_PRESETS,
                         help="store of benchmarks/reference/presets.yaml (left out when it does not exist)")
     parser.add_argument("--budgets", type=float, nargs="*", default=[0.1, 0.2, 0.3])
-    parser.add_argument("--choose", type=float, nargs="*", default=[0.1],
-                        help="budgets (fractions of a grid) for which k and the rule are chosen on the other tasks")
     parser.add_argument("--peers", nargs="*", default=["optuna", "ray"], choices=["optuna", "ray"],
                         help="peer libraries to run (Ray Tune starts an actor per trial: minutes on a busy 2-core machine)")
     args = parser.parse_args()
@@ -450,8 +309,7 @@ def main() -> None:
 
         # a Ray of its own ("local"), never a cluster that happens to run here (its other jobs would share it)
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    doc = run(args.store, args.seeds, args.budgets, args.peers, args.presets if args.presets.exists() else None,
-              args.choose)
+    doc = run(args.store, args.seeds, args.budgets, args.peers, args.presets if args.presets.exists() else None)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(format_table(doc))

@@ -53,6 +53,18 @@ def _write_store(path: Path, name: str, lrs, scores, tasks=TASKS) -> Path:
     return path
 
 
+ASHA = {"rule": "asha", "signal": "val_loss", "mode": "promote", "rungs": [0.25], "eta": 3}
+
+
+@pytest.fixture(autouse=True)
+def few_choices(monkeypatch) -> None:
+    """`--budget` replays every choice of k and rule on every other task: a handful keeps these
+    tests to seconds (tests/analysis/test_choice.py covers the whole space)."""
+    import tunescout.analysis.choice as choice
+
+    monkeypatch.setattr(choice, "policy_space", lambda grid: [(1, {}), (2, {}), (grid, ASHA), (grid, {})])
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     """4 tasks x 4 learning rates. Validation loss at the rungs ranks like the final score."""
@@ -88,7 +100,7 @@ def test_the_benchmark_writes_its_schema_with_every_peer(bench, store, peers) ->
     doc = bench.run(store, seeds=2, budgets=[0.5], peers=peers)
     assert set(doc) == {"model", "tasks", "grid_configs", "commit", "methods"}
     assert doc["tasks"] == list(TASKS) and doc["grid_configs"] == 4
-    expected = {"tunescout", "tunescout-budget-0.5", "random",
+    expected = {"tunescout", "tunescout-budget-0.5", "tunescout-plan-0.5", "random",
                 *({"optuna-tpe-hyperband", "optuna-grid-sh"} if "optuna" in peers else {"ray-asha", "ray-hyperband"})}
     assert set(doc["methods"]) == expected
     for name, m in doc["methods"].items():
@@ -133,13 +145,11 @@ def test_the_rule_is_chosen_on_the_other_tasks_alone(bench, store, monkeypatch) 
     others = {n: t for n, t in tasks.items() if n != "t4"}
     assert bench.choose_policy(others, table, spec, tables, budget=0.25) == (1, {})
 
-    asha = {"rule": "asha", "signal": "val_loss", "mode": "promote", "rungs": [0.25], "eta": 3}
-    monkeypatch.setattr(bench, "policy_space", lambda grid: [(1, {}), (2, {}), (4, asha)])  # fewer replays
     seen = []
     real = bench.choose_policy
     monkeypatch.setattr(bench, "choose_policy", lambda ts, *a, **kw: seen.append(set(ts)) or real(ts, *a, **kw))
-    doc = bench.run(store, seeds=1, budgets=[], peers=(), choose_budgets=[0.25])
+    doc = bench.run(store, seeds=1, budgets=[0.25], peers=())
     assert seen == [set(TASKS) - {t} for t in sorted(TASKS)]
-    chosen = doc["methods"]["tunescout-chosen-0.25"]["per_task"]
+    chosen = doc["methods"]["tunescout-budget-0.25"]["per_task"]
     assert chosen["t1"] == {"regret": 0.0, "compute": 0.25}
     assert chosen["t4"]["regret"] == pytest.approx((0.9 - 0.6) / 0.9)  # 1e-3, best elsewhere, is second on t4

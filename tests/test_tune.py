@@ -170,3 +170,47 @@ def test_candidates_fit_the_dataset_and_fewer_than_k_says_why(tiny_model_dir: Pa
     candidate_configs(str(tiny_model_dir), "lora", preset="cbs-mistral-7b-lora", k=3, say=said.append)
     assert "one candidate, the preset cbs-mistral-7b-lora given" in said[0]
     assert "made for mistral models of 7B" in said[1]
+
+
+def _curves_store(path: Path) -> Path:
+    """A reference grid run to the end: 3 tasks x 3 learning rates, LoRA, 10 steps of 10 samples,
+    evaluated at 10 and 30 samples; 1e-3 is best on every task, and its early scores say so."""
+    finals = {1e-4: 0.3, 1e-3: 0.9, 3e-3: 0.6}
+    tasks = ("x", "y", "z")
+    spec = {"name": "ref", "models": ["m"], "fixed": {}, "datasets": [{"name": t, "metric": "accuracy"} for t in tasks]}
+    rows = [{"trial_id": f"{t}-{i}", "model": "m", "method": "lora", "dataset": t,
+             "hparams": {"learning_rate": lr, "batch_size": 4}, "seed": 0, "config": {}, "run_dir": "",
+             "planned_samples": 100, "planned_tokens": 1000} for t in tasks for i, lr in enumerate(finals)]
+    with open_store(path) as db:
+        db.sync_trials("ref", spec, rows)
+        for row in rows:
+            final = finals[row["hparams"]["learning_rate"]]
+            db.mark_running(row["trial_id"])
+            for step in range(1, 11):
+                record = {"step": step, "samples": 10 * step, "tokens": 100 * step, "loss": 1.0, "grad_norm": 1.0}
+                if step in (1, 3):
+                    record.update(val_loss=1.0 - final, metrics={"accuracy": final - 0.1 * (3 - step)})
+                db.add_telemetry(row["trial_id"], record)
+            db.finish(row["trial_id"], "completed", metrics={"accuracy": final, "val_loss": 1.0 - final},
+                      totals={"steps": 10, "samples": 100, "tokens": 1000})
+    return path
+
+
+def test_a_budget_from_a_store_of_curves_takes_the_rule_chosen_on_its_tasks(tiny_model_dir: Path, task,
+                                                                            tmp_path: Path, caplog) -> None:
+    """A third of a 3-configuration grid is one run: on every task of the source, CBS's top
+    configuration alone reaches the best, so that is the plan, said before anything trains."""
+    caplog.set_level("INFO", logger="tunescout")
+    out = tmp_path / "tune"
+    args = ["tune", "--model", str(tiny_model_dir), "--method", "lora", "--train", str(task[0]), "--eval",
+            str(task[1]), "--metric", "accuracy", "--from", str(_curves_store(tmp_path / "ref.db")),
+            "--budget", "0.34", "--out", str(out), *SMALL]
+    assert main(args) == 0
+    messages = [r.getMessage() for r in caplog.records]
+    chosen = next(m for m in messages if m.startswith("--budget 0.34: chosen by replaying tune on the 3 tasks"))
+    assert chosen.endswith("the top 1, each trained to the end")
+    plan = next(m for m in messages if m.startswith("plan: "))
+    assert "1 candidates" in plan and "'rule': 'none'" in plan
+    with open_store(out / "tune.db", readonly=True) as store:
+        [trial] = store.trials()
+    assert trial["hparams"]["learning_rate"] == 1e-3

@@ -422,7 +422,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="trials at once")
     p.add_argument("--budget", type=float, default=None,
                    help="compute to spend: a fraction of the grid (0.1 = a tenth of running every ranked "
-                        "configuration to the end) or tokens (above 1); sets --k and the rungs")
+                        "configuration to the end) or tokens (above 1); sets --k and the rule (chosen by "
+                        "replay on the --from store's tasks when it holds whole curves)")
     p.add_argument("--out", default="runs/tune", help="folder for the store, runs, best/ and the report")
     p.set_defaults(func=_cmd_tune)
 

@@ -205,7 +205,8 @@ def tune(model: str, method: str, train: str, eval: str, metric: str = "val_loss
         configs=[c for _, c in candidates], fixed={**fixed, "save_model": True},  # the winner is copied out
         stopping=rule, store=str((out / "tune.db").resolve()), runs_dir=str((out / "runs").resolve()))
     validate(spec)
-    candidates, spec = _plan(spec, candidates, budget, say)
+    policy = _chosen_policy(source, method, budget, say) if budget is not None and budget <= 1 else None
+    candidates, spec = _plan(spec, candidates, budget, say, policy)
     run_sweep(spec, workers=workers, on_event=say)
 
     higher = get_metric(metric).higher_is_better
@@ -293,17 +294,44 @@ def pause_fractions(rows: Sequence[dict[str, Any]],
     return where
 
 
+def _chosen_policy(source: str | None, method: str, budget: float,
+                   say: Callable[[str], None]) -> tuple[int, dict[str, Any]] | None:
+    """k and the rule for ``budget`` (a fraction of the grid), chosen by replay on the ``--from``
+    store's tasks (:func:`tunescout.analysis.choice.choose_policy`); None when the source holds no
+    grid of whole curves on at least two tasks (a results table, a study stopped early), and the
+    plan then comes from :func:`plan_budget`."""
+    from tunescout.analysis.choice import choose_policy, describe_policy, load_curves
+    from tunescout.analysis.table import TABLE_SUFFIXES
+
+    if not source or source.endswith(TABLE_SUFFIXES):
+        return None
+    tasks, table, spec, tables = load_curves(source, method)
+    if len(tasks) < 2:
+        log.debug("--budget: %s has %d tasks with whole curves; planning without them", source, len(tasks))
+        return None
+    policy = choose_policy(tasks, table, spec, tables, budget)
+    say(f"--budget {budget:g}: chosen by replaying tune on the {len(tasks)} tasks of {source}, each from the "
+        f"others' ranking: {describe_policy(policy)}")
+    return policy
+
+
 def _plan(spec: StudySpec, candidates: list[tuple[str, dict[str, Any]]], budget: float | None,
-          say: Callable[[str], None]) -> tuple[list[tuple[str, dict[str, Any]]], StudySpec]:
-    """Fit the candidates and rungs to the budget, and say the plan and its expected compute
-    before anything trains."""
+          say: Callable[[str], None], policy: tuple[int, dict[str, Any]] | None = None,
+          ) -> tuple[list[tuple[str, dict[str, Any]]], StudySpec]:
+    """Fit the candidates and rungs to the budget (``policy``: as chosen on the source's tasks),
+    and say the plan and its expected compute before anything trains."""
     from tunescout.study.sweep import plan_study
 
     rows = plan_study(spec)
     run_tokens = max(r["planned_tokens"] for r in rows)
     min_steps = spec.early_stopping.rule.min_steps
     grid = len(candidates)
-    if budget is not None:
+    if policy is not None:
+        k, rule = policy
+        candidates = candidates[:k]
+        spec = dataclasses.replace(spec, configs=[c for _, c in candidates], stopping=dict(rule) or {"rule": "none"})
+        validate(spec)
+    elif budget is not None:
         budget_runs = budget * grid if budget <= 1 else budget / run_tokens
         plan = plan_budget(grid, budget_runs, float(spec.stopping.get("eta", 3)),
                            spec.stopping.get("mode") == "promote", pause_fractions(rows, min_steps))
