@@ -261,6 +261,17 @@ def test_asha_replays_on_the_val_loss_recorded_at_its_rungs() -> None:
     assert "at 25 samples" in replay.summary.iloc[1]["reason"]
 
 
+def test_a_rule_replayed_on_some_cohorts_says_how_many_it_skipped() -> None:
+    val = {t: {10: v, 100: 0.1} for t, v in {"a": 1.0, "b": 0.5, "c": 2.0, "d": 3.0}.items()}
+    with_rung = four({"a": 0.6, "b": 0.7, "c": 0.9, "d": 0.5}, val_loss=val)
+    without = [{**s, "id": "x" + s["id"], "model": "m2"} for s in four({"a": 0.6, "b": 0.7, "c": 0.9, "d": 0.5})]
+    trials, telemetry, results = make_tables(with_rung + without)
+    replay = replay_stopping(telemetry, trials, results, SPEC, [{"rule": "asha", "rungs": [0.1], "eta": 2}])
+    summary = replay.summary.iloc[0]
+    assert summary["replayable"] and summary["n_replayed"] == 1 and summary["n_cohorts"] == 2
+    assert summary["reason"].startswith("1 of 2 cohorts skipped: ") and "at 10 samples" in summary["reason"]
+
+
 def test_replay_uses_completed_trials_per_cohort_and_sums_over_cohorts() -> None:
     specs = four({"a": 0.95, "b": 0.9, "c": 0.8, "d": 0.5})
     other = [{**s, "id": "x" + s["id"], "model": "m2"} for s in specs]

@@ -312,8 +312,12 @@ def _summarise(spec: Mapping[str, Any], label: str, cohorts: pd.DataFrame) -> di
     reasons = mine.loc[~mine["replayable"], "reason"]
     used, full = done["tokens_used"].sum(), done["tokens_full"].sum()
     fraction = used / full if full else math.nan
+    # A rule replayed on some cohorts says how many it skipped, so its reason never reads as if
+    # the rows it did replay were not replayable.
+    reason = "" if reasons.empty else reasons.iloc[0] if done.empty else (
+        f"{len(reasons)} of {len(mine)} cohorts skipped: {reasons.iloc[0]}")
     return {"rule": label, "spec": json.dumps(dict(spec), sort_keys=True), "replayable": len(done) > 0,
-            "reason": reasons.iloc[0] if len(reasons) else "", "n_cohorts": len(mine), "n_replayed": len(done),
+            "reason": reason, "n_cohorts": len(mine), "n_replayed": len(done),
             "n_trials": int(done["n_trials"].sum()), "n_stopped": int(done["n_stopped"].sum()),
             "tokens_used": used, "tokens_full": full, "token_fraction": fraction, "compute_saved": 1 - fraction,
             "mean_regret_rel": done["regret_rel"].mean(), "max_regret_rel": done["regret_rel"].max(),
