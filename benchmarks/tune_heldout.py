@@ -33,6 +33,12 @@ A method's regret on a task is (best final score of the task's grid - final scor
 configuration it returns) / best; its compute is the tokens it trained over the tokens of the
 task's whole grid.
 
+``--real B`` also runs ``tune --from STORE --budget B`` for real on each held-out task (what the
+replays stand for): the store it ranks is a copy without that task, the task's files are the
+suite's own, and the entry ``tunescout-budget-B-real`` adds, per task, the winner it trained, its
+score, and its wall time over the task's grid's. A real run trains the same configurations on
+the same data as the grid did, so its winner and score should match the replay's.
+
 Run: ``.venv/bin/python benchmarks/tune_heldout.py [--store benchmarks/results/reference/reference.db]``
 (``pip install -e '.[bench]'`` for Optuna and Ray). Writes ``benchmarks/results/tune_heldout.json``.
 """
@@ -244,6 +250,59 @@ def fixed_entries(presets: Path, tasks: dict[str, Task]) -> dict[str, dict[str, 
     return {name: per_task for name, per_task in out.items() if set(per_task) == set(tasks)}
 
 
+def store_without(store: Path, task: str, dest: Path) -> Path:
+    """A copy of ``store`` without ``task``: what ``tune --from`` may know when ``task`` is the new
+    dataset (its trials of every spec version, their records, and its entry in the study spec)."""
+    import sqlite3
+    from contextlib import closing
+
+    dest.unlink(missing_ok=True)
+    with closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as src, closing(sqlite3.connect(dest)) as out:
+        src.backup(out)
+    with closing(sqlite3.connect(dest)) as db, db:
+        db.execute("DELETE FROM trials WHERE dataset = ?", (task,))
+        for table in ("results", "telemetry", "decisions"):
+            db.execute(f"DELETE FROM {table} WHERE trial_id NOT IN (SELECT trial_id FROM trials)")
+        for name, text in db.execute("SELECT name, spec FROM studies").fetchall():
+            spec = json.loads(text)
+            spec["datasets"] = [d for d in spec.get("datasets", []) if d["name"] != task]
+            db.execute("UPDATE studies SET spec = ? WHERE name = ?", (json.dumps(spec), name))
+    return dest
+
+
+def run_real(store: Path, budget: float, names: Sequence[str], out: Path, workers: int = 2,
+             study: Path = HERE / "reference" / "study.yaml") -> dict[str, dict[str, Any]]:
+    """``tune --from <store without the task> --budget B`` trained for real on each task of
+    ``names`` (the suite's files and evaluation settings, from ``study``); per task its regret
+    against the grid's best, its compute (tokens, and wall time) over the grid's, and its winner."""
+    from tunescout.analysis import config_id_of
+    from tunescout.study.spec import load_study
+    from tunescout.study.store import open_store
+    from tunescout.workflows.tune import tune
+
+    tasks, _, spec, tables = load_reference(store)
+    files = {d.name: d for d in load_study(study).datasets}
+    walls = tables["trials"].set_index("trial_id")["wall_s"]
+    out.mkdir(parents=True, exist_ok=True)
+    per_task: dict[str, dict[str, Any]] = {}
+    for name in names:
+        task, d = tasks[name], files[name]
+        source = store_without(store, name, out / f"without-{name}.db")
+        result = tune(spec["models"][0], "lora", d.train, d.eval, d.metric, out / name, source=str(source),
+                      budget=budget, workers=workers, max_new_tokens=d.max_new_tokens, eval_limit=d.eval_limit,
+                      say=lambda m: print(f"{name}: {m}", flush=True))
+        with open_store(result.store, readonly=True) as db:
+            trials = db.trials()
+        winner = next(f for f in result.fates if f.get("winner"))
+        grid_wall = float(sum(walls[c.trial_id] for c in task.curves.values()))
+        per_task[name] = {"regret": max((task.best - winner["score"]) / task.best, 0.0) if task.best else 0.0,
+                          "compute": sum(t["tokens"] for t in trials) / task.grid_tokens,
+                          "wall": sum(t["wall_s"] for t in trials) / grid_wall if grid_wall else None,
+                          "winner": config_id_of(winner["config"]), "score": winner["score"]}
+        print(f"{name}: real tune --budget {budget:g}: {per_task[name]}", flush=True)
+    return per_task
+
+
 def run(store: Path, seeds: int, budgets: Sequence[float], peers: Sequence[str] = ("optuna", "ray"),
         presets: Path | None = None) -> dict[str, Any]:
     tasks, table, spec, tables = load_reference(store)
@@ -303,6 +362,11 @@ def main() -> None:
     parser.add_argument("--budgets", type=float, nargs="*", default=[0.1, 0.2, 0.3])
     parser.add_argument("--peers", nargs="*", default=["optuna", "ray"], choices=["optuna", "ray"],
                         help="peer libraries to run (Ray Tune starts an actor per trial: minutes on a busy 2-core machine)")
+    parser.add_argument("--real", type=float, default=None, metavar="B",
+                        help="also run `tune --from --budget B` for real on every held-out task (hours on a CPU)")
+    parser.add_argument("--real-tasks", nargs="*", default=None, help="only these tasks for --real")
+    parser.add_argument("--real-out", type=Path, default=HERE / "out" / "tune-heldout-real",
+                        help="where the real runs keep their stores and models (resumable)")
     args = parser.parse_args()
     if "ray" in args.peers:
         import ray
@@ -310,6 +374,9 @@ def main() -> None:
         # a Ray of its own ("local"), never a cluster that happens to run here (its other jobs would share it)
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     doc = run(args.store, args.seeds, args.budgets, args.peers, args.presets if args.presets.exists() else None)
+    if args.real is not None:
+        real = run_real(args.store, args.real, args.real_tasks or doc["tasks"], args.real_out)
+        doc["methods"][f"tunescout-budget-{args.real:g}-real"] = summarise(real)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(format_table(doc))

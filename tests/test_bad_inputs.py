@@ -61,6 +61,15 @@ def test_a_bad_study_is_refused_at_load_naming_the_key(tiny_model_dir, tmp_path,
     assert not (tmp_path.parent / "escaped.db").exists() and not list(tmp_path.glob("*.db"))
 
 
+@pytest.mark.parametrize(("flag", "value"), [("--max-new-tokens", "0"), ("--eval-limit", "-1")])
+def test_tune_refuses_bad_evaluation_sizes_before_any_trial(tiny_model_dir, tmp_path, capfd, flag, value) -> None:
+    (tmp_path / "d.jsonl").write_text('{"prompt": "a", "completion": "b"}\n')
+    _fails(["tune", "--model", str(tiny_model_dir), "--train", str(tmp_path / "d.jsonl"), "--eval",
+            str(tmp_path / "d.jsonl"), "--preset", "cbs-llama3-8b-lora", "--out", str(tmp_path / "out"), flag, value],
+           capfd, f"{flag[2:].replace('-', '_')}: expected a positive integer")
+    assert not (tmp_path / "out" / "tune.db").exists()
+
+
 def test_a_malformed_eval_file_fails_the_dry_run_before_any_trial(tiny_model_dir, tmp_path, capfd) -> None:
     (tmp_path / "bad_eval.jsonl").write_text('{"prompt": "a", "completion": "b"}\n{"text": "no answer"}\n')
     path = _study(tmp_path, tiny_model_dir, eval_file="bad_eval.jsonl")

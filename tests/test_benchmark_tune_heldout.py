@@ -49,7 +49,7 @@ def _write_store(path: Path, name: str, lrs, scores, tasks=TASKS) -> Path:
                     record.update(val_loss=1.0 - final, metrics={"accuracy": final - 0.1 * (3 - step)})
                 db.add_telemetry(row["trial_id"], record)
             db.finish(row["trial_id"], "completed", metrics={"accuracy": final, "val_loss": 1.0 - final},
-                      totals={"steps": 10, "samples": 100, "tokens": 1000})
+                      totals={"steps": 10, "samples": 100, "tokens": 1000, "wall_s": 60.0})
     return path
 
 
@@ -153,3 +153,47 @@ def test_the_rule_is_chosen_on_the_other_tasks_alone(bench, store, monkeypatch) 
     chosen = doc["methods"]["tunescout-budget-0.25"]["per_task"]
     assert chosen["t1"] == {"regret": 0.0, "compute": 0.25}
     assert chosen["t4"]["regret"] == pytest.approx((0.9 - 0.6) / 0.9)  # 1e-3, best elsewhere, is second on t4
+
+
+def test_the_store_tune_ranks_for_a_held_out_task_knows_nothing_of_it(bench, store, tmp_path) -> None:
+    copy = bench.store_without(store, "t4", tmp_path / "without-t4.db")
+    tasks, table, spec, tables = bench.load_reference(copy)
+    assert sorted(tasks) == ["t1", "t2", "t3"] and set(table["dataset"]) == {"t1", "t2", "t3"}
+    assert [d["name"] for d in spec["datasets"]] == ["t1", "t2", "t3"]
+    for name in ("trials", "results", "telemetry"):
+        assert not tables[name].empty and not tables[name]["trial_id"].str.contains("-t4-").any(), name
+    original, *_ = bench.load_reference(store)
+    assert all(tasks[n].curves == original[n].curves for n in tasks)  # the others' curves untouched
+
+
+def test_real_runs_tune_from_the_other_tasks_and_score_the_winner_against_the_grid(bench, store, tmp_path,
+                                                                                    monkeypatch) -> None:
+    """`tune` itself is replaced here (the real one trains; tests/test_tune.py runs it): what is
+    checked is what the benchmark hands it and how it reads the outcome."""
+    import tunescout.workflows.tune as tune_module
+
+    for t in TASKS:
+        for split in ("train", "eval"):
+            (tmp_path / f"{t}_{split}.jsonl").write_text('{"prompt": "q", "completion": "a"}\n')
+    datasets = ", ".join(f"{{name: {t}, train: {t}_train.jsonl, eval: {t}_eval.jsonl, metric: accuracy, "
+                         f"max_new_tokens: 5, eval_limit: 7}}" for t in TASKS)
+    study = tmp_path / "study.yaml"
+    study.write_text(f"name: ref\nmodels: [m]\nmethods: [lora]\ndatasets: [{datasets}]\n")
+    calls = []
+
+    def fake_tune(model, method, train, eval, metric, out, *, source, budget, workers, max_new_tokens,
+                  eval_limit, say):
+        ranked, *_ = bench.load_reference(source)
+        calls.append((Path(train).name, sorted(ranked), budget, max_new_tokens, eval_limit))
+        result = _write_store(Path(out) / "tune.db", "tune", (3e-4, 1e-3), 0.6, tasks=("new",))
+        fates = [{"config": {"learning_rate": 3e-4}, "score": 0.6, "winner": True},
+                 {"config": {"learning_rate": 1e-3}, "score": 0.5}]
+        return tune_module.TuneResult(store=result, report=None, best=None, fates=fates)
+
+    monkeypatch.setattr(tune_module, "tune", fake_tune)
+    real = bench.run_real(store, 0.1, ["t4", "t1"], tmp_path / "real", study=study)
+    assert calls == [("t4_train.jsonl", ["t1", "t2", "t3"], 0.1, 5, 7),
+                     ("t1_train.jsonl", ["t2", "t3", "t4"], 0.1, 5, 7)]
+    # two trials of 1000 tokens against a grid of four: half its compute; 0.6 against the best 0.9
+    assert real["t4"] == {"regret": pytest.approx(1 / 3), "compute": 0.5, "wall": pytest.approx(0.5),
+                          "winner": "learning_rate=0.0003", "score": 0.6}

@@ -69,9 +69,11 @@ def test_tune_from_a_preset(tiny_model_dir: Path, task, tmp_path: Path) -> None:
     out = tmp_path / "tune"
     assert main(["tune", "--model", str(tiny_model_dir), "--method", "lora", "--train", str(task[0]), "--eval",
                  str(task[1]), "--metric", "accuracy", "--preset", "cbs-llama3-8b-lora", "--out", str(out),
-                 *SMALL, "lora.r=8"]) == 0
+                 "--max-new-tokens", "3", "--eval-limit", "5", *SMALL, "lora.r=8"]) == 0
     with open_store(out / "tune.db", readonly=True) as store:
         (trial,) = store.trials()
+        (dataset,) = store.study_spec()["datasets"]
+    assert dataset["max_new_tokens"] == 3 and dataset["eval_limit"] == 5  # a short answer, a few rows scored
     assert trial["status"] == "completed"
     config = trial["config"]
     assert config["learning_rate"] == 5e-5 and config["batch_size"] == 8  # the preset's

@@ -283,7 +283,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     stopping = _rules_option(args.stopping, "--stopping") if args.stopping else None
     result = tune(args.model, args.method, args.train, args.eval, args.metric, args.out, source=args.source,
                   preset=args.preset, k=args.k, tau=args.tau, overrides=args.overrides, stopping=stopping,
-                  workers=args.workers, budget=args.budget, say=lambda m: log.info("%s", m))
+                  workers=args.workers, budget=args.budget, say=lambda m: log.info("%s", m),
+                  **{k: v for k in ("max_new_tokens", "eval_limit") if (v := getattr(args, k)) is not None})
     print(format_fates(result, args.metric))
     return 0 if result.best else 1
 
@@ -424,6 +425,10 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="compute to spend: a fraction of the grid (0.1 = a tenth of running every ranked "
                         "configuration to the end) or tokens (above 1); sets --k and the rule (chosen by "
                         "replay on the --from store's tasks when it holds whole curves)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="tokens generated per held-out row for the task metric: enough for the longest "
+                        "answer (default 32)")
+    p.add_argument("--eval-limit", type=int, default=None, help="held-out rows scored by the task metric (default 200)")
     p.add_argument("--out", default="runs/tune", help="folder for the store, runs, best/ and the report")
     p.set_defaults(func=_cmd_tune)
 

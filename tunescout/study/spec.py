@@ -51,6 +51,19 @@ class DatasetSpec:
     eval_limit: int | None = 200
     """Evaluate the task metric on at most this many eval rows (generation is the slow part)."""
 
+    def __post_init__(self) -> None:
+        _check_eval_sizes(vars(self), f"dataset {self.name!r}")  # built in code too (`tune`), not only from YAML
+
+
+def _check_eval_sizes(raw: dict[str, Any], at: str) -> None:
+    """``max_new_tokens`` a positive integer, ``eval_limit`` one or null (every row)."""
+    for key, optional in (("max_new_tokens", False), ("eval_limit", True)):
+        value = raw.get(key)
+        if key in raw and not (optional and value is None) and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{at}.{key}: expected a positive integer{' or null' if optional else ''}, "
+                              f"got {value!r}")
+
 
 @dataclass
 class StudySpec:
@@ -158,12 +171,7 @@ def _dataset_spec(raw: Any, i: int, base: Path, where: str) -> DatasetSpec:
     train = _train_entries(raw["train"], f"{at}.train", base)
     if raw.get("task_type") is not None and not isinstance(raw["task_type"], str):
         raise ConfigError(f"{at}.task_type: expected a string, got {raw['task_type']!r}")
-    for key, optional in (("max_new_tokens", False), ("eval_limit", True)):
-        value = raw.get(key)
-        if key in raw and not (optional and value is None) and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"{at}.{key}: expected a positive integer{' or null' if optional else ''}, "
-                              f"got {value!r}")
+    _check_eval_sizes(raw, at)
     return DatasetSpec(**{**raw, "train": train, "eval": resolve_beside(raw["eval"], base)})
 
 

@@ -159,7 +159,8 @@ def candidate_configs(model: str, method: str, source: str | None = None, preset
 def tune(model: str, method: str, train: str, eval: str, metric: str = "val_loss", out: str | Path = "runs/tune",
          *, source: str | None = None, preset: str | None = None, k: int = 5, tau: float = 0.95,
          overrides: Sequence[str] = (), stopping: dict[str, Any] | None = None, workers: int | None = None,
-         budget: float | None = None, say: Callable[[str], None] = log.info) -> TuneResult:
+         budget: float | None = None, max_new_tokens: int = DatasetSpec.max_new_tokens,
+         eval_limit: int | None = DatasetSpec.eval_limit, say: Callable[[str], None] = log.info) -> TuneResult:
     """Run the top-k candidates on a new dataset in ``promote`` mode and keep the winner.
 
     Args:
@@ -177,6 +178,9 @@ def tune(model: str, method: str, train: str, eval: str, metric: str = "val_loss
         budget: the compute to spend, as a fraction of the grid (at most 1: of running every
             ranked configuration to the end on this dataset) or in tokens (above 1). It sets ``k``
             and the rungs (:func:`plan_budget`); without it, ``k`` and ``stopping`` are used as given.
+        max_new_tokens, eval_limit: tokens generated per held-out row, and rows scored, when the
+            task metric is taken: a short answer needs few tokens, and generation is most of an
+            evaluation's time.
 
     Returns:
         The :class:`TuneResult`.
@@ -201,7 +205,7 @@ def tune(model: str, method: str, train: str, eval: str, metric: str = "val_loss
     spec = StudySpec(
         name="tune-" + re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:100], models=[model], methods=[method],
         datasets=[DatasetSpec(name=name, train=str(Path(train).resolve()), eval=str(Path(eval).resolve()),
-                              metric=metric)],
+                              metric=metric, max_new_tokens=max_new_tokens, eval_limit=eval_limit)],
         configs=[c for _, c in candidates], fixed={**fixed, "save_model": True},  # the winner is copied out
         stopping=rule, store=str((out / "tune.db").resolve()), runs_dir=str((out / "runs").resolve()))
     validate(spec)
