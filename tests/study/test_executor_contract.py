@@ -137,3 +137,32 @@ def test_options_are_validated_naming_the_key() -> None:
                      ({"name": "local", "address": "auto"}, "executor.address")):
         with pytest.raises(ValueError, match=key.replace("(", r"\(").replace(")", r"\)")):
             validate_executor(bad)
+
+
+@pytest.mark.parametrize(("given", "env", "joined"), [(None, None, "local"), (None, "10.0.0.5:6379", "10.0.0.5:6379"),
+                                                      ("auto", "10.0.0.5:6379", "auto")])
+def test_ray_without_an_address_starts_its_own_instance(monkeypatch, given, env, joined) -> None:
+    """A bare ray.init() joins whatever cluster an earlier command left on this machine; the
+    executor asks for one only when told to (``address``, or Ray's own ``RAY_ADDRESS``)."""
+    import sys
+    import types
+
+    import tunescout.study.executors.ray_cluster as ray_cluster
+
+    class Joined(Exception):
+        pass
+
+    calls = []
+
+    def init(**kw):
+        calls.append(kw["address"])
+        raise Joined  # what it would join is all this test asks
+
+    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(is_initialized=lambda: False, init=init))
+    if env is None:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    else:
+        monkeypatch.setenv("RAY_ADDRESS", env)
+    with pytest.raises(Joined):
+        ray_cluster.RayExecutor(validate_executor({"name": "ray", **({"address": given} if given else {})}))
+    assert calls == [joined]

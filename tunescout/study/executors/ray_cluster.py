@@ -15,6 +15,7 @@ attempt is recorded in the store. When the driver dies, Ray ends its job's tasks
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import deque
 from typing import Any
@@ -99,7 +100,9 @@ def _ray_trial(mailbox: Any, key: str, payload: TrialPayload) -> None:
 
 class RayExecutor:
     """Trials as Ray tasks on a cluster (``address``: ``auto``, ``ray://HOST:PORT``, ``HOST:PORT``)
-    or, with no address and no Ray running in this process, on a Ray instance started here.
+    or, with no address (and no ``RAY_ADDRESS``) and no Ray running in this process, on a Ray
+    instance started here: never on a cluster some earlier command left running on this machine,
+    which a bare ``ray.init()`` would join.
 
     Options (validated by :func:`~tunescout.study.executors.validate_executor`):
     ``gpus_per_trial`` (Ray's ``num_gpus``; a whole number above 1 trains the trial on that many
@@ -111,7 +114,8 @@ class RayExecutor:
         ray = _ray()
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            ray.init(address=options.address, include_dashboard=False, configure_logging=False)
+            address = options.address or os.environ.get("RAY_ADDRESS") or "local"
+            ray.init(address=address, include_dashboard=False, configure_logging=False)
         gpus = float(options.gpus_per_trial or 0)
         cpus = float(options.cpus_per_trial or 1)
         self.ranks = ranks_per_trial(options)
