@@ -97,6 +97,19 @@ def test_spec_versions_supersede_and_restore(store) -> None:
     assert {t["trial_id"] for t in store.trials()} == {"t1", "t2"} and store.counts()["completed"] == 1
 
 
+def test_a_kept_trial_takes_the_grid_name_of_the_new_spec(store) -> None:
+    """A grid gains an axis at the value a fixed setting had: the trial at that value is kept (the
+    same configuration), and named by the new axis too, as every new trial is."""
+    store.sync_trials("demo", SPEC, [_row("t1", hparams={"lr": 1})])
+    store.mark_running("t1")
+    store.finish("t1", "completed", metrics={"exact_match": 0.5})
+    grown = store.sync_trials("demo", {**SPEC, "grid": {"lr": [1], "r": [16, 64]}},
+                              [_row("t1", hparams={"lr": 1, "r": 16}), _row("t2", hparams={"lr": 1, "r": 64})])
+    assert (grown.new, grown.kept) == (1, 1)
+    (kept,) = [t for t in store.trials() if t["trial_id"] == "t1"]
+    assert kept["hparams"] == {"lr": 1, "r": 16} and kept["status"] == "completed"
+
+
 def test_several_studies_are_kept_apart(store) -> None:
     store.sync_trials("one", SPEC, [_row("a1")])
     store.sync_trials("two", {**SPEC, "name": "two"}, [_row("b1"), _row("b2")])

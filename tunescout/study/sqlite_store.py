@@ -160,7 +160,11 @@ class SQLiteStore:
                      t["seed"], json.dumps(t["config"]), t.get("planned_samples"), t.get("planned_tokens"),
                      t.get("run_dir"), version),
                 ).rowcount
-                self.db.execute("UPDATE trials SET spec_version=? WHERE trial_id=?", (version, t["trial_id"]))
+                # A kept trial is the same configuration (its id hashes it) but takes the current
+                # grid's name for it: a trial kept when an axis is added (lora.r, at the value it
+                # had as a fixed setting) must carry that axis, or rankings see two configurations.
+                self.db.execute("UPDATE trials SET spec_version=?, hparams=? WHERE trial_id=?",
+                                (version, json.dumps(t["hparams"]), t["trial_id"]))
             superseded = self.db.execute("SELECT COUNT(*) FROM trials WHERE study=? AND spec_version<?",
                                          (study, version)).fetchone()[0]
             newly = 0

@@ -48,7 +48,8 @@ class StudyStore(Protocol):
     # --- writing (the driver only) ---
     def sync_trials(self, study: str, spec: dict[str, Any], trials: Iterable[dict[str, Any]]) -> SyncResult:
         """Record the study's spec and the trials it expands to (new ones added as ``pending``,
-        existing ones kept with their results); trials not in the set become superseded."""
+        existing ones kept with their results and given the spec's ``hparams``); trials not in the
+        set become superseded."""
 
     def requeue_running(self, study: str) -> list[str]:
         """``running`` trials of a killed driver go back to ``pending``; returns their ids."""
