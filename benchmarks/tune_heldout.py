@@ -344,6 +344,17 @@ def run(store: Path, seeds: int, budgets: Sequence[float], peers: Sequence[str] 
             "methods": {m: summarise(per_task) for m, per_task in methods.items()}}
 
 
+SEPARATION = 0.1
+"""A task takes part when its best configuration beats its median by at least this much (in its
+metric): on a task where every configuration scores alike, any method is "within 1%"."""
+
+
+def separation(tasks: dict[str, Task]) -> dict[str, float]:
+    """Best minus median final score of each task's grid."""
+    return {name: task.best - statistics.median(c.final for c in task.curves.values())
+            for name, task in sorted(tasks.items())}
+
+
 def format_table(doc: dict[str, Any]) -> str:
     lines = ["| method | mean regret | within 1% | within 3% | mean compute (of the grid) |", "|---|---|---|---|---|"]
     for name, m in doc["methods"].items():
@@ -373,6 +384,9 @@ def main() -> None:
 
         # a Ray of its own ("local"), never a cluster that happens to run here (its other jobs would share it)
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    tasks, *_ = load_reference(args.store)
+    for name, gap in separation(tasks).items():
+        print(f"{name}: best - median = {gap:.3f}{'' if gap >= SEPARATION else f'  (under {SEPARATION}: does not separate)'}")
     doc = run(args.store, args.seeds, args.budgets, args.peers, args.presets if args.presets.exists() else None)
     if args.real is not None:
         real = run_real(args.store, args.real, args.real_tasks or doc["tasks"], args.real_out)

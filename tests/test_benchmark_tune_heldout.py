@@ -197,3 +197,10 @@ def test_real_runs_tune_from_the_other_tasks_and_score_the_winner_against_the_gr
     # two trials of 1000 tokens against a grid of four: half its compute; 0.6 against the best 0.9
     assert real["t4"] == {"regret": pytest.approx(1 / 3), "compute": 0.5, "wall": pytest.approx(0.5),
                           "winner": "learning_rate=0.0003", "score": 0.6}
+
+
+def test_separation_is_best_minus_median_of_each_task(bench, store) -> None:
+    tasks, *_ = bench.load_reference(store)
+    # t1-t3 end at 0.3, 0.5, 0.7, 0.9 (median 0.6); t4 at 0.3, 0.5, 0.6, 0.9 (median 0.55)
+    assert bench.separation(tasks) == {"t1": pytest.approx(0.3), "t2": pytest.approx(0.3),
+                                       "t3": pytest.approx(0.3), "t4": pytest.approx(0.35)}
