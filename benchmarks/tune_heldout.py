@@ -386,7 +386,7 @@ def main() -> None:
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     tasks, *_ = load_reference(args.store)
     for name, gap in separation(tasks).items():
-        print(f"{name}: best - median = {gap:.3f}{'' if gap >= SEPARATION else f'  (under {SEPARATION}: does not separate)'}")
+        print(f"{name}: best - median = {gap:.3f}{'' if gap >= SEPARATION - 1e-9 else f'  (under {SEPARATION}: does not separate)'}")
     doc = run(args.store, args.seeds, args.budgets, args.peers, args.presets if args.presets.exists() else None)
     if args.real is not None:
         real = run_real(args.store, args.real, args.real_tasks or doc["tasks"], args.real_out)
