@@ -305,6 +305,7 @@ def run_real(store: Path, budget: float, names: Sequence[str], out: Path, worker
 
 def run(store: Path, seeds: int, budgets: Sequence[float], peers: Sequence[str] = ("optuna", "ray"),
         presets: Path | None = None) -> dict[str, Any]:
+    commit = _commit()  # the code that runs, not whatever is committed while it runs
     tasks, table, spec, tables = load_reference(store)
     complete = {n: t for n, t in tasks.items() if len(t.curves) == max(len(x.curves) for x in tasks.values())}
     if len(complete) < 3:
@@ -340,7 +341,7 @@ def run(store: Path, seeds: int, budgets: Sequence[float], peers: Sequence[str] 
         print(f"{name}: done", flush=True)
     if presets is not None:
         methods.update(fixed_entries(presets, complete))
-    return {"model": spec["models"][0], "tasks": sorted(complete), "grid_configs": grid, "commit": _commit(),
+    return {"model": spec["models"][0], "tasks": sorted(complete), "grid_configs": grid, "commit": commit,
             "methods": {m: summarise(per_task) for m, per_task in methods.items()}}
 
 
