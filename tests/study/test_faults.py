@@ -188,3 +188,16 @@ def test_a_damaged_checkpoint_starts_over_and_says_so(tiny_model_dir, tmp_path, 
     with open_store(db, readonly=True) as store:
         trial = next(t for t in store.trials() if t["trial_id"] == trial_id)
     assert "did not load" in trial["reason"] and "started over" in trial["reason"], trial["reason"]
+
+
+def test_a_script_without_the_main_guard_is_told_why_its_trials_die(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Each trial process imports the script that started the sweep; without the guard that import
+    starts another sweep and the trial dies before a word. The failure says so."""
+    study = _study(tmp_path, tiny_model_dir)
+    script = tmp_path / "my_sweep.py"
+    script.write_text("import sys\nfrom tunescout.study.spec import load_study\nfrom tunescout.study.sweep import run_sweep\n"
+                      "run_sweep(load_study(sys.argv[1]), workers=1)\n")
+    subprocess.run([sys.executable, str(script), str(study)], env=ENV, capture_output=True, timeout=600)
+    with open_store(tmp_path / "faults.db", readonly=True) as store:
+        reasons = {t["reason"] for t in store.trials()}
+    assert reasons and all("my_sweep.py" in r and 'if __name__ == "__main__":' in r for r in reasons), reasons

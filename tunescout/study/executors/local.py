@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import sys
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -68,6 +69,20 @@ class _Running:
     process: Any
     conn: Connection
     device: str | None
+    heard: bool = False
+    """Whether the trial sent anything: one that never did died before its trial started."""
+
+
+def _unguarded_script_hint() -> str:
+    """Why a trial process dies before its first word when a Python script started the sweep:
+    each trial process imports the script again, and without the ``__main__`` guard that import
+    starts another sweep. Said only when a script (not the CLI) is running."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None) or ""
+    if not path.endswith(".py") or os.path.basename(path) == "__main__.py":  # `python -m pkg`: no script of the user's
+        return ""
+    return (f"; it ended before its trial began: if {os.path.basename(path)} starts the sweep or tune, "
+            "keep that under `if __name__ == \"__main__\":`, since each trial process imports the script")
 
 
 class LocalExecutor:
@@ -109,6 +124,7 @@ class LocalExecutor:
                 kind, data = conn.recv()
             except (EOFError, OSError):
                 return self._reap(tid, "process exited without reporting")
+            self._trials[tid].heard = True
             if kind == "done":
                 self._reap(tid, None)
                 return TrialEvent(tid, "done", summary=data)
@@ -128,7 +144,8 @@ class LocalExecutor:
         if lost is None:
             return None
         code = run.process.exitcode
-        return TrialEvent(trial_id, "done", summary=TrialSummary.lost(f"{lost} (exit code {code})"))
+        hint = _unguarded_script_hint() if code == 1 and not run.heard else ""
+        return TrialEvent(trial_id, "done", summary=TrialSummary.lost(f"{lost} (exit code {code}){hint}"))
 
     def reply(self, trial_id: str, verdict: Any) -> None:
         run = self._trials.get(trial_id)
