@@ -10,12 +10,14 @@ peers run on the same trainer, grid and curves as tunescout.
 
 Methods:
 
-- ``tunescout``: the default ``tune`` (top ``k=5`` of the CBS ranking of the other tasks, promote
-  mode, ASHA on validation loss at 25%, eta 3), replayed through the sweep's own promotion code.
-- ``tunescout-budget-B``: ``tune --from STORE --budget B``: k and the rule chosen by replay on
-  the *other* tasks (the lowest mean regret there within B of a grid,
-  :func:`tunescout.analysis.choice.choose_policy`), then applied to the held-out task: a rule
-  picked across studies, never on the task it is judged on.
+- ``tunescout``: the default ``tune --from STORE`` (``--budget 0.1``,
+  :data:`~tunescout.workflows.tune.DEFAULT_BUDGET`): k and the rule chosen by replay on the
+  *other* tasks (the lowest mean regret there within the budget,
+  :func:`tunescout.analysis.choice.choose_policy`), then applied to the held-out task through the
+  sweep's own promotion code: a rule picked across studies, never on the task it is judged on.
+- ``tunescout-budget-B``: the same with ``--budget B``.
+- ``tunescout-k5``: ``tune --k 5`` (the top 5 of the CBS ranking of the other tasks, ASHA on
+  validation loss at 25%, eta 3: the default before the budget was).
 - ``tunescout-plan-B``: ``tune --budget B`` from a source without curves (a results table): k
   and rungs planned by :func:`plan_budget` for ASHA on validation loss.
 - ``optuna-tpe-hyperband``: Optuna's TPE sampler with its Hyperband pruner over the grid.
@@ -59,7 +61,7 @@ import pandas as pd
 from tunescout.analysis import results_from_store
 from tunescout.analysis.choice import (TaskCurves, cbs_order, choose_policy, describe_policy, load_curves,
                                        replay_tune)
-from tunescout.workflows.tune import DEFAULT_STOPPING, plan_budget
+from tunescout.workflows.tune import DEFAULT_BUDGET, DEFAULT_K, DEFAULT_STOPPING, plan_budget
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_STORE = HERE / "results" / "reference" / "reference.db"
@@ -322,17 +324,17 @@ def run(store: Path, seeds: int, budgets: Sequence[float], peers: Sequence[str] 
 
     for name, task in sorted(complete.items()):
         order = cbs_order(table, name)
-        winner, tokens = replay_tune(task, order, 5, DEFAULT_STOPPING, spec, tables, replays)
-        record("tunescout", task, [(winner, tokens)])
         others = {n: t for n, t in complete.items() if n != name}
-        for budget in budgets:
+        record("tunescout-k5", task, [replay_tune(task, order, DEFAULT_K, DEFAULT_STOPPING, spec, tables, replays)])
+        for budget in sorted({DEFAULT_BUDGET, *budgets}):
             policy = choose_policy(others, table, spec, tables, budget, replays)
             print(f"{name}: --budget {budget:g}, chosen on the other tasks: {describe_policy(policy)}", flush=True)
-            record(f"tunescout-budget-{budget:g}", task, [replay_tune(task, order, *policy, spec, tables, replays)])
+            outcome = replay_tune(task, order, *policy, spec, tables, replays)
+            record("tunescout" if budget == DEFAULT_BUDGET else f"tunescout-budget-{budget:g}", task, [outcome])
             plan = plan_budget(grid, budget * grid, DEFAULT_STOPPING["eta"])
             rule = {**DEFAULT_STOPPING, "rungs": plan.rungs} if plan.rungs else {}
             record(f"tunescout-plan-{budget:g}", task, [replay_tune(task, order, plan.k, rule, spec, tables, replays)])
-        spend = tokens
+        spend = methods["tunescout"][name]["compute"] * task.grid_tokens  # the peers get the default's compute
         record("random", task, [run_random(task, spend, s) for s in range(seeds)])
         for kind in ("tpe-hyperband", "grid-sh") if "optuna" in peers else ():
             record(f"optuna-{kind}", task, [run_optuna(task, spend, s, kind) for s in range(seeds)])
@@ -371,7 +373,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="runs of each randomised method, averaged")
     parser.add_argument("--presets", type=Path, default=DEFAULT_PRESETS,
                         help="store of benchmarks/reference/presets.yaml (left out when it does not exist)")
-    parser.add_argument("--budgets", type=float, nargs="*", default=[0.1, 0.2, 0.3])
+    parser.add_argument("--budgets", type=float, nargs="*", default=[0.2, 0.3],
+                        help="budgets replayed beside the default's (0.1)")
     parser.add_argument("--peers", nargs="*", default=["optuna", "ray"], choices=["optuna", "ray"],
                         help="peer libraries to run (Ray Tune starts an actor per trial: minutes on a busy 2-core machine)")
     parser.add_argument("--real", type=float, default=None, metavar="B",

@@ -100,14 +100,18 @@ def test_the_benchmark_writes_its_schema_with_every_peer(bench, store, peers) ->
     doc = bench.run(store, seeds=2, budgets=[0.5], peers=peers)
     assert set(doc) == {"model", "tasks", "grid_configs", "commit", "methods"}
     assert doc["tasks"] == list(TASKS) and doc["grid_configs"] == 4
-    expected = {"tunescout", "tunescout-budget-0.5", "tunescout-plan-0.5", "random",
+    expected = {"tunescout", "tunescout-k5", "tunescout-plan-0.1", "tunescout-budget-0.5", "tunescout-plan-0.5", "random",
                 *({"optuna-tpe-hyperband", "optuna-grid-sh"} if "optuna" in peers else {"ray-asha", "ray-hyperband"})}
     assert set(doc["methods"]) == expected
     for name, m in doc["methods"].items():
         assert set(m) == {"mean_regret", "within_1pct", "within_3pct", "mean_compute", "per_task"}, name
         assert set(m["per_task"]) == set(TASKS)
         assert all(0 <= v["regret"] <= 1 and 0 < v["compute"] <= 1 for v in m["per_task"].values()), name
-    assert doc["methods"]["tunescout"]["mean_regret"] == 0  # promotion by val_loss keeps each task's best
+    assert doc["methods"]["tunescout-k5"]["mean_regret"] == 0  # promotion by val_loss keeps each task's best
+    # the default budget (a tenth of a 4-configuration grid) is under one run: CBS's top configuration
+    # alone, 1e-3, which is second on t4; the peers get the same compute
+    assert doc["methods"]["tunescout"]["per_task"]["t4"] == {"regret": pytest.approx(1 / 3), "compute": 0.25}
+    assert all(v["compute"] <= 0.25 + 1e-9 for v in doc["methods"]["random"]["per_task"].values())
     assert "| tunescout |" in bench.format_table(doc)
 
 
@@ -149,7 +153,7 @@ def test_the_rule_is_chosen_on_the_other_tasks_alone(bench, store, monkeypatch) 
     real = bench.choose_policy
     monkeypatch.setattr(bench, "choose_policy", lambda ts, *a, **kw: seen.append(set(ts)) or real(ts, *a, **kw))
     doc = bench.run(store, seeds=1, budgets=[0.25], peers=())
-    assert seen == [set(TASKS) - {t} for t in sorted(TASKS)]
+    assert seen == [set(TASKS) - {t} for t in sorted(TASKS) for _budget in (0.1, 0.25)]
     chosen = doc["methods"]["tunescout-budget-0.25"]["per_task"]
     assert chosen["t1"] == {"regret": 0.0, "compute": 0.25}
     assert chosen["t4"]["regret"] == pytest.approx((0.9 - 0.6) / 0.9)  # 1e-3, best elsewhere, is second on t4

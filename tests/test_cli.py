@@ -92,16 +92,18 @@ def test_status_and_analyze_of_a_store_without_a_study(tmp_path: Path, capsys) -
     assert "holds no study" in capsys.readouterr().err
 
 
-def test_tune_help_names_the_default_rule_the_code_uses(capsys) -> None:
+def test_tune_help_names_the_defaults_the_code_uses(capsys) -> None:
     import yaml
 
-    from tunescout.workflows.tune import DEFAULT_STOPPING
+    from tunescout.workflows.tune import DEFAULT_BUDGET, DEFAULT_K, DEFAULT_STOPPING
 
     with pytest.raises(SystemExit):
         main(["tune", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    default = text.split("(default ", 1)[1].split(")", 1)[0]
+    default = text.split("stopping rule as YAML (default ", 1)[1].split(")", 1)[0]
     assert yaml.safe_load(default) == DEFAULT_STOPPING
+    assert f"or the presets (default {DEFAULT_K};" in text
+    assert f"neither --k nor --stopping, {DEFAULT_BUDGET:g}" in text
 
 
 def test_overrides_may_follow_the_flags(run_yaml: Path, capsys) -> None:

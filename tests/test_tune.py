@@ -198,18 +198,24 @@ def _curves_store(path: Path) -> Path:
     return path
 
 
+@pytest.mark.parametrize("budget", [["--budget", "0.34"], []], ids=["given", "default"])
 def test_a_budget_from_a_store_of_curves_takes_the_rule_chosen_on_its_tasks(tiny_model_dir: Path, task,
-                                                                            tmp_path: Path, caplog) -> None:
+                                                                            tmp_path: Path, caplog, budget) -> None:
     """A third of a 3-configuration grid is one run: on every task of the source, CBS's top
-    configuration alone reaches the best, so that is the plan, said before anything trains."""
+    configuration alone reaches the best, so that is the plan, said before anything trains.
+    Without --k, --stopping or --budget, ``--from`` spends the default budget, chosen the same way
+    (a tenth of this grid is under one run: the top candidate alone)."""
+    from tunescout.workflows.tune import DEFAULT_BUDGET
+
     caplog.set_level("INFO", logger="tunescout")
     out = tmp_path / "tune"
     args = ["tune", "--model", str(tiny_model_dir), "--method", "lora", "--train", str(task[0]), "--eval",
             str(task[1]), "--metric", "accuracy", "--from", str(_curves_store(tmp_path / "ref.db")),
-            "--budget", "0.34", "--out", str(out), *SMALL]
+            *budget, "--out", str(out), *SMALL]
     assert main(args) == 0
     messages = [r.getMessage() for r in caplog.records]
-    chosen = next(m for m in messages if m.startswith("--budget 0.34: chosen by replaying tune on the 3 tasks"))
+    said = budget[1] if budget else f"{DEFAULT_BUDGET:g}"
+    chosen = next(m for m in messages if m.startswith(f"--budget {said}: chosen by replaying tune on the 3 tasks"))
     assert chosen.endswith("the top 1, each trained to the end")
     plan = next(m for m in messages if m.startswith("plan: "))
     assert "1 candidates" in plan and "'rule': 'none'" in plan

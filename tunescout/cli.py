@@ -415,7 +415,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="val_loss", help="accuracy, exact_match, f1, rougeL or val_loss")
     p.add_argument("--from", dest="source", default=None, help="rank this study store or results table")
     p.add_argument("--preset", default=None, help="try this shipped preset")
-    p.add_argument("--k", type=int, default=5, help="candidates to take from the ranking or the presets")
+    p.add_argument("--k", type=int, default=None,
+                   help="candidates to take from the ranking or the presets (default 5; with --from, the "
+                        "default --budget sets it)")
     p.add_argument("--tau", type=float, default=0.95, help="CBS coverage threshold")
     p.add_argument("--stopping", default=None,
                    help="stopping rule as YAML (default {rule: asha, signal: val_loss, mode: promote, "
@@ -424,7 +426,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=None,
                    help="compute to spend: a fraction of the grid (0.1 = a tenth of running every ranked "
                         "configuration to the end) or tokens (above 1); sets --k and the rule (chosen by "
-                        "replay on the --from store's tasks when it holds whole curves)")
+                        "replay on the --from store's tasks when it holds whole curves); with --from and "
+                        "neither --k nor --stopping, 0.1")
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="tokens generated per held-out row for the task metric: enough for the longest "
                         "answer (default 32)")
