@@ -208,3 +208,20 @@ def test_separation_is_best_minus_median_of_each_task(bench, store) -> None:
     # t1-t3 end at 0.3, 0.5, 0.7, 0.9 (median 0.6); t4 at 0.3, 0.5, 0.6, 0.9 (median 0.55)
     assert bench.separation(tasks) == {"t1": pytest.approx(0.3), "t2": pytest.approx(0.3),
                                        "t3": pytest.approx(0.3), "t4": pytest.approx(0.35)}
+
+
+def test_the_least_compute_of_a_choice_never_exceeds_its_replay(bench, store) -> None:
+    """A choice of k and rule whose floor is over the budget is skipped unreplayed: the floor must
+    be one. Four candidates to the 25% rung (the record at 30 samples) and one on to the end is
+    4 * 300 + 700 of 4000 tokens; the replay promotes two, so it pays more."""
+    from tunescout.analysis.choice import least_compute
+
+    tasks, table, spec, tables = bench.load_reference(store)
+    order = bench.cbs_order(table, "t4")
+    task = tasks["t4"]
+    assert least_compute(task, order, ASHA) == pytest.approx((4 * 300 + 700) / 4000)
+    assert least_compute(task, order[:2], {}) == pytest.approx(0.5)
+    for k in range(1, 5):
+        for rule in ({}, ASHA, {**ASHA, "rungs": [0.1, 0.25], "eta": 2}, {**ASHA, "signal": "metric", "eta": max(k, 2)}):
+            _, tokens = bench.replay_tune(task, order, k, rule, spec, tables)
+            assert least_compute(task, order[:k], rule) <= tokens / task.grid_tokens + 1e-12, (k, rule)

@@ -23,8 +23,8 @@ from tunescout.analysis.cbs import rank_results
 from tunescout.analysis.replay import replay_stopping
 from tunescout.analysis.table import results_from_store
 
-__all__ = ["Curve", "Policy", "TaskCurves", "cbs_order", "choose_policy", "describe_policy", "load_curves",
-           "policy_space", "replay_tune"]
+__all__ = ["Curve", "Policy", "TaskCurves", "cbs_order", "choose_policy", "describe_policy", "least_compute",
+           "load_curves", "policy_space", "replay_tune"]
 
 Policy = tuple[int, dict[str, Any]]
 """``(k, rule)``: the top ``k`` candidates, under a stopping rule (``{}``: each trained to the end)."""
@@ -163,6 +163,29 @@ def describe_policy(policy: Policy) -> str:
     return f"the top {k}, ASHA on {rule['signal']} at rungs {rule['rungs']}, eta {rule['eta']} (promote)"
 
 
+_FLOOR_MARGIN = 0.9
+""":func:`least_compute` is trusted to within 10%: a choice is skipped unreplayed only when even
+nine tenths of its floor exceed the budget."""
+
+
+def least_compute(task: TaskCurves, order: Sequence[str], rule: dict[str, Any]) -> float:
+    """The least share of ``task``'s grid that tune's study of ``order`` can train under ``rule``:
+    every candidate to its first rung (its first evaluation at or past that share of its samples),
+    and at least one, the winner, on to the end. Without rungs, every candidate to the end."""
+    chosen = [task.curves[c] for c in order if c in task.curves]
+    if not chosen:
+        return 0.0
+    if not rule.get("rungs"):
+        return sum(c.tokens for c in chosen) / task.grid_tokens
+
+    def at_rung(curve: Curve) -> int:
+        share = min(rule["rungs"]) * curve.points[-1][0]
+        return next(tokens for samples, tokens, *_ in curve.points if samples >= share)
+
+    rung = [at_rung(c) for c in chosen]
+    return (sum(rung) + min(c.tokens - r for c, r in zip(chosen, rung))) / task.grid_tokens
+
+
 def choose_policy(tasks: dict[str, TaskCurves], table: pd.DataFrame, spec: dict[str, Any],
                   tables: dict[str, pd.DataFrame], budget: float, cache: dict | None = None) -> Policy:
     """The choice of :func:`policy_space` with the lowest mean regret over ``tasks`` among those
@@ -176,6 +199,9 @@ def choose_policy(tasks: dict[str, TaskCurves], table: pd.DataFrame, spec: dict[
     best: tuple[float, float, int] | None = None
     chosen: Policy = (1, {})
     for index, (k, rule) in enumerate(policy_space(grid)):
+        floor = statistics.fmean(least_compute(t, orders[n][:k], rule) for n, t in tasks.items())
+        if floor * _FLOOR_MARGIN > budget + 1e-9:
+            continue  # over budget whatever the replay decides: not replayed (most of a choice's time)
         outcomes = [(t, replay_tune(t, orders[n], k, rule, spec, tables, cache)) for n, t in tasks.items()]
         compute = statistics.fmean(tokens / t.grid_tokens for t, (_, tokens) in outcomes)
         if compute > budget + 1e-9:
