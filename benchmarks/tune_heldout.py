@@ -191,7 +191,8 @@ def run_ray(task: Task, budget: float, seed: int, kind: str) -> tuple[str, int]:
     tuner = tune.Tuner(tune.with_resources(trainable, {"cpu": 1}),
                        param_space={"config": tune.grid_search(configs)},
                        tune_config=tune.TuneConfig(metric="metric", mode="max", scheduler=scheduler,
-                                                   max_concurrent_trials=1),
+                                                   max_concurrent_trials=1,
+                                                   reuse_actors=True),  # one actor for all: a start is seconds
                        run_config=tune.RunConfig(stop=BudgetStopper(), verbose=0, storage_path=_ray_storage()))
     grid = tuner.fit()
     finals = {}
