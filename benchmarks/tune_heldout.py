@@ -367,6 +367,17 @@ def format_table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_per_task(doc: dict[str, Any], names: Sequence[str] | None = None) -> str:
+    """Each task's regret (and compute) under each method of ``names`` (default: every method
+    measured on every task), a task per row."""
+    names = [n for n in (names or doc["methods"]) if set(doc["methods"][n]["per_task"]) == set(doc["tasks"])]
+    lines = ["| task | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for task in doc["tasks"]:
+        cells = (doc["methods"][n]["per_task"][task] for n in names)
+        lines.append(f"| {task} | " + " | ".join(f"{c['regret']:.1%} ({c['compute']:.1%})" for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, default=DEFAULT_STORE)
@@ -399,6 +410,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(format_table(doc))
+    print("\nregret (compute) per task:")
+    print(format_per_task(doc))
     print(f"wrote {args.out}")
 
 

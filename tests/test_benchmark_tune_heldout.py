@@ -113,6 +113,9 @@ def test_the_benchmark_writes_its_schema_with_every_peer(bench, store, peers) ->
     assert doc["methods"]["tunescout"]["per_task"]["t4"] == {"regret": pytest.approx(1 / 3), "compute": 0.25}
     assert all(v["compute"] <= 0.25 + 1e-9 for v in doc["methods"]["random"]["per_task"].values())
     assert "| tunescout |" in bench.format_table(doc)
+    per_task = bench.format_per_task(doc, ["tunescout", "random"]).splitlines()
+    assert per_task[0] == "| task | tunescout | random |" and len(per_task) == 2 + len(TASKS)
+    assert per_task[-1].startswith("| t4 | 33.3% (25.0%) |")
 
 
 def test_two_runs_give_the_same_decisions_and_scores(bench, store, tmp_path) -> None:
