@@ -388,7 +388,7 @@ def main() -> None:
     parser.add_argument("--budgets", type=float, nargs="*", default=[0.2, 0.3],
                         help="budgets replayed beside the default's (0.1)")
     parser.add_argument("--peers", nargs="*", default=["optuna", "ray"], choices=["optuna", "ray"],
-                        help="peer libraries to run (Ray Tune starts an actor per trial: minutes on a busy 2-core machine)")
+                        help="peer libraries to run (Ray Tune: about 30 s a run on a busy 2-core machine)")
     parser.add_argument("--real", type=float, default=None, metavar="B",
                         help="also run `tune --from --budget B` for real on every held-out task (hours on a CPU)")
     parser.add_argument("--real-tasks", nargs="*", default=None, help="only these tasks for --real")

@@ -95,12 +95,13 @@ def test_tune_replay_keeps_what_promotion_keeps_and_pays_for_it(bench, store) ->
 
 @pytest.mark.parametrize("peers", [("optuna",), pytest.param(("ray",), marks=pytest.mark.slow)])
 def test_the_benchmark_writes_its_schema_with_every_peer(bench, store, peers) -> None:
-    """Ray Tune starts an actor per trial: minutes on a busy 2-core machine, so it is a slow test."""
+    """Ray Tune starts a local instance and its workers: a minute or more, so it is a slow test."""
     pytest.importorskip(peers[0])
     doc = bench.run(store, seeds=2, budgets=[0.5], peers=peers)
     assert set(doc) == {"model", "tasks", "grid_configs", "commit", "methods"}
     assert doc["tasks"] == list(TASKS) and doc["grid_configs"] == 4
-    expected = {"tunescout", "tunescout-k5", "tunescout-plan-0.1", "tunescout-budget-0.5", "tunescout-plan-0.5", "random",
+    expected = {"tunescout", "tunescout-k5", "tunescout-plan-0.1", "tunescout-budget-0.5", "tunescout-plan-0.5",
+                "random",
                 *({"optuna-tpe-hyperband", "optuna-grid-sh"} if "optuna" in peers else {"ray-asha", "ray-hyperband"})}
     assert set(doc["methods"]) == expected
     for name, m in doc["methods"].items():
@@ -225,6 +226,7 @@ def test_the_least_compute_of_a_choice_never_exceeds_its_replay(bench, store) ->
     assert least_compute(task, order, ASHA) == pytest.approx((4 * 300 + 700) / 4000)
     assert least_compute(task, order[:2], {}) == pytest.approx(0.5)
     for k in range(1, 5):
-        for rule in ({}, ASHA, {**ASHA, "rungs": [0.1, 0.25], "eta": 2}, {**ASHA, "signal": "metric", "eta": max(k, 2)}):
+        keep_one = {**ASHA, "signal": "metric", "eta": max(k, 2)}
+        for rule in ({}, ASHA, {**ASHA, "rungs": [0.1, 0.25], "eta": 2}, keep_one):
             _, tokens = bench.replay_tune(task, order, k, rule, spec, tables)
             assert least_compute(task, order[:k], rule) <= tokens / task.grid_tokens + 1e-12, (k, rule)

@@ -30,7 +30,8 @@ def test_the_demo_says_whether_early_dynamics_predicted_the_scores(tmp_path: Pat
     assert len(said) == 2
     final, last = said
     assert final.startswith("    early dynamics vs final score (trials run to the end): grad norm rho +")
-    assert last.startswith("    early dynamics vs last evaluated score (the rung's for stopped trials): grad norm rho +")
+    assert last.startswith("    early dynamics vs last evaluated score (the rung's for stopped trials): "
+                           "grad norm rho +")
     for line in said:
         assert "loss rho" in line and "(n=" in line and "positive = the recipe's claim held" in line
     assert int(last.split("(n=")[1].split(";")[0]) > int(final.split("(n=")[1].split(";")[0])  # stopped ones too
