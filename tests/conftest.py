@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,17 @@ def tiny_bloom_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> 
     BloomForCausalLM(config).save_pretrained(out)
     tiny_tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """Import a script that is not a package module (``benchmarks/*.py``) by its path, under ``name``
+    (registered in ``sys.modules``, as its dataclasses need)."""
+    def load(path: Path, name: str):
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -6,7 +6,6 @@ what) and the way a cell's lost peers are re-run and marked are tested here on m
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -19,11 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture()
-def matrix(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("matrix", ROOT / "benchmarks" / "matrix.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["matrix"] = module
-    spec.loader.exec_module(module)
+def matrix(tmp_path, monkeypatch, load_script):
+    module = load_script(ROOT / "benchmarks" / "matrix.py", "matrix")
     monkeypatch.setattr(module, "OUT", tmp_path / "out")
     monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
     yield module

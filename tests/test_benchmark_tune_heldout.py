@@ -3,8 +3,6 @@ tune picks what promotion keeps, every method pays what it trained, and the JSON
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,12 +15,8 @@ TASKS = ("t1", "t2", "t3", "t4")
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("tune_heldout", SPEC_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["tune_heldout"] = module
-    spec.loader.exec_module(module)
-    return module
+def bench(load_script):
+    return load_script(SPEC_PATH, "tune_heldout")
 
 
 def _final(task: str, lr: float) -> float:

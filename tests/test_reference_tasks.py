@@ -4,8 +4,6 @@ back from today) would give a clone data that no trial of the store was trained 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,12 +13,8 @@ SCRIPT = DATA.parent / "make_tasks.py"
 
 
 @pytest.fixture(scope="module")
-def make_tasks():
-    spec = importlib.util.spec_from_file_location("make_tasks", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_tasks"] = module
-    spec.loader.exec_module(module)
-    return module
+def make_tasks(load_script):
+    return load_script(SCRIPT, "make_tasks")
 
 
 def test_the_script_writes_the_committed_rows(make_tasks, tmp_path: Path) -> None:
