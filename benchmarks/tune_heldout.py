@@ -332,10 +332,11 @@ def run(store: Path, seeds: int, budgets: Sequence[float], peers: Sequence[str] 
             print(f"{name}: --budget {budget:g}, chosen on the other tasks: {describe_policy(policy)}", flush=True)
             outcome = replay_tune(task, order, *policy, spec, tables, replays)
             record("tunescout" if budget == DEFAULT_BUDGET else f"tunescout-budget-{budget:g}", task, [outcome])
+            if budget == DEFAULT_BUDGET:
+                spend = outcome[1]  # the peers get the default's compute, in tokens
             plan = plan_budget(grid, budget * grid, DEFAULT_STOPPING["eta"])
             rule = {**DEFAULT_STOPPING, "rungs": plan.rungs} if plan.rungs else {}
             record(f"tunescout-plan-{budget:g}", task, [replay_tune(task, order, plan.k, rule, spec, tables, replays)])
-        spend = methods["tunescout"][name]["compute"] * task.grid_tokens  # the peers get the default's compute
         record("random", task, [run_random(task, spend, s) for s in range(seeds)])
         for kind in ("tpe-hyperband", "grid-sh") if "optuna" in peers else ():
             record(f"optuna-{kind}", task, [run_optuna(task, spend, s, kind) for s in range(seeds)])
