@@ -158,9 +158,15 @@ _RAY_DIR: str | None = None
 def run_ray(task: Task, budget: float, seed: int, kind: str) -> tuple[str, int]:
     """Ray Tune over the grid (each configuration once, in a seeded order, one at a time) with
     ASHA or HyperBand on the task metric, until ``budget`` tokens are spent."""
+    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler
 
+    if not ray.is_initialized():
+        # A Ray of its own ("local"). Left to Tuner.fit, ray.init joins the cluster named in
+        # /tmp/ray/ray_current_cluster, which a crashed instance leaves behind: it then waits minutes
+        # on a dead address and fails; a live one would share its other jobs' CPUs.
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     configs = sorted(task.curves)
     random.Random(seed).shuffle(configs)
     planned = task.curves[configs[0]].points[-1][0]
@@ -396,11 +402,6 @@ def main() -> None:
     parser.add_argument("--real-out", type=Path, default=HERE / "out" / "tune-heldout-real",
                         help="where the real runs keep their stores and models (resumable)")
     args = parser.parse_args()
-    if "ray" in args.peers:
-        import ray
-
-        # a Ray of its own ("local"), never a cluster that happens to run here (its other jobs would share it)
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     tasks, *_ = load_reference(args.store)
     for name, gap in separation(tasks).items():
         print(f"{name}: best - median = {gap:.3f}{'' if gap >= SEPARATION - 1e-9 else f'  (under {SEPARATION}: does not separate)'}")
