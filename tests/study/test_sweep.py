@@ -435,4 +435,4 @@ def test_a_running_sweep_says_where_it_stands(tiny_model_dir: Path, tmp_path: Pa
     run_sweep(spec, on_event=messages.append)
     lines = [m for m in messages if m.startswith("progress: ")]
     assert lines and "0/1 trials done" in lines[0] and "1 running" in lines[-1] or "1 pending" in lines[0]
-    assert all("tokens trained" in m and "of the grid" in m for m in lines)
+    assert all("tokens trained" in m and "of the study run to the end" in m for m in lines)

@@ -198,7 +198,7 @@ def progress_line(counts: dict[str, int], tokens: int, planned_tokens: int, elap
             f"{counts.get('stopped', 0)} stopped, {counts.get('diverged', 0) + counts.get('failed', 0)} diverged or "
             f"failed), {counts.get('running', 0)} running, {counts.get('paused', 0)} paused, "
             f"{counts.get('pending', 0)} pending; {tokens:,} tokens trained ({tokens / max(planned_tokens, 1):.0%} "
-            f"of the grid); {minutes}m{seconds:02d}s")
+            f"of the study run to the end); {minutes}m{seconds:02d}s")
 
 
 def _budget_left(spec: StudySpec, store: StudyStore, elapsed: float) -> str | None:
