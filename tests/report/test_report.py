@@ -114,6 +114,16 @@ def test_two_trial_cohorts_show_na_correlations(tmp_path: Path) -> None:
     assert "n/a (n=2)" in sections_of(page)["dynamics"]
 
 
+def test_a_one_dataset_study_says_why_nothing_is_held_out_without_a_warning(tmp_path: Path, caplog) -> None:
+    """Every `tune` store has one dataset: its report explains the empty held-out table in the page,
+    and the command's console stays free of a warning about it."""
+    store = make_store(tmp_path / "s.db", name="one-dataset", datasets=(("sentiment", "accuracy"),), methods=("lora",))
+    with caplog.at_level("WARNING"):
+        page = build_report(store, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "needs at least two scored datasets" in sections_of(page)["cbs"]
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], [r.getMessage() for r in caplog.records]
+
+
 @pytest.mark.parametrize("case", ["zeros", "one_trial_cohorts", "no_completed", "only_pending"])
 def test_degenerate_studies_render(case: str, tmp_path: Path) -> None:
     kwargs = {
