@@ -195,6 +195,13 @@ def test_leave_one_dataset_out_known_numbers() -> None:
     assert "top-1" in text and "top-3" in text and "multiple_defaults" in text
 
 
+def test_a_table_with_nothing_to_hold_out_says_so() -> None:
+    one = _loo_table()
+    one = one[one["dataset"] == one["dataset"].iloc[0]]
+    assert format_loo_summary(loo_summary(leave_one_out(one, ks=(1,)))) == (
+        "held-out validation: no model × method group has two datasets (or task types) to hold one out")
+
+
 def test_leave_one_task_type_out_and_missing_preset() -> None:
     detail = leave_one_out(_loo_table(), ks=(1,), group="task_type", preset_configs={("m", "lora"): "nope"})
     assert set(detail["heldout"]) == {"qa", "cls"}

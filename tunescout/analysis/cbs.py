@@ -376,6 +376,8 @@ def format_rankings(rankings: Mapping[GroupKey, pd.DataFrame] | pd.DataFrame,
 
 def format_loo_summary(summary: pd.DataFrame) -> str:
     """Plain-text table of :func:`loo_summary`: one row per group × method, one column per k."""
+    if summary.empty:  # every group skipped (one dataset each, as in every `tune` store): say so, not "Empty DataFrame"
+        return "held-out validation: no model × method group has two datasets (or task types) to hold one out"
     keys = [c for c in summary.columns if c not in ("k", "mean_best_relative", "n_heldout")]
     wide = summary.pivot_table(index=keys, columns="k", values="mean_best_relative", dropna=False, sort=False)
     wide.columns = [f"top-{k}" for k in wide.columns]
